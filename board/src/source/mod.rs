@@ -1,0 +1,265 @@
+//! Frame sources: where pictures come from.
+//!
+//! A [`FrameSource`] writes the next picture into a caller-owned [`I420Image`] and blocks
+//! until that picture is due, so a source paces itself (a camera by its sensor, a file by
+//! its frame rate, the test pattern by the configured rate). Open one from a [`SourceSpec`]
+//! with [`open`].
+
+mod disabled;
+mod test_pattern;
+mod y4m;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::frame::I420Image;
+
+pub use test_pattern::{SceneBox, TestPattern, scene_boxes};
+pub use y4m::Y4mFile;
+
+/// What to capture, as written on the command line (`--source`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceSpec {
+    /// The first camera found, else the test pattern.
+    Auto,
+    /// Moving shapes with known boxes and the timestamp stamp.
+    Test,
+    /// A `.y4m` file, looped and paced at its own frame rate.
+    File(PathBuf),
+    /// A V4L2 capture device such as `/dev/video0`.
+    V4l2(PathBuf),
+    /// A libcamera camera, by id or the first one.
+    Libcamera(Option<String>),
+    /// A GStreamer pipeline ending in an appsink.
+    Gst(String),
+}
+
+impl FromStr for SourceSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (kind, arg) = match s.split_once(':') {
+            Some((k, a)) => (k, Some(a)),
+            None => (s, None),
+        };
+        let need = |what: &str| match arg {
+            Some(a) if !a.is_empty() => Ok(a.to_string()),
+            _ => Err(format!("source `{s}` needs {what} after the colon")),
+        };
+        match kind {
+            "auto" if arg.is_none() => Ok(Self::Auto),
+            "test" if arg.is_none() => Ok(Self::Test),
+            "file" => Ok(Self::File(need("a path to a .y4m file")?.into())),
+            "v4l2" => Ok(Self::V4l2(need("a device such as /dev/video0")?.into())),
+            "libcamera" => Ok(Self::Libcamera(
+                arg.filter(|a| !a.is_empty()).map(Into::into),
+            )),
+            "gst" => Ok(Self::Gst(need("a pipeline")?)),
+            _ => Err(format!(
+                "unknown source `{s}`: expected test, file:PATH.y4m, v4l2:/dev/videoN, libcamera[:ID], gst:PIPELINE or auto"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for SourceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Auto => write!(f, "auto"),
+            Self::Test => write!(f, "test"),
+            Self::File(p) => write!(f, "file:{}", p.display()),
+            Self::V4l2(p) => write!(f, "v4l2:{}", p.display()),
+            Self::Libcamera(None) => write!(f, "libcamera"),
+            Self::Libcamera(Some(id)) => write!(f, "libcamera:{id}"),
+            Self::Gst(p) => write!(f, "gst:{p}"),
+        }
+    }
+}
+
+/// Why a source could not open or deliver a frame.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourceError {
+    /// The backend exists but was not compiled into this build (a cargo feature is off).
+    #[error("{backend} capture is not enabled in this build (rebuild with `--features {feature}`)")]
+    NotEnabled {
+        backend: &'static str,
+        feature: &'static str,
+    },
+    /// A file or device could not be opened.
+    #[error("cannot open {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The input is not in a format this source understands.
+    #[error("{0}")]
+    Format(String),
+    /// Reading a frame failed.
+    #[error("capture failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// When a picture was taken, as returned by [`FrameSource::capture`].
+#[derive(Clone, Copy, Debug)]
+pub struct Capture {
+    /// Monotonic time of capture.
+    pub at: Instant,
+    /// Wall-clock time of capture in ms since the Unix epoch.
+    pub wallclock_ms: u64,
+}
+
+impl Capture {
+    /// The current time, as a capture time.
+    pub fn now() -> Self {
+        let wallclock_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Self {
+            at: Instant::now(),
+            wallclock_ms,
+        }
+    }
+}
+
+/// A source of pictures. Implementations pace themselves: `capture` returns when the next
+/// picture is due.
+pub trait FrameSource: Send {
+    /// A short human description, e.g. `test 1280x720@30` (shown in the state JSON).
+    fn describe(&self) -> String;
+    /// Size of the images `capture` writes.
+    fn size(&self) -> (u32, u32);
+    /// Nominal frames per second.
+    fn fps(&self) -> f64;
+    /// Whether frames carry the timestamp stamp (see [`crate::stamp`]).
+    fn has_stamp(&self) -> bool {
+        false
+    }
+    /// Blocks until the next picture is due, writes it into `main` (of [`Self::size`]) and
+    /// says when it was taken.
+    fn capture(&mut self, main: &mut I420Image) -> Result<Capture, SourceError>;
+}
+
+/// Opens the source described by `spec`. `size` is the configured main size: the test
+/// pattern is drawn at it, a file is scaled to it when `scale_file` is true (`--size` was
+/// given), else kept at its native size.
+pub fn open(
+    spec: &SourceSpec,
+    size: (u32, u32),
+    fps: f64,
+    scale_file: bool,
+) -> Result<Box<dyn FrameSource>, SourceError> {
+    match spec {
+        SourceSpec::Auto => match disabled::first_camera() {
+            Some(camera) => open(&camera, size, fps, scale_file),
+            None => {
+                tracing::info!("no camera found: using the test source");
+                Ok(Box::new(TestPattern::new(size, fps)))
+            }
+        },
+        SourceSpec::Test => Ok(Box::new(TestPattern::new(size, fps))),
+        SourceSpec::File(path) => Ok(Box::new(Y4mFile::open(path, scale_file.then_some(size))?)),
+        SourceSpec::V4l2(dev) => disabled::v4l2(dev),
+        SourceSpec::Libcamera(id) => disabled::libcamera(id.as_deref()),
+        SourceSpec::Gst(pipeline) => disabled::gst(pipeline),
+    }
+}
+
+/// Paces a source at a fixed rate without drifting: frame `n` is due at `start + n / fps`.
+/// A source that falls more than a frame behind skips ahead instead of bursting.
+#[derive(Debug)]
+pub(crate) struct Pacer {
+    interval: Duration,
+    next: Option<Instant>,
+}
+
+impl Pacer {
+    pub(crate) fn new(fps: f64) -> Self {
+        Self {
+            interval: Duration::from_secs_f64(1.0 / fps.max(0.1)),
+            next: None,
+        }
+    }
+
+    /// Sleeps until the next frame is due.
+    pub(crate) fn wait(&mut self) {
+        let now = Instant::now();
+        let due = *self.next.get_or_insert(now);
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+        let next = due + self.interval;
+        self.next = Some(if next + self.interval < Instant::now() {
+            Instant::now() + self.interval
+        } else {
+            next
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_spec() {
+        assert_eq!("test".parse(), Ok(SourceSpec::Test));
+        assert_eq!("auto".parse(), Ok(SourceSpec::Auto));
+        assert_eq!(
+            "file:/tmp/a.y4m".parse(),
+            Ok(SourceSpec::File("/tmp/a.y4m".into()))
+        );
+        assert_eq!(
+            "v4l2:/dev/video0".parse(),
+            Ok(SourceSpec::V4l2("/dev/video0".into()))
+        );
+        assert_eq!("libcamera".parse(), Ok(SourceSpec::Libcamera(None)));
+        assert_eq!(
+            "libcamera:cam1".parse(),
+            Ok(SourceSpec::Libcamera(Some("cam1".into())))
+        );
+        assert_eq!(
+            "gst:videotestsrc ! appsink".parse(),
+            Ok(SourceSpec::Gst("videotestsrc ! appsink".into()))
+        );
+    }
+
+    #[test]
+    fn rejects_bad_specs_with_reason() {
+        assert!("file:".parse::<SourceSpec>().unwrap_err().contains("needs"));
+        assert!(
+            "webcam"
+                .parse::<SourceSpec>()
+                .unwrap_err()
+                .contains("unknown source")
+        );
+        assert!("test:1".parse::<SourceSpec>().is_err());
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for s in [
+            "test",
+            "auto",
+            "file:x.y4m",
+            "v4l2:/dev/video2",
+            "libcamera:0",
+        ] {
+            assert_eq!(s.parse::<SourceSpec>().unwrap().to_string(), s);
+        }
+    }
+
+    #[test]
+    fn disabled_backends_say_so() {
+        let err = open(&"v4l2:/dev/video0".parse().unwrap(), (64, 64), 30.0, false)
+            .err()
+            .expect("v4l2 is not in the default build");
+        assert!(
+            err.to_string().contains("not enabled in this build"),
+            "{err}"
+        );
+    }
+}
