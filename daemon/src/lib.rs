@@ -1,1 +1,247 @@
-pub fn x() {}
+//! # focusd
+//!
+//! An edge camera daemon. It captures a camera, finds the region of interest (ROI) on the
+//! device, encodes H.264 once per track and serves two WebRTC tracks to any number of
+//! viewers: a cheap low-res **context** track of the full frame, and a high-res **source**
+//! track shaped by a [`command::Mode`] (LOW: nothing; HIGH: full frame; VISION: only the
+//! ROI, black elsewhere; HYBRID: the ROI limited to a user rectangle). A `commands`
+//! DataChannel, `POST /api/command` and (later) MQTT change the mode.
+//!
+//! ## Shape
+//! ```text
+//! source ─► capture ─► context encoder ─┐
+//!              │    ─► source encoder ───┼─► hub (sans-IO, str0m) ─► every viewer
+//!              └──► ROI detector ─► Control ◄── HTTP · DataChannel
+//! ```
+//! * [`pipeline`] owns the threads that capture and encode; nothing there waits for a
+//!   viewer.
+//! * [`webrtc::Hub`] is a state machine holding every viewer; [`webrtc::server`] drives it.
+//! * [`state::Control`] is the one owner of mode, rectangle, ROI and counters.
+//! * [`http`] is the HTTP door; [`command`] the one command schema all doors share.
+//!
+//! Start it with [`Daemon::start`], stop it by cancelling the token you passed in.
+
+pub mod bench;
+pub mod command;
+pub mod config;
+pub mod http;
+pub mod mask;
+pub mod metrics;
+pub mod minihttp;
+pub mod pipeline;
+pub mod receiver;
+pub mod roi;
+pub mod slot;
+pub mod state;
+pub mod track;
+pub mod webrtc;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::pipeline::{Pipeline, PipelineError};
+use crate::slot::LatestSlot;
+use crate::state::{Bitrates, Control};
+use crate::track::Track;
+use crate::webrtc::server::{HubTask, bind_sockets};
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The configured source or encoder cannot be used: a configuration problem.
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    /// The HTTP address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// No UDP socket for media could be bound.
+    #[error("cannot bind media sockets: {0}")]
+    Media(std::io::Error),
+}
+
+impl StartError {
+    /// Whether this comes from configuration (exit status 2: restarting will not help).
+    pub fn is_config(&self) -> bool {
+        matches!(self, StartError::Pipeline(PipelineError::Source(_)))
+    }
+}
+
+/// Encoded frames waiting for the hub; beyond this the hub is behind and frames are shed.
+const HUB_QUEUE: usize = 16;
+
+/// A running daemon.
+#[derive(Debug)]
+pub struct Daemon {
+    http_addr: SocketAddr,
+    control: Arc<Control>,
+    metrics: Arc<Metrics>,
+    tracker: TaskTracker,
+    pipeline: Pipeline,
+}
+
+impl Daemon {
+    /// Opens the source, binds the sockets and starts serving. Returns once the daemon is
+    /// listening; it runs until `shutdown` is cancelled.
+    pub async fn start(
+        settings: Settings,
+        shutdown: CancellationToken,
+    ) -> Result<Daemon, StartError> {
+        let metrics = Arc::new(Metrics::default());
+        let control = Arc::new(Control::new(
+            settings.mode,
+            settings.hybrid_rect,
+            String::new(),
+            String::new(),
+        ));
+        if let Some(url) = &settings.mqtt {
+            tracing::warn!(%url, "the MQTT control plane is not part of this version yet; --mqtt is ignored");
+        }
+
+        let (frames_tx, frames_rx) = tokio::sync::mpsc::channel(HUB_QUEUE);
+        let detector_frames = Arc::new(LatestSlot::new());
+        let pipeline = Pipeline::start(
+            &settings,
+            control.clone(),
+            metrics.clone(),
+            frames_tx,
+            detector_frames.clone(),
+            shutdown.clone(),
+        )?;
+        control.set_backends(pipeline.encoder.to_string(), pipeline.source.clone());
+        let stamp_rows = if pipeline.source.starts_with("test") {
+            focusd_board::stamp::band_height(pipeline.lores_size.1)
+        } else {
+            0
+        };
+        roi::spawn(
+            Box::new(roi::MotionDetector::new(
+                stamp_rows,
+                settings.roi.margin_percent,
+            )),
+            detector_frames,
+            control.clone(),
+            metrics.clone(),
+            settings.roi.fps.min(pipeline.fps),
+            shutdown.clone(),
+        )
+        .map_err(|e| StartError::Pipeline(PipelineError::Thread(e)))?;
+
+        let tracker = TaskTracker::new();
+        let sockets = bind_sockets(settings.listen.ip(), settings.webrtc.udp_port)
+            .await
+            .map_err(StartError::Media)?;
+        let webrtc = HubTask {
+            sockets,
+            max_viewers: settings.webrtc.max_viewers,
+            frames: frames_rx,
+            control: control.clone(),
+            keyframes: pipeline.keyframes.clone(),
+            metrics: metrics.clone(),
+        }
+        .spawn(&tracker, shutdown.clone())
+        .map_err(StartError::Media)?;
+
+        let listener =
+            TcpListener::bind(settings.listen)
+                .await
+                .map_err(|source| StartError::Listen {
+                    addr: settings.listen,
+                    source,
+                })?;
+        let http_addr = listener.local_addr().map_err(|source| StartError::Listen {
+            addr: settings.listen,
+            source,
+        })?;
+        let app = http::router(http::AppState {
+            control: control.clone(),
+            metrics: metrics.clone(),
+            webrtc,
+            liveness: pipeline.liveness.clone(),
+        });
+        let token = shutdown.clone();
+        tracker.spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+        tracker.spawn(rates(control.clone(), metrics.clone(), shutdown.clone()));
+        tracker.close();
+        tracing::info!(%http_addr, source = %pipeline.source, "focusd serving: viewer at http://{http_addr}/");
+        Ok(Daemon {
+            http_addr,
+            control,
+            metrics,
+            tracker,
+            pipeline,
+        })
+    }
+
+    /// The bound HTTP address (useful with port 0).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    pub fn control(&self) -> &Arc<Control> {
+        &self.control
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Waits until every task and thread has stopped (after `shutdown` was cancelled).
+    pub async fn wait(self) {
+        self.tracker.wait().await;
+        let pipeline = self.pipeline;
+        let _ = tokio::task::spawn_blocking(move || pipeline.join()).await;
+    }
+}
+
+/// Runs the daemon until `shutdown` is cancelled.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), StartError> {
+    Daemon::start(settings, shutdown).await?.wait().await;
+    Ok(())
+}
+
+/// Once a second, turns counters into the rates of the state JSON.
+async fn rates(control: Arc<Control>, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+    let mut last = (Instant::now(), 0u64, [0u64; 2]);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let now = Instant::now();
+        let frames = metrics.frames_captured.get();
+        let bytes = Track::ALL.map(|t| metrics.track(t).bytes.get());
+        let dt = now.duration_since(last.0).as_secs_f64().max(1e-3);
+        let kbps = |t: Track| {
+            ((bytes[t as usize] - last.2[t as usize]) as f64 * 8.0 / 1000.0 / dt * 10.0).round()
+                / 10.0
+        };
+        let fps = ((frames - last.1) as f64 / dt * 10.0).round() / 10.0;
+        control.set_rates(
+            fps,
+            Bitrates {
+                context: kbps(Track::Context),
+                source: kbps(Track::Source),
+            },
+        );
+        last = (now, frames, bytes);
+    }
+}

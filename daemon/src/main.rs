@@ -1,1 +1,87 @@
-fn main() {}
+//! The `focusd` binary: parse flags, resolve settings, run until a signal.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use focusd::config::{Flags, Settings, Subcmd};
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let flags = Flags::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,str0m=warn,focusd::webrtc=info")
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("focusd: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Some(Subcmd::Bench(bench)) = &flags.command {
+        return match runtime.block_on(focusd::bench::run(bench.clone())) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("focusd bench: {e:#}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    let settings = match Settings::load(&flags) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("focusd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let shutdown = CancellationToken::new();
+    let result = runtime.block_on(async {
+        let signals = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            signals.cancel();
+        });
+        focusd::run(settings, shutdown.clone()).await
+    });
+    // Threads that are still busy get a short grace period, never a hang.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("focusd: {e}");
+            ExitCode::from(if e.is_config() { 2 } else { 1 })
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

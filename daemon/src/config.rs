@@ -1,0 +1,507 @@
+//! Configuration in two steps, as ripgrep does it: raw inputs ([`Flags`] from the command
+//! line, [`FileConfig`] from TOML) are resolved into [`Settings`], where every value is
+//! checked and defaulted. Nothing downstream sees a raw value.
+//!
+//! Precedence: command-line flag, then config file, then built-in default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+use focusd_board::source::SourceSpec;
+use serde::Deserialize;
+
+use crate::command::{Mode, Rect};
+
+/// Edge camera daemon: captures a camera, finds the region of interest and streams it over
+/// WebRTC as a low-res context track plus a high-res source track shaped by a mode.
+#[derive(Debug, Parser)]
+#[command(name = "focusd", version, about, long_about = None)]
+pub struct Flags {
+    /// TOML config file; flags override its values.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+    /// HTTP address for signalling, API, viewer and metrics [default: 0.0.0.0:8888].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+    /// What to capture: test, file:PATH.y4m, v4l2:/dev/videoN, libcamera[:ID], gst:PIPELINE
+    /// or auto (first camera found, else test) [default: auto].
+    #[arg(long, value_name = "SPEC")]
+    pub source: Option<String>,
+    /// Main image size; a file is scaled to it when given, else kept at its native size
+    /// [default: 1280x720].
+    #[arg(long, value_name = "WxH")]
+    pub size: Option<String>,
+    /// Frames per second for the test source and encoders [default: 30].
+    #[arg(long, value_name = "N")]
+    pub fps: Option<u32>,
+    /// MQTT broker URL, e.g. mqtt://broker:1883 (the MQTT control plane is not in this
+    /// version yet; the value is validated and reported).
+    #[arg(long, value_name = "URL")]
+    pub mqtt: Option<String>,
+    /// Device id used in MQTT topics [default: the host name].
+    #[arg(long, value_name = "ID")]
+    pub device_id: Option<String>,
+    #[command(subcommand)]
+    pub command: Option<Subcmd>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Subcmd {
+    /// Measure latency, time to first frame, CPU and memory against an encoder-only
+    /// baseline, on loopback with the test source.
+    Bench(BenchFlags),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BenchFlags {
+    /// Seconds to measure each phase.
+    #[arg(long, default_value_t = 8)]
+    pub seconds: u64,
+    /// Viewer count of the multi-viewer phase.
+    #[arg(long, default_value_t = 8)]
+    pub viewers: usize,
+}
+
+/// The config file. Every key is optional; unknown keys are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub source: Option<String>,
+    pub size: Option<String>,
+    pub fps: Option<u32>,
+    pub mqtt: Option<String>,
+    pub device_id: Option<String>,
+    #[serde(default)]
+    pub video: VideoFile,
+    #[serde(default)]
+    pub webrtc: WebRtcFile,
+    #[serde(default)]
+    pub control: ControlFile,
+    #[serde(default)]
+    pub roi: RoiFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VideoFile {
+    pub context_width: Option<u32>,
+    pub context_kbps: Option<u32>,
+    pub source_kbps: Option<u32>,
+    pub keyframe_interval_s: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebRtcFile {
+    pub max_viewers: Option<usize>,
+    pub udp_port: Option<u16>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlFile {
+    pub mode: Option<String>,
+    pub hybrid_rect: Option<Rect>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoiFile {
+    pub fps: Option<f64>,
+    pub margin_percent: Option<f64>,
+}
+
+/// Resolved, validated settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    /// HTTP listen address.
+    pub listen: SocketAddr,
+    /// What to capture.
+    pub source: SourceSpec,
+    /// Main image size.
+    pub size: (u32, u32),
+    /// Whether `size` was given (a file is then scaled to it).
+    pub size_given: bool,
+    /// Capture and encode rate for the test source.
+    pub fps: u32,
+    pub video: VideoSettings,
+    pub webrtc: WebRtcSettings,
+    /// Mode at start-up.
+    pub mode: Mode,
+    /// HYBRID rectangle at start-up.
+    pub hybrid_rect: Option<Rect>,
+    pub roi: RoiSettings,
+    /// MQTT broker URL, when configured.
+    pub mqtt: Option<String>,
+    /// Device id (MQTT topics, registration).
+    pub device_id: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct VideoSettings {
+    /// Width of the context (lores) track; height follows the main aspect ratio.
+    pub context_width: u32,
+    /// Target bitrate of the context track, kbit/s.
+    pub context_kbps: u32,
+    /// Target bitrate of the source track, kbit/s.
+    pub source_kbps: u32,
+    /// Seconds between periodic keyframes.
+    pub keyframe_interval_s: f64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct WebRtcSettings {
+    /// Viewers served at once; one more gets 503.
+    pub max_viewers: usize,
+    /// UDP port for media (0 = any free port).
+    pub udp_port: u16,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RoiSettings {
+    /// How often the detector looks at a frame.
+    pub fps: f64,
+    /// Margin added around each detection, percent of the frame width.
+    pub margin_percent: f64,
+}
+
+/// A configuration value that cannot be used. Displays as one line naming the key.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid config `{key}`: {reason}")]
+pub struct ConfigError {
+    pub key: String,
+    pub reason: String,
+}
+
+fn bad<T>(key: &str, reason: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError {
+        key: key.into(),
+        reason: reason.into(),
+    })
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings::resolve(&Flags::parse_from(["focusd"]), FileConfig::default())
+            .expect("the built-in defaults are valid")
+    }
+}
+
+impl Settings {
+    /// Reads the config file named by `flags` (if any) and resolves.
+    pub fn load(flags: &Flags) -> Result<Settings, ConfigError> {
+        let file = match &flags.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        Settings::resolve(flags, file)
+    }
+
+    /// Resolves flags over file values over defaults, validating each.
+    pub fn resolve(flags: &Flags, file: FileConfig) -> Result<Settings, ConfigError> {
+        let listen = flags
+            .listen
+            .clone()
+            .or(file.listen)
+            .unwrap_or_else(|| "0.0.0.0:8888".into());
+        let listen: SocketAddr = match listen.parse() {
+            Ok(a) => a,
+            Err(_) => {
+                return bad(
+                    "listen",
+                    format!("`{listen}` is not ADDR:PORT, e.g. 0.0.0.0:8888"),
+                );
+            }
+        };
+        let source = flags
+            .source
+            .clone()
+            .or(file.source)
+            .unwrap_or_else(|| "auto".into());
+        let source: SourceSpec = match source.parse() {
+            Ok(s) => s,
+            Err(e) => return bad("source", e),
+        };
+        let size_text = flags.size.clone().or(file.size);
+        let size_given = size_text.is_some();
+        let size = parse_size(size_text.as_deref().unwrap_or("1280x720"))?;
+        let fps = flags.fps.or(file.fps).unwrap_or(30);
+        if !(1..=120).contains(&fps) {
+            return bad("fps", format!("{fps} is outside 1..=120"));
+        }
+        let video = VideoSettings {
+            context_width: file.video.context_width.unwrap_or(320),
+            context_kbps: file.video.context_kbps.unwrap_or(300),
+            source_kbps: file.video.source_kbps.unwrap_or(2500),
+            keyframe_interval_s: file.video.keyframe_interval_s.unwrap_or(2.0),
+        };
+        if video.context_width < 16 || video.context_width % 2 == 1 || video.context_width > size.0
+        {
+            return bad(
+                "video.context_width",
+                format!(
+                    "{} must be even, at least 16 and at most the main width {}",
+                    video.context_width, size.0
+                ),
+            );
+        }
+        for (key, kbps) in [
+            ("video.context_kbps", video.context_kbps),
+            ("video.source_kbps", video.source_kbps),
+        ] {
+            if !(20..=100_000).contains(&kbps) {
+                return bad(key, format!("{kbps} kbit/s is outside 20..=100000"));
+            }
+        }
+        if !(0.1..=60.0).contains(&video.keyframe_interval_s) {
+            return bad(
+                "video.keyframe_interval_s",
+                "must be between 0.1 and 60 seconds",
+            );
+        }
+        let webrtc = WebRtcSettings {
+            max_viewers: file.webrtc.max_viewers.unwrap_or(16),
+            udp_port: file.webrtc.udp_port.unwrap_or(0),
+        };
+        if !(1..=256).contains(&webrtc.max_viewers) {
+            return bad(
+                "webrtc.max_viewers",
+                format!("{} is outside 1..=256", webrtc.max_viewers),
+            );
+        }
+        let mode = match file.control.mode.as_deref() {
+            None => Mode::High,
+            Some(m) => match Mode::parse(m) {
+                Some(m) => m,
+                None => {
+                    return bad(
+                        "control.mode",
+                        format!("unknown mode `{m}`: use LOW, HIGH, VISION or HYBRID"),
+                    );
+                }
+            },
+        };
+        let hybrid_rect = match file.control.hybrid_rect {
+            None => None,
+            Some(r) => match r.validated() {
+                Ok(r) => Some(r),
+                Err(e) => return bad("control.hybrid_rect", e.0),
+            },
+        };
+        let roi = RoiSettings {
+            fps: file.roi.fps.unwrap_or(15.0),
+            margin_percent: file.roi.margin_percent.unwrap_or(4.0),
+        };
+        if !(0.5..=120.0).contains(&roi.fps) {
+            return bad("roi.fps", "must be between 0.5 and 120");
+        }
+        if !(0.0..=50.0).contains(&roi.margin_percent) {
+            return bad("roi.margin_percent", "must be between 0 and 50");
+        }
+        let mqtt = flags.mqtt.clone().or(file.mqtt);
+        if let Some(url) = &mqtt
+            && !(url.starts_with("mqtt://") || url.starts_with("mqtts://"))
+        {
+            return bad(
+                "mqtt",
+                format!("`{url}` must start with mqtt:// or mqtts://"),
+            );
+        }
+        let device_id = flags
+            .device_id
+            .clone()
+            .or(file.device_id)
+            .unwrap_or_else(default_device_id);
+        if device_id.is_empty()
+            || device_id.len() > 64
+            || !device_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return bad(
+                "device_id",
+                format!("`{device_id}` must be 1-64 characters of A-Z a-z 0-9 - _"),
+            );
+        }
+        Ok(Settings {
+            listen,
+            source,
+            size,
+            size_given,
+            fps,
+            video,
+            webrtc,
+            mode,
+            hybrid_rect,
+            roi,
+            mqtt,
+            device_id,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => return bad("config", format!("cannot read {}: {e}", path.display())),
+    };
+    toml::from_str(&text).or_else(|e: toml::de::Error| {
+        // toml's message spans lines (it quotes the source); keep the first, name the key.
+        let first = e
+            .message()
+            .lines()
+            .next()
+            .unwrap_or("parse error")
+            .to_string();
+        let key = e
+            .span()
+            .map(|s| key_at(&text, s.start))
+            .unwrap_or_else(|| "config".into());
+        bad(&key, first)
+    })
+}
+
+/// The dotted key whose value starts at byte `pos` of `text` (best effort, for messages).
+fn key_at(text: &str, pos: usize) -> String {
+    let mut table = String::new();
+    let mut key = String::new();
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            table = trimmed
+                .trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_string();
+        } else if let Some((k, _)) = trimmed.split_once('=') {
+            key = k.trim().to_string();
+        }
+        offset += line.len();
+        if offset > pos {
+            break;
+        }
+    }
+    match (table.is_empty(), key.is_empty()) {
+        (_, true) => "config".into(),
+        (true, false) => key,
+        (false, false) => format!("{table}.{key}"),
+    }
+}
+
+fn parse_size(s: &str) -> Result<(u32, u32), ConfigError> {
+    let parsed = s
+        .split_once(['x', 'X'])
+        .and_then(|(w, h)| Some((w.trim().parse::<u32>().ok()?, h.trim().parse::<u32>().ok()?)));
+    match parsed {
+        Some((w, h))
+            if (16..=4096).contains(&w) && (16..=4096).contains(&h) && w % 2 == 0 && h % 2 == 0 =>
+        {
+            Ok((w, h))
+        }
+        Some(_) => bad(
+            "size",
+            format!("`{s}`: width and height must be even and within 16..=4096"),
+        ),
+        None => bad("size", format!("`{s}` is not WxH, e.g. 1280x720")),
+    }
+}
+
+fn default_device_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .unwrap_or_default();
+    let id: String = host
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    if id.is_empty() { "focusd".into() } else { id }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(args: &[&str]) -> Flags {
+        Flags::parse_from(std::iter::once("focusd").chain(args.iter().copied()))
+    }
+
+    fn file(text: &str) -> FileConfig {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let s = Settings::default();
+        assert_eq!(s.listen, "0.0.0.0:8888".parse().unwrap());
+        assert_eq!(s.size, (1280, 720));
+        assert!(!s.size_given);
+        assert_eq!(s.fps, 30);
+        assert_eq!(s.source, SourceSpec::Auto);
+        assert_eq!(s.video.context_width, 320);
+        assert_eq!(s.mqtt, None);
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let f = file("size = \"640x360\"\nfps = 15\n[video]\nsource_kbps = 900\n");
+        let s = Settings::resolve(&flags(&["--fps", "25", "--source", "test"]), f).unwrap();
+        assert_eq!(s.fps, 25);
+        assert_eq!(s.size, (640, 360));
+        assert!(s.size_given);
+        assert_eq!(s.video.source_kbps, 900);
+        assert_eq!(s.source, SourceSpec::Test);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases: [(&[&str], &str, &str); 7] = [
+            (&["--size", "1280"], "", "size"),
+            (&["--size", "1281x720"], "", "size"),
+            (&["--fps", "0"], "", "fps"),
+            (&["--listen", "localhost"], "", "listen"),
+            (&["--source", "webcam"], "", "source"),
+            (&["--mqtt", "http://x"], "", "mqtt"),
+            (&[], "[control]\nmode = \"ULTRA\"\n", "control.mode"),
+        ];
+        for (args, text, key) in cases {
+            let err = Settings::resolve(&flags(args), file(text)).unwrap_err();
+            assert_eq!(err.key, key, "{args:?} {text}");
+            assert!(!err.to_string().contains('\n'));
+        }
+        let err = Settings::resolve(&flags(&[]), file("[webrtc]\nmax_viewers = 0\n")).unwrap_err();
+        assert_eq!(err.key, "webrtc.max_viewers");
+        let err = Settings::resolve(
+            &flags(&[]),
+            file("[control]\nhybrid_rect = { x1 = 50, y1 = 0, x2 = 10, y2 = 10 }\n"),
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "control.hybrid_rect");
+    }
+
+    #[test]
+    fn file_errors_are_one_line_with_key() {
+        let dir = std::env::temp_dir().join(format!("focusd-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, "fps = 30\n[video]\nsource_kbps = \"lots\"\n").unwrap();
+        let err = Settings::load(&flags(&["--config", path.to_str().unwrap()])).unwrap_err();
+        assert_eq!(err.key, "video.source_kbps", "{err}");
+        assert!(!err.to_string().contains('\n'), "{err}");
+        std::fs::write(&path, "colour = \"blue\"\n").unwrap();
+        let err = Settings::load(&flags(&["--config", path.to_str().unwrap()])).unwrap_err();
+        assert!(err.to_string().contains("colour"), "{err}");
+        let err = Settings::load(&flags(&["--config", "/nonexistent/focusd.toml"])).unwrap_err();
+        assert_eq!(err.key, "config");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

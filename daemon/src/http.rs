@@ -1,0 +1,324 @@
+//! The HTTP door: signalling (`/offer`, `/whep`), the API, the viewer page, metrics and
+//! health. Every bad request gets a 4xx with a one-line reason; nothing here can stop video.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use serde::Deserialize;
+
+use crate::command::Command;
+use crate::metrics::Metrics;
+use crate::pipeline::Liveness;
+use crate::state::Control;
+use crate::webrtc::OfferError;
+use crate::webrtc::server::WebRtcHandle;
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The viewer page, embedded in the binary.
+const VIEWER_HTML: &str = include_str!("../assets/viewer.html");
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub control: Arc<Control>,
+    pub metrics: Arc<Metrics>,
+    pub webrtc: WebRtcHandle,
+    pub liveness: Liveness,
+}
+
+/// The routes of the contract.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(|| async { Html(VIEWER_HTML) }))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/state", get(api_state))
+        .route("/api/command", post(api_command))
+        .route("/offer", post(offer))
+        .route("/whep", post(whep))
+        .route("/whep/{id}", delete(whep_delete).patch(whep_patch))
+        .fallback(not_found)
+        .layer(axum::middleware::map_response(cors))
+        .with_state(state)
+}
+
+/// Viewers and dashboards served from another origin may call us (the Smart Focus
+/// dashboard does): allow it, and answer preflights.
+async fn cors(method: Method, mut res: Response) -> Response {
+    let h = res.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Location"),
+    );
+    if method == Method::OPTIONS {
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, DELETE, PATCH, OPTIONS"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("Content-Type"),
+        );
+        *res.status_mut() = StatusCode::NO_CONTENT;
+    }
+    res
+}
+
+/// A rejected request: status plus one line of reason.
+#[derive(Debug)]
+struct Reject {
+    status: StatusCode,
+    reason: String,
+    json: bool,
+}
+
+impl Reject {
+    fn new(status: StatusCode, reason: impl Into<String>) -> Self {
+        Self {
+            status,
+            reason: reason.into(),
+            json: true,
+        }
+    }
+    fn text(mut self) -> Self {
+        self.json = false;
+        self
+    }
+}
+
+impl IntoResponse for Reject {
+    fn into_response(self) -> Response {
+        if self.json {
+            (
+                self.status,
+                axum::Json(serde_json::json!({ "error": self.reason })),
+            )
+                .into_response()
+        } else {
+            (
+                self.status,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                format!("{}\n", self.reason),
+            )
+                .into_response()
+        }
+    }
+}
+
+fn media_type(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    Some(
+        v.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase(),
+    )
+}
+
+/// Reads the body, refusing more than [`MAX_BODY_BYTES`] with 413.
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, Reject> {
+    let too_big = || {
+        Reject::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body is over {} KiB", MAX_BODY_BYTES / 1024),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+        return Err(too_big());
+    }
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| too_big())
+}
+
+fn utf8(bytes: Bytes) -> Result<String, Reject> {
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| Reject::new(StatusCode::BAD_REQUEST, "body is not UTF-8"))
+}
+
+async fn healthz(State(s): State<AppState>) -> Response {
+    match s.liveness.since_last_frame() {
+        Some(age) if age < Duration::from_secs(2) => (StatusCode::OK, "ok\n").into_response(),
+        Some(age) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("no frame for {:.1} s\n", age.as_secs_f64()),
+        )
+            .into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "no frame captured yet\n").into_response(),
+    }
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    let viewers = s.control.snapshot().viewers;
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(viewers),
+    )
+        .into_response()
+}
+
+async fn api_state(State(s): State<AppState>) -> Response {
+    axum::Json(s.control.snapshot()).into_response()
+}
+
+async fn api_command(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Reject> {
+    let result = async {
+        if media_type(&headers).as_deref() != Some("application/json") {
+            return Err(Reject::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "send the command as Content-Type: application/json",
+            ));
+        }
+        let body = read_body(&headers, body).await?;
+        let cmd = Command::parse(&body).map_err(|e| Reject::new(StatusCode::BAD_REQUEST, e.0))?;
+        Ok(axum::Json(s.control.apply(&cmd)).into_response())
+    }
+    .await;
+    if result.is_err() {
+        s.metrics.bad_requests.inc();
+    }
+    result
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonOffer {
+    sdp: String,
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+fn offer_reject(e: OfferError) -> Reject {
+    let status = match e {
+        OfferError::TooManyViewers(_) | OfferError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    Reject::new(status, e.to_string())
+}
+
+/// `POST /offer`: SDP in, SDP out (text), or `{"sdp","type":"offer"}` in, JSON out.
+async fn offer(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Reject> {
+    let result = async {
+        let json = match media_type(&headers).as_deref() {
+            Some("application/json") => true,
+            Some("text/plain" | "application/sdp") => false,
+            other => {
+                return Err(Reject::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    format!("content type {} is not accepted: use application/sdp, text/plain or application/json", other.unwrap_or("(none)")),
+                )
+                .text());
+            }
+        };
+        let body = read_body(&headers, body).await.map_err(|r| if json { r } else { r.text() })?;
+        let sdp = if json {
+            let o: JsonOffer = serde_json::from_slice(&body)
+                .map_err(|e| Reject::new(StatusCode::BAD_REQUEST, format!("expected {{\"sdp\":..,\"type\":\"offer\"}}: {e}")))?;
+            if o.kind != "offer" {
+                return Err(Reject::new(StatusCode::BAD_REQUEST, format!("type must be \"offer\", got \"{}\"", o.kind)));
+            }
+            o.sdp
+        } else {
+            utf8(body).map_err(Reject::text)?
+        };
+        let (_, answer) = s.webrtc.offer(sdp).await.map_err(|e| {
+            let r = offer_reject(e);
+            if json { r } else { r.text() }
+        })?;
+        Ok(if json {
+            axum::Json(serde_json::json!({ "sdp": answer, "type": "answer" })).into_response()
+        } else {
+            ([(header::CONTENT_TYPE, "application/sdp")], answer).into_response()
+        })
+    }
+    .await;
+    if result.is_err() {
+        s.metrics.bad_requests.inc();
+    }
+    result
+}
+
+/// `POST /whep` (RFC 9725): `application/sdp` offer → 201 + `Location` + answer.
+async fn whep(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Reject> {
+    let result = async {
+        if media_type(&headers).as_deref() != Some("application/sdp") {
+            return Err(Reject::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "WHEP offers must be Content-Type: application/sdp",
+            )
+            .text());
+        }
+        let body = read_body(&headers, body).await.map_err(Reject::text)?;
+        let sdp = utf8(body).map_err(Reject::text)?;
+        let (id, answer) = s
+            .webrtc
+            .offer(sdp)
+            .await
+            .map_err(|e| offer_reject(e).text())?;
+        Ok((
+            StatusCode::CREATED,
+            [
+                (header::CONTENT_TYPE, "application/sdp".to_string()),
+                (header::LOCATION, format!("/whep/{id}")),
+            ],
+            answer,
+        )
+            .into_response())
+    }
+    .await;
+    if result.is_err() {
+        s.metrics.bad_requests.inc();
+    }
+    result
+}
+
+async fn whep_delete(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    if s.webrtc.close(&id).await {
+        StatusCode::OK.into_response()
+    } else {
+        (StatusCode::NOT_FOUND, "no such session\n").into_response()
+    }
+}
+
+/// Trickle ICE and ICE restarts are not supported: offers are complete (non-trickle).
+async fn whep_patch() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(header::ALLOW, "DELETE")],
+        "trickle ICE is not supported; send a complete offer\n",
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "not found\n").into_response()
+}

@@ -1,0 +1,160 @@
+//! Shaping the source frame by mode: which pixels of the main image the source track keeps.
+
+use focusd_board::frame::{I420Image, PixelRect};
+
+use crate::command::{Mode, Rect};
+use crate::state::Shaping;
+
+/// Keep rectangles are grown to whole 16x16 macroblocks, so the encoder sees clean black
+/// blocks and ringing never leaks into them.
+const MB: u32 = 16;
+
+/// What to encode for the source track.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Shape {
+    /// Nothing (LOW).
+    Nothing,
+    /// The whole main image (HIGH).
+    Full,
+    /// Only these pixels, black elsewhere (VISION, HYBRID); may be empty.
+    Only(Vec<PixelRect>),
+}
+
+/// Decides the shape for a `w` x `h` main image.
+pub fn shape(s: &Shaping, w: u32, h: u32) -> Shape {
+    let keep = |limit: Option<&Rect>| {
+        let rects = s
+            .roi
+            .iter()
+            .filter_map(|b| match limit {
+                Some(l) => b.rect().intersect(l),
+                None => Some(b.rect()),
+            })
+            .map(|r| to_pixels(&r, w, h).align_out(MB, w, h))
+            .filter(|r| !r.is_empty())
+            .collect();
+        Shape::Only(rects)
+    };
+    match s.mode {
+        Mode::Low => Shape::Nothing,
+        Mode::High => Shape::Full,
+        Mode::Vision => keep(None),
+        Mode::Hybrid => keep(s.hybrid_rect.as_ref()),
+    }
+}
+
+fn to_pixels(r: &Rect, w: u32, h: u32) -> PixelRect {
+    let px = |v: f64, size: u32| ((v / 100.0 * size as f64).round().max(0.0) as u32).min(size);
+    PixelRect {
+        x0: px(r.x1, w),
+        y0: px(r.y1, h),
+        x1: px(r.x2, w),
+        y1: px(r.y2, h),
+    }
+}
+
+/// Writes `src` into `dst` with everything outside `keep` black, except the top
+/// `stamp_rows` rows (the test stamp), which stay so latency can be read on every track.
+pub fn apply(src: &I420Image, keep: &[PixelRect], stamp_rows: u32, dst: &mut I420Image) {
+    dst.fill_black();
+    let (w, h) = (src.width(), src.height());
+    if stamp_rows > 0 {
+        dst.copy_rect_from(
+            src,
+            PixelRect {
+                x0: 0,
+                y0: 0,
+                x1: w,
+                y1: (stamp_rows.div_ceil(2) * 2).min(h),
+            },
+        );
+    }
+    for r in keep {
+        dst.copy_rect_from(src, *r);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::RoiBox;
+
+    fn roi(x1: f64, y1: f64, x2: f64, y2: f64) -> RoiBox {
+        RoiBox {
+            x1,
+            y1,
+            x2,
+            y2,
+            label: "motion".into(),
+            score: 1.0,
+        }
+    }
+
+    #[test]
+    fn modes_map_to_shapes() {
+        let mut s = Shaping {
+            mode: Mode::Low,
+            hybrid_rect: None,
+            roi: vec![roi(10.0, 10.0, 20.0, 20.0)],
+        };
+        assert_eq!(shape(&s, 1280, 720), Shape::Nothing);
+        s.mode = Mode::High;
+        assert_eq!(shape(&s, 1280, 720), Shape::Full);
+        s.mode = Mode::Vision;
+        let Shape::Only(r) = shape(&s, 1280, 720) else {
+            panic!()
+        };
+        assert_eq!(
+            r,
+            vec![PixelRect {
+                x0: 128,
+                y0: 64,
+                x1: 256,
+                y1: 144
+            }]
+        );
+        s.mode = Mode::Hybrid;
+        let Shape::Only(r) = shape(&s, 1280, 720) else {
+            panic!()
+        };
+        assert_eq!(r.len(), 1, "no rectangle: HYBRID behaves like VISION");
+        s.hybrid_rect = Some(Rect {
+            x1: 15.0,
+            y1: 0.0,
+            x2: 100.0,
+            y2: 100.0,
+        });
+        let Shape::Only(r) = shape(&s, 1280, 720) else {
+            panic!()
+        };
+        assert_eq!(r[0].x0, 192, "limited to the rectangle");
+        s.hybrid_rect = Some(Rect {
+            x1: 50.0,
+            y1: 50.0,
+            x2: 60.0,
+            y2: 60.0,
+        });
+        assert_eq!(
+            shape(&s, 1280, 720),
+            Shape::Only(vec![]),
+            "no overlap: all black"
+        );
+    }
+
+    #[test]
+    fn apply_blacks_out_all_but_keep_and_stamp() {
+        let mut src = I420Image::new(64, 64);
+        src.planes_mut().0.fill(150);
+        let mut dst = I420Image::new(64, 64);
+        let keep = [PixelRect {
+            x0: 16,
+            y0: 32,
+            x1: 32,
+            y1: 48,
+        }];
+        apply(&src, &keep, 4, &mut dst);
+        assert_eq!(dst.y()[0], 150, "stamp band kept");
+        assert_eq!(dst.y()[10 * 64 + 10], 16, "outside is black");
+        assert_eq!(dst.y()[40 * 64 + 20], 150, "inside kept");
+    }
+}

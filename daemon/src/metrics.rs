@@ -1,0 +1,238 @@
+//! Counters the daemon keeps about itself, rendered as Prometheus text at `/metrics`.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::track::Track;
+
+/// A monotonically increasing counter.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.add(1);
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Upper bounds (seconds) of the encode-time histogram buckets.
+const ENCODE_BUCKETS: [f64; 9] = [0.001, 0.002, 0.004, 0.008, 0.016, 0.033, 0.066, 0.133, 0.5];
+
+/// Encode-time histogram for one track.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [Counter; ENCODE_BUCKETS.len()],
+    count: Counter,
+    sum_micros: Counter,
+}
+
+impl Histogram {
+    pub fn observe(&self, seconds: f64) {
+        for (bound, bucket) in ENCODE_BUCKETS.iter().zip(&self.buckets) {
+            if seconds <= *bound {
+                bucket.inc();
+            }
+        }
+        self.count.inc();
+        self.sum_micros.add((seconds * 1e6) as u64);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.get()
+    }
+
+    pub fn sum_seconds(&self) -> f64 {
+        self.sum_micros.get() as f64 / 1e6
+    }
+}
+
+/// Per-track counters.
+#[derive(Debug, Default)]
+pub struct TrackMetrics {
+    /// Access units the encoder produced.
+    pub frames: Counter,
+    /// Bytes the encoder produced.
+    pub bytes: Counter,
+    pub keyframes: Counter,
+    /// Frames the encoder never saw because a newer one replaced it (encoder too slow).
+    pub dropped_encoder_busy: Counter,
+    /// Encoded frames not handed to the WebRTC hub because its queue was full.
+    pub dropped_hub_busy: Counter,
+    /// Frames written to viewers (one per viewer per frame).
+    pub sent: Counter,
+    /// Frames held back from a viewer that waits for a keyframe.
+    pub held_for_keyframe: Counter,
+    pub encode_seconds: Histogram,
+}
+
+/// All of the daemon's counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub frames_captured: Counter,
+    pub capture_errors: Counter,
+    pub detector_runs: Counter,
+    pub sessions_started: Counter,
+    pub sessions_ended: Counter,
+    pub bad_requests: Counter,
+    pub tracks: [TrackMetrics; 2],
+}
+
+impl Metrics {
+    pub fn track(&self, t: Track) -> &TrackMetrics {
+        &self.tracks[t as usize]
+    }
+
+    /// Prometheus text exposition. `viewers` is read from the state by the caller.
+    pub fn render(&self, viewers: usize) -> String {
+        let mut out = String::with_capacity(4096);
+        let mut counter = |name: &str, help: &str, values: &[(String, u64)]| {
+            let _ = writeln!(
+                out,
+                "# HELP focusd_{name} {help}\n# TYPE focusd_{name} counter"
+            );
+            for (labels, v) in values {
+                let _ = writeln!(out, "focusd_{name}{labels} {v}");
+            }
+        };
+        let plain = |c: &Counter| vec![(String::new(), c.get())];
+        let per_track = |f: &dyn Fn(&TrackMetrics) -> u64| {
+            Track::ALL
+                .iter()
+                .map(|t| (format!("{{track=\"{}\"}}", t.name()), f(self.track(*t))))
+                .collect::<Vec<_>>()
+        };
+        counter(
+            "frames_captured_total",
+            "Frames captured from the source.",
+            &plain(&self.frames_captured),
+        );
+        counter(
+            "capture_errors_total",
+            "Failed captures (the source is reopened).",
+            &plain(&self.capture_errors),
+        );
+        counter(
+            "detector_runs_total",
+            "ROI detector runs.",
+            &plain(&self.detector_runs),
+        );
+        counter(
+            "sessions_started_total",
+            "WebRTC sessions accepted.",
+            &plain(&self.sessions_started),
+        );
+        counter(
+            "sessions_ended_total",
+            "WebRTC sessions closed or timed out.",
+            &plain(&self.sessions_ended),
+        );
+        counter(
+            "bad_requests_total",
+            "Requests and commands rejected as invalid.",
+            &plain(&self.bad_requests),
+        );
+        counter(
+            "frames_encoded_total",
+            "Access units encoded per track.",
+            &per_track(&|t| t.frames.get()),
+        );
+        counter(
+            "bytes_encoded_total",
+            "Encoded bytes per track.",
+            &per_track(&|t| t.bytes.get()),
+        );
+        counter(
+            "keyframes_total",
+            "Keyframes encoded per track.",
+            &per_track(&|t| t.keyframes.get()),
+        );
+        counter(
+            "frames_sent_total",
+            "Frames written to viewers (per viewer).",
+            &per_track(&|t| t.sent.get()),
+        );
+        let mut dropped = Vec::new();
+        for t in Track::ALL {
+            let m = self.track(t);
+            for (reason, v) in [
+                ("encoder_busy", m.dropped_encoder_busy.get()),
+                ("hub_busy", m.dropped_hub_busy.get()),
+                ("awaiting_keyframe", m.held_for_keyframe.get()),
+            ] {
+                dropped.push((format!("{{track=\"{}\",reason=\"{reason}\"}}", t.name()), v));
+            }
+        }
+        counter(
+            "frames_dropped_total",
+            "Frames dropped instead of queued, by reason.",
+            &dropped,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP focusd_viewers Connected WebRTC viewers.\n# TYPE focusd_viewers gauge\nfocusd_viewers {viewers}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP focusd_encode_seconds Time to encode one frame.\n# TYPE focusd_encode_seconds histogram"
+        );
+        for t in Track::ALL {
+            let h = &self.track(t).encode_seconds;
+            for (bound, bucket) in ENCODE_BUCKETS.iter().zip(&h.buckets) {
+                let _ = writeln!(
+                    out,
+                    "focusd_encode_seconds_bucket{{track=\"{}\",le=\"{bound}\"}} {}",
+                    t.name(),
+                    bucket.get()
+                );
+            }
+            let _ = writeln!(
+                out,
+                "focusd_encode_seconds_bucket{{track=\"{}\",le=\"+Inf\"}} {}",
+                t.name(),
+                h.count()
+            );
+            let _ = writeln!(
+                out,
+                "focusd_encode_seconds_sum{{track=\"{}\"}} {}",
+                t.name(),
+                h.sum_seconds()
+            );
+            let _ = writeln!(
+                out,
+                "focusd_encode_seconds_count{{track=\"{}\"}} {}",
+                t.name(),
+                h.count()
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::default();
+        m.frames_captured.add(3);
+        m.track(Track::Source).bytes.add(1000);
+        m.track(Track::Context).encode_seconds.observe(0.003);
+        let text = m.render(2);
+        assert!(text.contains("focusd_frames_captured_total 3"));
+        assert!(text.contains("focusd_bytes_encoded_total{track=\"source\"} 1000"));
+        assert!(text.contains("focusd_viewers 2"));
+        assert!(text.contains("focusd_encode_seconds_bucket{track=\"context\",le=\"0.002\"} 0"));
+        assert!(text.contains("focusd_encode_seconds_bucket{track=\"context\",le=\"0.004\"} 1"));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (_, value) = line.rsplit_once(' ').unwrap();
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+        }
+    }
+}

@@ -1,0 +1,381 @@
+//! The video pipeline: a capture thread that never waits, and one encoder thread per track.
+//!
+//! ```text
+//! source ─► capture thread ─► [latest slot] ─► context encoder ─┐
+//!                  │        ─► [latest slot] ─► source encoder ──┼─► hub queue (bounded)
+//!                  └──────────► [latest slot] ─► ROI detector     │
+//! ```
+//! Each slot keeps only the newest frame, so a slow encoder or detector skips frames instead
+//! of delaying capture. When the hub's queue is full an encoded frame is dropped and the
+//! next one is forced to be a keyframe, so no viewer decodes a picture with a missing
+//! reference.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use focusd_board::encode::{EncodeError, EncoderSettings, OpenH264Encoder, VideoEncoder};
+use focusd_board::frame::{FramePool, I420Image, PooledFrame};
+use focusd_board::scale::{Scaler, lores_size};
+use focusd_board::source::{self, FrameSource, SourceError};
+use focusd_board::stamp;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::mask::{self, Shape};
+use crate::metrics::Metrics;
+use crate::slot::LatestSlot;
+use crate::state::Control;
+use crate::track::{EncodedFrame, Track};
+
+/// Why the pipeline could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    /// The configured source cannot be opened (missing file, backend not in this build).
+    #[error("source: {0}")]
+    Source(#[from] SourceError),
+    /// An encoder cannot be created.
+    #[error("encoder: {0}")]
+    Encoder(#[from] EncodeError),
+    /// A thread could not be spawned.
+    #[error("cannot start pipeline thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+/// Asks an encoder for a keyframe; many requests before the next frame make one keyframe.
+#[derive(Debug, Default)]
+pub struct KeyframeRequest(AtomicBool);
+
+impl KeyframeRequest {
+    pub fn request(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+    fn take(&self) -> bool {
+        self.0.swap(false, Ordering::Relaxed)
+    }
+}
+
+/// A running pipeline.
+#[derive(Debug)]
+pub struct Pipeline {
+    /// Per-track keyframe requests, indexed by [`Track`].
+    pub keyframes: Arc<[KeyframeRequest; 2]>,
+    /// Sizes of the main (source) and lores (context) images.
+    pub main_size: (u32, u32),
+    pub lores_size: (u32, u32),
+    /// Frame rate of the source.
+    pub fps: f64,
+    /// Human description of the source (state JSON).
+    pub source: String,
+    /// Encoder name (state JSON).
+    pub encoder: &'static str,
+    /// When frames last arrived (for `/healthz`).
+    pub liveness: Liveness,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Pipeline {
+    /// Opens the source and encoders and starts capturing. Frames go to `out`.
+    pub fn start(
+        settings: &Settings,
+        control: Arc<Control>,
+        metrics: Arc<Metrics>,
+        out: mpsc::Sender<EncodedFrame>,
+        detector_frames: Arc<LatestSlot<Arc<PooledFrame>>>,
+        shutdown: CancellationToken,
+    ) -> Result<Pipeline, PipelineError> {
+        let fps = settings.fps as f64;
+        let src = source::open(&settings.source, settings.size, fps, settings.size_given)?;
+        let main_size = src.size();
+        let lores = lores_size(main_size, settings.video.context_width);
+        let src_fps = src.fps();
+        let keyframe_interval = (settings.video.keyframe_interval_s * src_fps)
+            .round()
+            .max(1.0) as u32;
+        let enc_settings = |(width, height): (u32, u32), kbps| EncoderSettings {
+            width,
+            height,
+            fps: src_fps,
+            bitrate_kbps: kbps,
+            keyframe_interval,
+        };
+        let context_encoder =
+            OpenH264Encoder::new(&enc_settings(lores, settings.video.context_kbps))?;
+        let source_encoder =
+            OpenH264Encoder::new(&enc_settings(main_size, settings.video.source_kbps))?;
+        let description = src.describe();
+        let stamp_rows = if src.has_stamp() {
+            stamp::band_height(main_size.1)
+        } else {
+            0
+        };
+
+        let keyframes: Arc<[KeyframeRequest; 2]> = Arc::default();
+        let slots: [Arc<LatestSlot<Arc<PooledFrame>>>; 2] = Default::default();
+        let last_capture_ms = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
+        let mut threads = Vec::new();
+
+        let capture = Capture {
+            source: src,
+            spec: settings.clone(),
+            pool: FramePool::new(main_size, lores),
+            scaler: Scaler::new(main_size, lores),
+            outputs: [slots[0].clone(), slots[1].clone(), detector_frames],
+            metrics: metrics.clone(),
+            last_capture_ms: last_capture_ms.clone(),
+            started,
+        };
+        let token = shutdown.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("focusd-capture".into())
+                .spawn(move || capture.run(token))?,
+        );
+
+        for (track, encoder) in [
+            (
+                Track::Context,
+                Box::new(context_encoder) as Box<dyn VideoEncoder>,
+            ),
+            (Track::Source, Box::new(source_encoder)),
+        ] {
+            let worker = EncoderWorker {
+                track,
+                encoder,
+                frames: slots[track as usize].clone(),
+                keyframe: keyframes.clone(),
+                control: control.clone(),
+                metrics: metrics.clone(),
+                out: out.clone(),
+                stamp_rows,
+                scratch: None,
+            };
+            let token = shutdown.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("focusd-enc-{}", track.name()))
+                    .spawn(move || worker.run(token))?,
+            );
+        }
+
+        Ok(Pipeline {
+            keyframes,
+            main_size,
+            lores_size: lores,
+            fps: src_fps,
+            source: description,
+            encoder: "openh264",
+            liveness: Liveness {
+                last_capture_ms,
+                started,
+            },
+            threads,
+        })
+    }
+
+    /// Waits for the pipeline threads to finish (after shutdown was signalled).
+    pub fn join(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Whether frames are flowing; cheap to clone and read from any thread.
+#[derive(Clone, Debug)]
+pub struct Liveness {
+    /// Milliseconds since `started` at which the last frame was captured (0 = none yet).
+    last_capture_ms: Arc<AtomicU64>,
+    started: Instant,
+}
+
+impl Liveness {
+    /// Time since the last captured frame, `None` before the first.
+    pub fn since_last_frame(&self) -> Option<Duration> {
+        match self.last_capture_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(
+                self.started
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(ms)),
+            ),
+        }
+    }
+}
+
+/// The capture thread's state.
+struct Capture {
+    source: Box<dyn FrameSource>,
+    /// Settings to reopen the source with after a failure.
+    spec: Settings,
+    pool: FramePool,
+    scaler: Scaler,
+    /// Context encoder, source encoder, detector.
+    outputs: [Arc<LatestSlot<Arc<PooledFrame>>>; 3],
+    metrics: Arc<Metrics>,
+    last_capture_ms: Arc<AtomicU64>,
+    started: Instant,
+}
+
+impl Capture {
+    fn run(mut self, shutdown: CancellationToken) {
+        let mut seq = 0u64;
+        let mut backoff = Duration::from_millis(100);
+        let has_stamp = self.source.has_stamp();
+        while !shutdown.is_cancelled() {
+            let mut frame = self.pool.take();
+            let f = frame.get_mut();
+            let captured = match self.source.capture(&mut f.main) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.metrics.capture_errors.inc();
+                    tracing::warn!(error = %e, retry_in = ?backoff, "capture failed; reopening the source");
+                    if wait_cancelled(&shutdown, backoff) {
+                        break;
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    self.reopen();
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(100);
+            f.seq = seq;
+            f.captured_at = captured.at;
+            f.wallclock_ms = captured.wallclock_ms;
+            self.scaler.scale(&f.main, &mut f.lores);
+            if has_stamp {
+                let (w, h) = (f.lores.width(), f.lores.height());
+                stamp::draw(f.lores.planes_mut().0, w, h, captured.wallclock_ms);
+            }
+            seq += 1;
+            self.metrics.frames_captured.inc();
+            let ms = (captured
+                .at
+                .saturating_duration_since(self.started)
+                .as_millis() as u64)
+                .max(1);
+            self.last_capture_ms.store(ms, Ordering::Relaxed);
+            let frame = Arc::new(frame);
+            for (i, slot) in self.outputs.iter().enumerate() {
+                if slot.put(frame.clone()) && i < 2 {
+                    self.metrics.tracks[i].dropped_encoder_busy.inc();
+                }
+            }
+        }
+    }
+
+    fn reopen(&mut self) {
+        let s = &self.spec;
+        match source::open(&s.source, s.size, s.fps as f64, s.size_given) {
+            Ok(src) if src.size() == self.source.size() => self.source = src,
+            Ok(src) => tracing::warn!(
+                size = ?src.size(),
+                "reopened source changed size; keeping the old one until it comes back"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot reopen source"),
+        }
+    }
+}
+
+/// Sleeps for `d` unless cancelled first; returns whether it was cancelled.
+fn wait_cancelled(token: &CancellationToken, d: Duration) -> bool {
+    let step = Duration::from_millis(50);
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        if token.is_cancelled() {
+            return true;
+        }
+        std::thread::sleep(step.min(end.saturating_duration_since(Instant::now())));
+    }
+    token.is_cancelled()
+}
+
+/// One track's encoder thread.
+struct EncoderWorker {
+    track: Track,
+    encoder: Box<dyn VideoEncoder>,
+    frames: Arc<LatestSlot<Arc<PooledFrame>>>,
+    keyframe: Arc<[KeyframeRequest; 2]>,
+    control: Arc<Control>,
+    metrics: Arc<Metrics>,
+    out: mpsc::Sender<EncodedFrame>,
+    /// Rows of test stamp kept through masking.
+    stamp_rows: u32,
+    /// Masked copy of the main image (VISION / HYBRID), made on first use.
+    scratch: Option<I420Image>,
+}
+
+impl EncoderWorker {
+    fn run(mut self, shutdown: CancellationToken) {
+        let metrics = self.metrics.clone();
+        let m = metrics.track(self.track);
+        let mut force_key = true;
+        let mut buf = Vec::with_capacity(256 * 1024);
+        while !shutdown.is_cancelled() {
+            let Some(frame) = self.frames.take_timeout(Duration::from_millis(100)) else {
+                continue;
+            };
+            let image = match self.track {
+                Track::Context => &frame.lores,
+                Track::Source => match mask::shape(
+                    &self.control.shaping(),
+                    frame.main.width(),
+                    frame.main.height(),
+                ) {
+                    Shape::Nothing => {
+                        // When media resumes, viewers need a fresh start.
+                        force_key = true;
+                        continue;
+                    }
+                    Shape::Full => &frame.main,
+                    Shape::Only(rects) => {
+                        let scratch = self.scratch.get_or_insert_with(|| {
+                            I420Image::new(frame.main.width(), frame.main.height())
+                        });
+                        mask::apply(&frame.main, &rects, self.stamp_rows, scratch);
+                        &*scratch
+                    }
+                },
+            };
+            let key = self.keyframe[self.track as usize].take() | force_key;
+            buf.clear();
+            let started = Instant::now();
+            let info = match self.encoder.encode(image, key, &mut buf) {
+                Ok(info) => info,
+                Err(e) => {
+                    tracing::warn!(track = self.track.name(), error = %e, "encode failed");
+                    force_key = true;
+                    continue;
+                }
+            };
+            m.encode_seconds.observe(started.elapsed().as_secs_f64());
+            if info.skipped {
+                continue;
+            }
+            force_key = false;
+            m.frames.inc();
+            m.bytes.add(buf.len() as u64);
+            if info.keyframe {
+                m.keyframes.inc();
+            }
+            let encoded = EncodedFrame {
+                track: self.track,
+                data: Arc::from(buf.as_slice()),
+                keyframe: info.keyframe,
+                captured_at: frame.captured_at,
+            };
+            match self.out.try_send(encoded) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    m.dropped_hub_busy.inc();
+                    force_key = true;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => break,
+            }
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! The one place the daemon's state lives. HTTP, the DataChannel and MQTT are doors to it;
+//! the pipeline reads it every frame; the ROI detector writes the ROI into it.
+
+use std::sync::{Mutex, MutexGuard};
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::command::{Command, Mode, Rect, RectChange};
+
+/// One region of interest, in percent of the frame.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RoiBox {
+    pub x1: f64,
+    pub y1: f64,
+    pub x2: f64,
+    pub y2: f64,
+    /// What found it, e.g. `motion`.
+    pub label: String,
+    /// Confidence, 0–1.
+    pub score: f32,
+}
+
+impl RoiBox {
+    pub fn rect(&self) -> Rect {
+        Rect {
+            x1: self.x1,
+            y1: self.y1,
+            x2: self.x2,
+            y2: self.y2,
+        }
+    }
+}
+
+/// Measured rates per track.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Bitrates {
+    pub context: f64,
+    pub source: f64,
+}
+
+/// The state JSON of the contract.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct State {
+    pub mode: Mode,
+    pub hybrid_rect: Option<Rect>,
+    pub roi: Vec<RoiBox>,
+    pub viewers: usize,
+    pub fps: f64,
+    pub bitrate_kbps: Bitrates,
+    pub encoder: String,
+    pub source: String,
+}
+
+/// What the pipeline needs each frame, cheap to copy out under the lock.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Shaping {
+    pub mode: Mode,
+    pub hybrid_rect: Option<Rect>,
+    pub roi: Vec<RoiBox>,
+}
+
+/// Shared, thread-safe owner of [`State`]. Cheap operations only: the lock is held for a
+/// copy or an assignment, never across I/O.
+#[derive(Debug)]
+pub struct Control {
+    state: Mutex<State>,
+    /// Bumped on every change a viewer or console should hear about (mode, rectangle, ROI,
+    /// viewers), not on the once-a-second rate updates.
+    version: watch::Sender<u64>,
+}
+
+impl Control {
+    pub fn new(mode: Mode, hybrid_rect: Option<Rect>, encoder: String, source: String) -> Self {
+        Self {
+            state: Mutex::new(State {
+                mode,
+                hybrid_rect,
+                roi: Vec::new(),
+                viewers: 0,
+                fps: 0.0,
+                bitrate_kbps: Bitrates::default(),
+                encoder,
+                source,
+            }),
+            version: watch::Sender::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the state half-written (every
+        // critical section is a single assignment), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn bump(&self) {
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    /// A copy of the whole state.
+    pub fn snapshot(&self) -> State {
+        self.lock().clone()
+    }
+
+    /// What the source encoder needs to shape the next frame.
+    pub fn shaping(&self) -> Shaping {
+        let s = self.lock();
+        Shaping {
+            mode: s.mode,
+            hybrid_rect: s.hybrid_rect,
+            roi: s.roi.clone(),
+        }
+    }
+
+    /// Applies a validated command and returns the new state.
+    pub fn apply(&self, cmd: &Command) -> State {
+        let mut s = self.lock();
+        let before = (s.mode, s.hybrid_rect);
+        if let Some(mode) = cmd.mode {
+            s.mode = mode;
+        }
+        match cmd.hybrid_rect {
+            RectChange::Keep => {}
+            RectChange::Clear => s.hybrid_rect = None,
+            RectChange::Set(r) => s.hybrid_rect = Some(r),
+        }
+        let changed = before != (s.mode, s.hybrid_rect);
+        let snapshot = s.clone();
+        drop(s);
+        if changed {
+            tracing::info!(mode = %snapshot.mode, hybrid_rect = ?snapshot.hybrid_rect, "state changed by command");
+            self.bump();
+        }
+        snapshot
+    }
+
+    /// Replaces the ROI (from the detector).
+    pub fn set_roi(&self, roi: Vec<RoiBox>) {
+        let mut s = self.lock();
+        if s.roi != roi {
+            s.roi = roi;
+            drop(s);
+            self.bump();
+        }
+    }
+
+    pub fn set_viewers(&self, n: usize) {
+        let mut s = self.lock();
+        if s.viewers != n {
+            s.viewers = n;
+            drop(s);
+            self.bump();
+        }
+    }
+
+    /// Updates the measured rates (once a second; not a notified change).
+    pub fn set_rates(&self, fps: f64, bitrate_kbps: Bitrates) {
+        let mut s = self.lock();
+        s.fps = fps;
+        s.bitrate_kbps = bitrate_kbps;
+    }
+
+    /// Names the encoder and source actually in use (known once the pipeline has opened them).
+    pub fn set_backends(&self, encoder: String, source: String) {
+        let mut s = self.lock();
+        s.encoder = encoder;
+        s.source = source;
+    }
+
+    /// A receiver that wakes on every notified change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apply_changes_and_notifies_only_on_change() {
+        let c = Control::new(Mode::High, None, "openh264".into(), "test".into());
+        let mut rx = c.subscribe();
+        let cmd = Command::parse(br#"{"mode":"VISION"}"#).unwrap();
+        assert_eq!(c.apply(&cmd).mode, Mode::Vision);
+        assert!(rx.has_changed().unwrap());
+        rx.mark_unchanged();
+        c.apply(&cmd);
+        assert!(
+            !rx.has_changed().unwrap(),
+            "same mode again is not a change"
+        );
+        let rect = Command::parse(br#"{"hybrid_rect":{"x1":1,"y1":2,"x2":3,"y2":4}}"#).unwrap();
+        let s = c.apply(&rect);
+        assert_eq!(s.mode, Mode::Vision, "absent mode is kept");
+        assert_eq!(s.hybrid_rect.unwrap().x2, 3.0);
+        let clear = Command::parse(br#"{"hybrid_rect":null}"#).unwrap();
+        assert_eq!(c.apply(&clear).hybrid_rect, None);
+    }
+
+    #[test]
+    fn state_json_matches_contract() {
+        let c = Control::new(
+            Mode::Hybrid,
+            None,
+            "openh264".into(),
+            "test 1280x720@30".into(),
+        );
+        c.set_roi(vec![RoiBox {
+            x1: 1.0,
+            y1: 2.0,
+            x2: 3.0,
+            y2: 4.0,
+            label: "motion".into(),
+            score: 0.5,
+        }]);
+        let v = serde_json::to_value(c.snapshot()).unwrap();
+        for key in [
+            "mode",
+            "hybrid_rect",
+            "roi",
+            "viewers",
+            "fps",
+            "bitrate_kbps",
+            "encoder",
+            "source",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key}");
+        }
+        assert_eq!(v["mode"], "HYBRID");
+        assert_eq!(v["roi"][0]["label"], "motion");
+        assert!(v["bitrate_kbps"]["context"].is_number());
+    }
+}

@@ -1,0 +1,368 @@
+//! The hub: every viewer's WebRTC state, and the fan-out of each encoded frame to them.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::media::Mid;
+use str0m::net::{Protocol, Receive, Transmit};
+use str0m::{Candidate, Input, Rtc};
+
+use super::OfferError;
+use super::peer::{CONNECT_TIMEOUT, Outgoing, Peer, PeerNote};
+use super::sdp;
+use crate::metrics::Metrics;
+use crate::track::{EncodedFrame, Track};
+
+/// A viewer session id: 128 random bits in hex, used in WHEP resource URLs.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SessionId(String);
+
+impl SessionId {
+    fn random() -> Self {
+        let mut bytes = [0u8; 16];
+        // getrandom only fails when the OS has no randomness source at all; fall back to
+        // time and address entropy rather than refusing the viewer.
+        if getrandom::fill(&mut bytes).is_err() {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            bytes = (t ^ (&bytes as *const _ as u128)).to_le_bytes();
+        }
+        Self(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    pub(super) fn from_string(s: String) -> Self {
+        Self(s)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What the hub asks of its driver.
+#[derive(Debug, PartialEq)]
+#[non_exhaustive]
+pub enum HubEvent {
+    /// The encoder of this track should make a keyframe soon.
+    KeyframeWanted(Track),
+    /// A viewer's `commands` channel opened; it should get the current state.
+    CommandsOpen(SessionId),
+    /// A message arrived on a viewer's `commands` channel.
+    Command(SessionId, Vec<u8>),
+    /// The number of viewers changed.
+    Viewers(usize),
+}
+
+/// Keyframe requests from viewers (PLI/FIR) are honoured at most this often per track;
+/// a new viewer's request is always honoured.
+const PLI_INTERVAL: Duration = Duration::from_millis(500);
+
+/// All viewers.
+pub struct Hub {
+    peers: Vec<Peer>,
+    /// Host candidates offered to every viewer (one per bound socket).
+    candidates: Vec<SocketAddr>,
+    max_viewers: usize,
+    /// Time zero of RTP timestamps.
+    epoch: Instant,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<HubEvent>,
+    last_keyframe_request: [Option<Instant>; 2],
+    metrics: Arc<Metrics>,
+    viewers_reported: usize,
+}
+
+impl fmt::Debug for Hub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hub")
+            .field("viewers", &self.peers.len())
+            .field("candidates", &self.candidates)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hub {
+    pub fn new(
+        candidates: Vec<SocketAddr>,
+        max_viewers: usize,
+        metrics: Arc<Metrics>,
+        now: Instant,
+    ) -> Self {
+        str0m::crypto::from_feature_flags().install_process_default();
+        Self {
+            peers: Vec::new(),
+            candidates,
+            max_viewers,
+            epoch: now,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            last_keyframe_request: [None; 2],
+            metrics,
+            viewers_reported: 0,
+        }
+    }
+
+    /// Viewers currently held (connecting or connected).
+    pub fn viewers(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Accepts an SDP offer: returns the session id and the SDP answer.
+    pub fn accept_offer(
+        &mut self,
+        now: Instant,
+        offer: &str,
+    ) -> Result<(SessionId, String), OfferError> {
+        if self.peers.len() >= self.max_viewers {
+            return Err(OfferError::TooManyViewers(self.max_viewers));
+        }
+        let checked = sdp::check_offer(offer)?;
+        let mut config = Rtc::builder().clear_codecs();
+        // Constrained baseline first (what we encode), plain baseline as a fallback for
+        // browsers that only list 42001f; both decode our stream.
+        config
+            .codec_config()
+            .add_h264(108.into(), Some(109.into()), true, 0x42e01f);
+        config
+            .codec_config()
+            .add_h264(127.into(), Some(121.into()), true, 0x42001f);
+        let mut rtc = config.build(now);
+        for addr in &self.candidates {
+            match Candidate::host(*addr, "udp") {
+                Ok(c) => {
+                    rtc.add_local_candidate(c);
+                }
+                Err(e) => tracing::warn!(%addr, error = %e, "unusable host candidate"),
+            }
+        }
+        let answer = rtc.sdp_api().accept_offer(checked.offer).map_err(|e| {
+            OfferError::Malformed(e.to_string().lines().next().unwrap_or("").to_string())
+        })?;
+
+        let mut tracks: [Option<Outgoing>; 2] = [None, None];
+        for (track, mid) in Track::ALL.iter().zip(&checked.video_mids) {
+            let mid = Mid::from(mid.as_str());
+            let Some(pt) = Peer::h264_pt(&mut rtc, mid) else {
+                continue;
+            };
+            tracks[*track as usize] = Some(Outgoing {
+                mid,
+                pt,
+                awaiting_keyframe: true,
+            });
+        }
+        if tracks[Track::Context as usize].is_none() {
+            return Err(OfferError::NoH264);
+        }
+        let id = SessionId::random();
+        let answer = sdp::label_tracks(&answer.to_sdp_string(), &["context", "source"]);
+        tracing::info!(session = %id, tracks = tracks.iter().flatten().count(), "viewer offer accepted");
+        self.metrics.sessions_started.inc();
+        self.peers.push(Peer {
+            id: id.clone(),
+            rtc,
+            tracks,
+            commands: None,
+            created: now,
+            connected: false,
+            timeout: now,
+            stun_sources: Vec::new(),
+        });
+        self.drive(now);
+        Ok((id, answer))
+    }
+
+    /// Ends a session (WHEP DELETE). Returns whether it existed.
+    pub fn close(&mut self, now: Instant, id: &SessionId) -> bool {
+        let Some(peer) = self.peers.iter_mut().find(|p| &p.id == id) else {
+            return false;
+        };
+        peer.rtc.disconnect();
+        self.drive(now);
+        true
+    }
+
+    /// Ends every session (shutdown).
+    pub fn close_all(&mut self, now: Instant) {
+        for p in &mut self.peers {
+            p.rtc.disconnect();
+        }
+        self.drive(now);
+    }
+
+    /// A datagram arrived on a local socket.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) {
+        let Ok(contents) = data.try_into() else {
+            return;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination,
+                contents,
+            },
+        );
+        let is_stun = matches!(data.first(), Some(0..=3));
+        // str0m accepts DTLS only from addresses whose ICE pair it has verified itself. A
+        // viewer that is DTLS client may send its ClientHello before our own check of that
+        // pair returns; dropping it costs a ~1 s retransmit, so route it by the address the
+        // viewer's STUN already came from.
+        let found = self
+            .peers
+            .iter()
+            .position(|p| p.rtc.accepts(&input))
+            .or_else(|| {
+                (!is_stun)
+                    .then(|| {
+                        self.peers
+                            .iter()
+                            .position(|p| p.stun_sources.contains(&source))
+                    })
+                    .flatten()
+            });
+        if let Some(i) = found {
+            let peer = &mut self.peers[i];
+            if is_stun && !peer.stun_sources.contains(&source) && peer.stun_sources.len() < 8 {
+                peer.stun_sources.push(source);
+            }
+            if let Err(e) = peer.rtc.handle_input(input) {
+                tracing::info!(session = %peer.id, error = %e, "viewer input failed");
+                peer.rtc.disconnect();
+            }
+        }
+        self.drive(now);
+    }
+
+    /// Sends an encoded frame to every viewer that can take it.
+    pub fn handle_frame(&mut self, now: Instant, frame: &EncodedFrame) {
+        let m = self.metrics.track(frame.track);
+        for peer in &mut self.peers {
+            match peer.write(frame, self.epoch) {
+                Some(true) => m.sent.inc(),
+                Some(false) if peer.connected => m.held_for_keyframe.inc(),
+                _ => {}
+            }
+        }
+        self.drive(now);
+    }
+
+    /// Time passed: drives retransmits, keep-alives and timeouts.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for p in &mut self.peers {
+            if !p.connected && now.saturating_duration_since(p.created) > CONNECT_TIMEOUT {
+                tracing::info!(session = %p.id, "viewer never connected; dropping it");
+                p.rtc.disconnect();
+            } else if p.timeout <= now
+                && let Err(e) = p.rtc.handle_input(Input::Timeout(now))
+            {
+                tracing::info!(session = %p.id, error = %e, "viewer failed");
+                p.rtc.disconnect();
+            }
+        }
+        self.drive(now);
+    }
+
+    /// Sends `text` on one viewer's `commands` channel.
+    pub fn send_text(&mut self, now: Instant, id: &SessionId, text: &str) {
+        if let Some(p) = self.peers.iter_mut().find(|p| &p.id == id) {
+            p.send_text(text);
+        }
+        self.drive(now);
+    }
+
+    /// Sends `text` on every viewer's `commands` channel.
+    pub fn broadcast_text(&mut self, now: Instant, text: &str) {
+        for p in &mut self.peers {
+            p.send_text(text);
+        }
+        self.drive(now);
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next thing the driver must act on.
+    pub fn poll_event(&mut self) -> Option<HubEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`Hub::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self, now: Instant) -> Instant {
+        let idle = now + Duration::from_millis(500);
+        self.peers
+            .iter()
+            .map(|p| p.timeout)
+            .min()
+            .unwrap_or(idle)
+            .min(idle)
+    }
+
+    /// Drains every peer's output and removes the dead ones.
+    fn drive(&mut self, now: Instant) {
+        let mut notes = Vec::new();
+        for peer in &mut self.peers {
+            let transmits = &mut self.transmits;
+            peer.drain(&mut |t| transmits.push_back(t), &mut notes);
+            for note in notes.drain(..) {
+                match note {
+                    PeerNote::Connected => {
+                        tracing::info!(session = %peer.id, after = ?now.saturating_duration_since(peer.created), "viewer connected");
+                        for t in Track::ALL {
+                            self.last_keyframe_request[t as usize] = Some(now);
+                            self.events.push_back(HubEvent::KeyframeWanted(t));
+                        }
+                    }
+                    PeerNote::KeyframeRequest(t) => {
+                        let last = &mut self.last_keyframe_request[t as usize];
+                        if last.is_none_or(|l| now.saturating_duration_since(l) >= PLI_INTERVAL) {
+                            *last = Some(now);
+                            self.events.push_back(HubEvent::KeyframeWanted(t));
+                        }
+                    }
+                    PeerNote::CommandsOpen => self
+                        .events
+                        .push_back(HubEvent::CommandsOpen(peer.id.clone())),
+                    PeerNote::Command(data) => self
+                        .events
+                        .push_back(HubEvent::Command(peer.id.clone(), data)),
+                }
+            }
+        }
+        let before = self.peers.len();
+        self.peers.retain(|p| {
+            let alive = p.is_alive();
+            if !alive {
+                tracing::info!(session = %p.id, "viewer gone");
+            }
+            alive
+        });
+        self.metrics
+            .sessions_ended
+            .add((before - self.peers.len()) as u64);
+        if self.peers.len() != self.viewers_reported {
+            self.viewers_reported = self.peers.len();
+            self.events.push_back(HubEvent::Viewers(self.peers.len()));
+        }
+    }
+}

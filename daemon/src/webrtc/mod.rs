@@ -1,0 +1,34 @@
+//! WebRTC for viewers: a sans-IO [`Hub`] that owns every viewer's str0m `Rtc` and fans the
+//! encoded tracks out to them, and a [`server`] that drives it with real sockets and time.
+//!
+//! The hub is a state machine in str0m's style: feed it offers, datagrams, encoded frames
+//! and timeouts; drain datagrams to send and [`HubEvent`]s. It reads no clock and owns no
+//! socket, so tests can drive it with any time they like.
+
+mod hub;
+mod peer;
+pub mod sdp;
+pub mod server;
+
+pub use hub::{Hub, HubEvent, SessionId};
+
+/// Why an offer was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OfferError {
+    /// The SDP cannot be parsed or is not an offer we can use.
+    #[error("malformed SDP: {0}")]
+    Malformed(String),
+    /// The offer has no video m-line to send the tracks on.
+    #[error("offer has no video m-line")]
+    NoVideo,
+    /// No video m-line offers H.264 with packetization-mode 1.
+    #[error("offer has no H.264 (packetization-mode=1) video codec")]
+    NoH264,
+    /// The configured maximum number of viewers is reached.
+    #[error("too many viewers (limit {0})")]
+    TooManyViewers(usize),
+    /// The daemon is shutting down.
+    #[error("shutting down")]
+    ShuttingDown,
+}

@@ -1,0 +1,295 @@
+//! Drives the [`Hub`] with real UDP sockets, encoded frames from the pipeline, requests from
+//! HTTP, and the clock. One task owns the hub; everything else talks to it by message.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{Hub, HubEvent, OfferError, SessionId};
+use crate::command::Command;
+use crate::metrics::Metrics;
+use crate::pipeline::KeyframeRequest;
+use crate::state::Control;
+use crate::track::EncodedFrame;
+
+/// Viewers are told of state changes at most this often.
+const STATE_PUSH_INTERVAL: Duration = Duration::from_millis(100);
+
+enum Request {
+    Offer {
+        sdp: String,
+        reply: oneshot::Sender<Result<(SessionId, String), OfferError>>,
+    },
+    Close {
+        id: SessionId,
+        reply: oneshot::Sender<bool>,
+    },
+}
+
+/// How HTTP handlers reach the hub.
+#[derive(Clone, Debug)]
+pub struct WebRtcHandle {
+    requests: mpsc::Sender<Request>,
+}
+
+impl WebRtcHandle {
+    /// Negotiates a new viewer; returns its session id and the SDP answer.
+    pub async fn offer(&self, sdp: String) -> Result<(SessionId, String), OfferError> {
+        let (reply, rx) = oneshot::channel();
+        self.requests
+            .send(Request::Offer { sdp, reply })
+            .await
+            .map_err(|_| OfferError::ShuttingDown)?;
+        rx.await.map_err(|_| OfferError::ShuttingDown)?
+    }
+
+    /// Ends a session; `false` if there was none with that id.
+    pub async fn close(&self, id: &str) -> bool {
+        let (reply, rx) = oneshot::channel();
+        let id = SessionId::from_hex(id);
+        let Some(id) = id else { return false };
+        if self
+            .requests
+            .send(Request::Close { id, reply })
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        rx.await.unwrap_or(false)
+    }
+}
+
+impl SessionId {
+    fn from_hex(s: &str) -> Option<SessionId> {
+        (s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| SessionId::from_string(s.to_ascii_lowercase()))
+    }
+}
+
+/// Binds one UDP socket per local IPv4 address that `listen` covers (all interfaces for
+/// an unspecified address), so every datagram leaves from the address its candidate names.
+pub async fn bind_sockets(listen: IpAddr, port: u16) -> std::io::Result<Vec<UdpSocket>> {
+    let addrs: Vec<IpAddr> = match listen {
+        IpAddr::V4(v4) if v4.is_unspecified() => {
+            let mut found: Vec<IpAddr> = if_addrs::get_if_addrs()?
+                .into_iter()
+                .map(|i| i.ip())
+                .filter(|ip| ip.is_ipv4())
+                .collect();
+            if found.is_empty() {
+                found.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
+            }
+            found
+        }
+        IpAddr::V6(v6) if v6.is_unspecified() => vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        other => vec![other],
+    };
+    let mut sockets = Vec::new();
+    for ip in addrs {
+        match UdpSocket::bind(SocketAddr::new(ip, port)).await {
+            Ok(s) => sockets.push(s),
+            Err(e) => tracing::warn!(%ip, error = %e, "cannot bind a media socket on this address"),
+        }
+    }
+    if sockets.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrNotAvailable,
+            format!("no UDP media socket could be bound for {listen} port {port}"),
+        ));
+    }
+    Ok(sockets)
+}
+
+/// Everything the hub task needs.
+pub struct HubTask {
+    pub sockets: Vec<UdpSocket>,
+    pub max_viewers: usize,
+    pub frames: mpsc::Receiver<EncodedFrame>,
+    pub control: Arc<Control>,
+    pub keyframes: Arc<[KeyframeRequest; 2]>,
+    pub metrics: Arc<Metrics>,
+}
+
+struct Datagram {
+    at: Instant,
+    source: SocketAddr,
+    destination: SocketAddr,
+    data: Vec<u8>,
+}
+
+impl HubTask {
+    /// Starts the hub task and one reader task per socket on `tracker`.
+    pub fn spawn(
+        self,
+        tracker: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<WebRtcHandle> {
+        let (req_tx, req_rx) = mpsc::channel(32);
+        let (dgram_tx, dgram_rx) = mpsc::channel(1024);
+        let mut sockets = Vec::new();
+        for socket in self.sockets {
+            let socket = Arc::new(socket);
+            let local = socket.local_addr()?;
+            tracing::info!(%local, "media socket bound");
+            sockets.push((local, socket.clone()));
+            let tx = dgram_tx.clone();
+            let token = shutdown.clone();
+            tracker.spawn(async move {
+                let mut buf = vec![0u8; 2048];
+                loop {
+                    tokio::select! {
+                        _ = token.cancelled() => break,
+                        r = socket.recv_from(&mut buf) => match r {
+                            Ok((n, source)) => {
+                                // A full queue means the hub is behind: shed the datagram
+                                // (RTCP and STUN are retried by design).
+                                let _ = tx.try_send(Datagram { at: Instant::now(), source, destination: local, data: buf[..n].to_vec() });
+                            }
+                            Err(e) => {
+                                tracing::debug!(error = %e, "udp receive error");
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+        let hub = Hub::new(
+            sockets.iter().map(|(a, _)| *a).collect(),
+            self.max_viewers,
+            self.metrics.clone(),
+            Instant::now(),
+        );
+        let driver = Driver {
+            hub,
+            sockets,
+            control: self.control,
+            keyframes: self.keyframes,
+            metrics: self.metrics,
+        };
+        tracker.spawn(driver.run(req_rx, dgram_rx, self.frames, shutdown));
+        Ok(WebRtcHandle { requests: req_tx })
+    }
+}
+
+struct Driver {
+    hub: Hub,
+    sockets: Vec<(SocketAddr, Arc<UdpSocket>)>,
+    control: Arc<Control>,
+    keyframes: Arc<[KeyframeRequest; 2]>,
+    metrics: Arc<Metrics>,
+}
+
+impl Driver {
+    async fn run(
+        mut self,
+        mut requests: mpsc::Receiver<Request>,
+        mut datagrams: mpsc::Receiver<Datagram>,
+        mut frames: mpsc::Receiver<EncodedFrame>,
+        shutdown: CancellationToken,
+    ) {
+        let mut changes = self.control.subscribe();
+        let mut last_push = Instant::now();
+        let mut push_pending = false;
+        loop {
+            let now = Instant::now();
+            let wake = self.hub.poll_timeout(now);
+            let push_at = last_push + STATE_PUSH_INTERVAL;
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    self.hub.close_all(Instant::now());
+                    self.flush();
+                    break;
+                }
+                Some(req) = requests.recv() => self.on_request(req),
+                Some(frame) = frames.recv() => self.hub.handle_frame(Instant::now(), &frame),
+                Some(d) = datagrams.recv() => self.hub.handle_datagram(d.at, d.source, d.destination, &d.data),
+                Ok(()) = changes.changed(), if !push_pending => push_pending = true,
+                _ = tokio::time::sleep_until(push_at.into()), if push_pending => {
+                    push_pending = false;
+                    last_push = Instant::now();
+                    changes.mark_unchanged();
+                    let text = state_message(&self.control, None);
+                    self.hub.broadcast_text(last_push, &text);
+                }
+                _ = tokio::time::sleep_until(wake.into()) => self.hub.handle_timeout(Instant::now()),
+            }
+            self.flush();
+        }
+    }
+
+    fn on_request(&mut self, req: Request) {
+        match req {
+            Request::Offer { sdp, reply } => {
+                let result = self.hub.accept_offer(Instant::now(), &sdp);
+                let _ = reply.send(result);
+            }
+            Request::Close { id, reply } => {
+                let _ = reply.send(self.hub.close(Instant::now(), &id));
+            }
+        }
+    }
+
+    /// Sends what the hub wants sent and acts on its events.
+    fn flush(&mut self) {
+        loop {
+            while let Some(t) = self.hub.poll_transmit() {
+                let socket = self
+                    .sockets
+                    .iter()
+                    .find(|(a, _)| *a == t.source)
+                    .or(self.sockets.first());
+                if let Some((_, s)) = socket
+                    && let Err(e) = s.try_send_to(&t.contents, t.destination)
+                {
+                    // UDP: a full socket buffer or an unreachable viewer loses this datagram,
+                    // never the others.
+                    tracing::trace!(error = %e, dest = %t.destination, "udp send failed");
+                }
+            }
+            let Some(event) = self.hub.poll_event() else {
+                break;
+            };
+            match event {
+                HubEvent::KeyframeWanted(track) => self.keyframes[track as usize].request(),
+                HubEvent::Viewers(n) => self.control.set_viewers(n),
+                HubEvent::CommandsOpen(id) => {
+                    let text = state_message(&self.control, None);
+                    self.hub.send_text(Instant::now(), &id, &text);
+                }
+                HubEvent::Command(id, data) => {
+                    let reply = match Command::parse(&data) {
+                        Ok(cmd) => {
+                            self.control.apply(&cmd);
+                            state_message(&self.control, cmd.id.as_deref())
+                        }
+                        Err(e) => {
+                            self.metrics.bad_requests.inc();
+                            serde_json::json!({"type": "error", "error": e.0}).to_string()
+                        }
+                    };
+                    self.hub.send_text(Instant::now(), &id, &reply);
+                }
+            }
+        }
+    }
+}
+
+/// `{"type":"state", ...state, "id"?}` for the DataChannel.
+fn state_message(control: &Control, id: Option<&str>) -> String {
+    let mut v = serde_json::to_value(control.snapshot()).unwrap_or_default();
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("type".into(), "state".into());
+        if let Some(id) = id {
+            obj.insert("id".into(), id.into());
+        }
+    }
+    v.to_string()
+}
