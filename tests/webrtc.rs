@@ -1,44 +1,383 @@
-//! A str0m viewer in this process negotiates through the real HTTP endpoint and checks
-//! what it decodes.
+//! A str0m viewer in this process negotiates through the real HTTP endpoint, decodes both
+//! tracks with openh264 and checks them against the test pattern it knows.
 
 use std::time::Duration;
 
-use focusd::receiver::{Receiver, ReceiverOptions};
-use focusd_e2e::TestDaemon;
+use focusd::receiver::{Receiver, ReceiverOptions, ReceiverStats};
+use focusd_board::source::scene_boxes;
+use focusd_board::stamp;
+use focusd_e2e::{TestDaemon, pattern_luma, psnr};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn keep_frames() -> ReceiverOptions {
+    ReceiverOptions {
+        keep_frames: true,
+        ..Default::default()
+    }
+}
+
+/// Waits until the receiver has decoded `n` more source frames than now.
+fn fresh_source(r: &Receiver, n: u64) -> ReceiverStats {
+    let from = r.stats().tracks[1].decoded;
+    let (s, ok) = r.wait_for(WAIT, |s| s.tracks[1].decoded >= from + n);
+    assert!(ok, "source frames keep coming");
+    s
+}
 
 #[test]
-fn both_tracks_decode_at_configured_sizes() {
-    let d = TestDaemon::start(&["--source", "test", "--size", "640x360", "--fps", "30"]);
+fn both_tracks_decode_at_configured_sizes_with_stamp() {
+    let d = TestDaemon::start(&["--source", "test"]);
     let r = Receiver::connect(d.addr, ReceiverOptions::default()).unwrap();
-    let (s, ok) = r.wait_for(Duration::from_secs(10), |s| {
-        s.tracks.iter().all(|t| t.decoded >= 10)
-    });
+    let (s, ok) = r.wait_for(WAIT, |s| s.tracks.iter().all(|t| t.decoded >= 15));
     assert!(
         ok,
         "both tracks decode: {:?}",
         s.tracks
             .iter()
-            .map(|t| (t.frames, t.decoded, t.decode_errors))
+            .map(|t| (t.frames, t.decoded))
             .collect::<Vec<_>>()
     );
-    assert_eq!(s.tracks[0].size, Some((320, 180)));
-    assert_eq!(s.tracks[1].size, Some((640, 360)));
-    println!(
-        "connected {:?} first frames {:?} {:?}",
-        s.connected, s.tracks[0].first_frame, s.tracks[1].first_frame
-    );
-    println!("latency ctx {:?}", &s.tracks[0].latencies_ms[..5]);
+    assert_eq!(s.tracks[0].size, Some((320, 180)), "context 320x180");
+    assert_eq!(s.tracks[1].size, Some((1280, 720)), "source 1280x720");
+    for (name, t) in ["context", "source"].iter().zip(&s.tracks) {
+        assert_eq!(t.decode_errors, 0, "{name}");
+        assert!(
+            t.latencies_ms.len() >= 10,
+            "{name}: the stamp is readable on every track"
+        );
+        let mut l = t.latencies_ms.clone();
+        l.sort();
+        assert!(l[l.len() / 2] < 1000, "{name}: plausible latency {l:?}");
+    }
+    let state = d.state();
+    assert_eq!(state["viewers"], 1);
+    assert_eq!(state["encoder"], "openh264");
 }
 
 #[test]
-fn timing_probe() {
-    tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_default())
-        .init();
-    let d = TestDaemon::start(&["--source", "test", "--size", "640x360", "--fps", "30"]);
-    let t = std::time::Instant::now();
+fn high_mode_source_matches_the_pattern() {
+    let d = TestDaemon::start(&["--source", "test"]);
+    assert_eq!(d.command(r#"{"mode":"HIGH"}"#).status, 200);
+    let r = Receiver::connect(d.addr, keep_frames()).unwrap();
+    let s = fresh_source(&r, 20);
+    let pic = s.tracks[1].last.clone().unwrap();
+    let ms = pic.stamp.expect("stamp on the source track");
+    let want = pattern_luma(pic.width, pic.height, ms);
+    let band = stamp::band_height(pic.height) as usize;
+    let db = psnr(&pic.y, &want, pic.width as usize, band);
+    println!("source PSNR {db:.1} dB");
+    assert!(db > 32.0, "source PSNR {db:.1} dB is too low");
+    // The context track is the same scene, scaled.
+    let ctx = s.tracks[0].last.clone().unwrap();
+    assert!(ctx.stamp.is_some(), "stamp on the context track");
+}
+
+#[test]
+fn low_mode_sends_no_source_media() {
+    let d = TestDaemon::start(&["--source", "test"]);
     let r = Receiver::connect(d.addr, ReceiverOptions::default()).unwrap();
-    println!("offer/answer took {:?}", t.elapsed());
-    let (s, _) = r.wait_for(Duration::from_secs(10), |s| s.connected.is_some());
-    println!("connected {:?}", s.connected);
+    assert!(r.wait_for(WAIT, |s| s.tracks[1].decoded > 5).1);
+    let state: serde_json::Value =
+        serde_json::from_slice(&d.command(r#"{"mode":"LOW"}"#).body).unwrap();
+    assert_eq!(state["mode"], "LOW");
+    std::thread::sleep(Duration::from_millis(300));
+    r.reset_counters();
+    std::thread::sleep(Duration::from_millis(1500));
+    let s = r.stats();
+    assert_eq!(s.tracks[1].bytes, 0, "LOW: no source bytes");
+    assert!(
+        s.tracks[0].frames >= 20,
+        "context keeps flowing: {}",
+        s.tracks[0].frames
+    );
+    // Back to HIGH: the source resumes with a keyframe the viewer can decode.
+    d.command(r#"{"mode":"HIGH"}"#);
+    let (s, ok) = r.wait_for(WAIT, |s| s.tracks[1].decoded >= 5);
+    assert!(
+        ok && s.tracks[1].decode_errors == 0,
+        "source resumes after LOW"
+    );
+}
+
+/// Distance in pixels from (x, y) to the nearest true box.
+fn distance_to_boxes(ms: u32, x: f64, y: f64, w: f64, h: f64) -> f64 {
+    scene_boxes(ms)
+        .iter()
+        .map(|b| {
+            let dx = (b.x1 * w - x).max(x - b.x2 * w).max(0.0);
+            let dy = (b.y1 * h - y).max(y - b.y2 * h).max(0.0);
+            dx.max(dy)
+        })
+        .fold(f64::MAX, f64::min)
+}
+
+#[test]
+fn vision_mode_blacks_out_all_but_the_moving_shapes() {
+    let d = TestDaemon::start(&["--source", "test"]);
+    let r = Receiver::connect(d.addr, keep_frames()).unwrap();
+    d.command(r#"{"mode":"VISION"}"#);
+    // The motion model starts from the first frame; give it time to learn the background.
+    std::thread::sleep(Duration::from_millis(4000));
+    let roi = d.state()["roi"].as_array().cloned().unwrap();
+    assert!(!roi.is_empty(), "the motion detector found the shapes");
+    for _ in 0..3 {
+        let pic = fresh_source(&r, 10).tracks[1].last.clone().unwrap();
+        let (w, h) = (pic.width as f64, pic.height as f64);
+        let ms = pic.stamp.expect("stamp survives masking");
+        let band = stamp::band_height(pic.height) as usize;
+        let (mut black, mut outside) = (0, 0);
+        for y in (band + 2..pic.height as usize).step_by(4) {
+            for x in (0..pic.width as usize).step_by(4) {
+                // The ROI is wider than a shape by the margin (4% of 1280 = 51 px), the
+                // macroblock rounding (< 16 px) and the detector's lag behind a moving
+                // shape; nearby shapes share one box, and a box outlives its motion by a
+                // few detector runs. So: far from every shape, nearly everything is black.
+                if distance_to_boxes(ms, x as f64, y as f64, w, h) > 150.0 {
+                    outside += 1;
+                    black += usize::from(pic.y[y * pic.width as usize + x] <= 16);
+                }
+            }
+        }
+        let share = black as f64 / outside as f64;
+        println!(
+            "VISION: {:.1}% of the area far from the shapes is black",
+            share * 100.0
+        );
+        assert!(outside > 1000, "the shapes leave most of the frame free");
+        assert!(
+            share >= 0.90,
+            "only {:.1}% black far from the shapes; roi {}",
+            share * 100.0,
+            d.state()["roi"]
+        );
+        for b in scene_boxes(ms) {
+            let (cx, cy) = (
+                ((b.x1 + b.x2) / 2.0 * w) as usize,
+                ((b.y1 + b.y2) / 2.0 * h) as usize,
+            );
+            let v = pic.y[cy * pic.width as usize + cx];
+            assert!(v > 100, "shape centre ({cx},{cy}) is shown, luma {v}");
+        }
+    }
+}
+
+#[test]
+fn hybrid_mode_limits_the_roi_to_the_rectangle() {
+    let d = TestDaemon::start(&["--source", "test"]);
+    let r = Receiver::connect(d.addr, keep_frames()).unwrap();
+    let res = d.command(r#"{"mode":"HYBRID","hybrid_rect":{"x1":0,"y1":0,"x2":50,"y2":100}}"#);
+    assert_eq!(res.status, 200, "{}", res.text());
+    std::thread::sleep(Duration::from_millis(1000));
+    let pic = fresh_source(&r, 3).tracks[1].last.clone().unwrap();
+    let band = stamp::band_height(pic.height) as usize;
+    let w = pic.width as usize;
+    // Right of the rectangle (50% + one macroblock) nothing is shown.
+    for y in (band + 2..pic.height as usize).step_by(3) {
+        for x in (w / 2 + 16..w).step_by(3) {
+            assert!(
+                pic.y[y * w + x] <= 16,
+                "({x},{y}) outside hybrid_rect is black"
+            );
+        }
+    }
+}
+
+#[test]
+fn datachannel_commands_change_mode_and_answer_with_state() {
+    let d = TestDaemon::start(&["--source", "test"]);
+    let r = Receiver::connect(
+        d.addr,
+        ReceiverOptions {
+            decode: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let (s, ok) = r.wait_for(WAIT, |s| s.commands_open && !s.messages.is_empty());
+    assert!(ok, "the commands channel opens and sends the state");
+    let hello: serde_json::Value = serde_json::from_str(&s.messages[0]).unwrap();
+    assert_eq!(hello["type"], "state");
+
+    r.send(r#"{"mode":"VISION","id":"dc-1"}"#);
+    let (s, ok) = r.wait_for(WAIT, |s| s.messages.iter().any(|m| m.contains("\"dc-1\"")));
+    assert!(ok, "reply to the command: {:?}", s.messages);
+    let reply: serde_json::Value =
+        serde_json::from_str(s.messages.iter().find(|m| m.contains("\"dc-1\"")).unwrap()).unwrap();
+    assert_eq!(reply["type"], "state");
+    assert_eq!(reply["mode"], "VISION");
+    assert_eq!(
+        d.state()["mode"],
+        "VISION",
+        "HTTP sees the DataChannel's change"
+    );
+
+    for bad in [
+        r#"{"mode":"ULTRA"}"#,
+        "not json",
+        r#"{"hybrid_rect":{"x1":80,"y1":0,"x2":20,"y2":10}}"#,
+        r#"{"mode":"LOW","x":1}"#,
+    ] {
+        let before = r.stats().messages.len();
+        r.send(bad);
+        let is_error = |m: &String| m.contains("\"type\":\"error\"");
+        let (s, ok) = r.wait_for(WAIT, |s| s.messages[before..].iter().any(is_error));
+        assert!(ok, "an error answer to {bad}: {:?}", &s.messages[before..]);
+        let reply: serde_json::Value =
+            serde_json::from_str(s.messages[before..].iter().find(|m| is_error(m)).unwrap())
+                .unwrap();
+        assert!(
+            reply["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{bad}"
+        );
+    }
+    assert_eq!(
+        d.state()["mode"],
+        "VISION",
+        "rejected commands change nothing"
+    );
+
+    // A change from HTTP reaches the DataChannel too.
+    let before = r.stats().messages.len();
+    d.command(r#"{"mode":"LOW"}"#);
+    let (_, ok) = r.wait_for(WAIT, |s| {
+        s.messages[before..].iter().any(|m| m.contains("\"LOW\""))
+    });
+    assert!(ok, "state pushed to viewers on change");
+}
+
+#[test]
+fn many_viewers_and_a_stalled_one_does_not_slow_the_others() {
+    let d = TestDaemon::start(&["--source", "test", "--size", "640x360"]);
+    let light = ReceiverOptions {
+        decode: false,
+        commands: false,
+        ..Default::default()
+    };
+    let viewers: Vec<Receiver> = (0..4)
+        .map(|_| Receiver::connect(d.addr, light.clone()).unwrap())
+        .collect();
+    for v in &viewers {
+        assert!(
+            v.wait_for(WAIT, |s| s.tracks.iter().all(|t| t.frames > 5))
+                .1,
+            "every viewer gets both tracks"
+        );
+    }
+    assert_eq!(d.state()["viewers"], 4);
+    viewers[0].set_paused(true);
+    for v in &viewers[1..] {
+        v.reset_counters();
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    for v in &viewers[1..] {
+        let s = v.stats();
+        // 30 fps for 2 s: allow for scheduling noise, not for a stall.
+        assert!(
+            s.tracks[0].frames >= 45,
+            "a viewer slowed down: {} context frames in 2 s",
+            s.tracks[0].frames
+        );
+    }
+    // The stalled viewer resumes and decodes again from a keyframe.
+    viewers[0].set_paused(false);
+    let before = viewers[0].stats().tracks[0].frames;
+    assert!(
+        viewers[0]
+            .wait_for(WAIT, |s| s.tracks[0].frames > before + 10)
+            .1
+    );
+}
+
+#[test]
+fn a_vanished_viewer_is_cleaned_up_and_counted_out() {
+    let d = TestDaemon::start(&["--source", "test", "--size", "640x360"]);
+    let keep = Receiver::connect(
+        d.addr,
+        ReceiverOptions {
+            decode: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let gone = Receiver::connect(
+        d.addr,
+        ReceiverOptions {
+            decode: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(gone.wait_for(WAIT, |s| s.tracks[0].frames > 3).1);
+    assert_eq!(d.state()["viewers"], 2);
+    // Stop without saying goodbye: only ICE consent failure can notice.
+    drop(gone);
+    let started = std::time::Instant::now();
+    while d.state()["viewers"] != 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "viewer never cleaned up"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!("vanished viewer removed after {:?}", started.elapsed());
+    let before = keep.stats().tracks[0].frames;
+    assert!(
+        keep.wait_for(WAIT, |s| s.tracks[0].frames > before + 10).1,
+        "the other viewer is unaffected"
+    );
+    assert!(
+        d.get("/metrics")
+            .text()
+            .contains("focusd_sessions_ended_total 1")
+    );
+}
+
+#[test]
+fn offer_with_one_video_line_gets_context_only() {
+    let d = TestDaemon::start(&["--source", "test", "--size", "640x360"]);
+    let r = Receiver::connect(
+        d.addr,
+        ReceiverOptions {
+            video_lines: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let (s, ok) = r.wait_for(WAIT, |s| s.tracks[0].decoded > 5);
+    assert!(ok);
+    assert_eq!(s.tracks[0].size, Some((320, 180)));
+}
+
+#[test]
+fn real_footage_streams_end_to_end() {
+    let path =
+        focusd_e2e::real_footage().expect("tests/.media/vtest.y4m: run tests/media.sh first");
+    let source = format!("file:{}", path.display());
+    let d = TestDaemon::start(&["--source", &source]);
+    assert!(
+        d.state()["source"].as_str().unwrap().contains("768x576"),
+        "native size kept"
+    );
+    let r = Receiver::connect(d.addr, ReceiverOptions::default()).unwrap();
+    let (s, ok) = r.wait_for(WAIT, |s| s.tracks.iter().all(|t| t.decoded >= 10));
+    assert!(ok, "real footage decodes on both tracks");
+    assert_eq!(s.tracks[1].size, Some((768, 576)));
+    assert_eq!(s.tracks[0].size, Some((320, 240)));
+    // People walk in vtest.avi: the motion detector finds them.
+    let (_, moved) = (0..50).fold((0, false), |acc, _| {
+        if acc.1 {
+            return acc;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        (0, !d.state()["roi"].as_array().unwrap().is_empty())
+    });
+    assert!(moved, "motion ROI on real footage");
+    drop(d);
+
+    let d = TestDaemon::start(&["--source", &source, "--size", "640x480"]);
+    let r = Receiver::connect(d.addr, ReceiverOptions::default()).unwrap();
+    let (s, ok) = r.wait_for(WAIT, |s| s.tracks[1].decoded >= 5);
+    assert!(ok);
+    assert_eq!(s.tracks[1].size, Some((640, 480)), "scaled to --size");
 }

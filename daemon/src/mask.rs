@@ -53,10 +53,14 @@ fn to_pixels(r: &Rect, w: u32, h: u32) -> PixelRect {
     }
 }
 
+/// Luma of masked-out pixels: 0 rather than video black (16), so codec noise never lifts
+/// it over the contract's 16 nor the viewer's mask threshold (~18).
+pub const MASK_LUMA: u8 = 0;
+
 /// Writes `src` into `dst` with everything outside `keep` black, except the top
 /// `stamp_rows` rows (the test stamp), which stay so latency can be read on every track.
 pub fn apply(src: &I420Image, keep: &[PixelRect], stamp_rows: u32, dst: &mut I420Image) {
-    dst.fill_black();
+    dst.fill(MASK_LUMA);
     let (w, h) = (src.width(), src.height());
     if stamp_rows > 0 {
         dst.copy_rect_from(
@@ -154,7 +158,7 @@ mod tests {
         }];
         apply(&src, &keep, 4, &mut dst);
         assert_eq!(dst.y()[0], 150, "stamp band kept");
-        assert_eq!(dst.y()[10 * 64 + 10], 16, "outside is black");
+        assert_eq!(dst.y()[10 * 64 + 10], MASK_LUMA, "outside is black");
         assert_eq!(dst.y()[40 * 64 + 20], 150, "inside kept");
     }
 }

@@ -20,9 +20,9 @@ pub struct SceneBox {
 
 /// (width, height, period x ms, period y ms, phase, luma, u, v) of each shape.
 const SHAPES: [(f64, f64, f64, f64, f64, u8, u8, u8); 3] = [
-    (0.14, 0.20, 7_100.0, 5_300.0, 0.00, 200, 90, 200),
-    (0.10, 0.16, 5_900.0, 8_300.0, 0.35, 170, 200, 80),
-    (0.18, 0.12, 9_700.0, 6_100.0, 0.70, 225, 150, 140),
+    (0.14, 0.20, 7_100.0, 5_300.0, 0.00, 215, 90, 200),
+    (0.10, 0.16, 5_900.0, 8_300.0, 0.35, 200, 200, 80),
+    (0.18, 0.12, 9_700.0, 6_100.0, 0.70, 235, 150, 140),
 ];
 
 /// Shapes stay below the stamp band (1/18 of the height) with a small gap.
@@ -97,7 +97,7 @@ impl TestPattern {
                 for (i, px) in y[row * w + x0..row * w + x1].iter_mut().enumerate() {
                     // A checker texture inside the shape so it is not a flat block.
                     let checker = ((i / 8) + (row - y0) / 8) % 2 == 0;
-                    *px = if checker { luma } else { luma - 30 };
+                    *px = if checker { luma } else { luma - 25 };
                 }
             }
             for row in y0.div_ceil(2)..y1 / 2 {

@@ -1,15 +1,29 @@
-//! Motion detection by frame differencing on the lores luma, with box tracking so the ROI
-//! grows at once when something moves and shrinks gently, instead of flickering.
+//! Motion detection on the lores luma by background subtraction, with box tracking so the
+//! ROI grows at once when something moves and shrinks gently, instead of flickering.
+//!
+//! The background is a running average that learns quickly where nothing moves and barely
+//! at all under moving things, so a moving object is one solid blob (not just its leading
+//! and trailing edges, as plain frame differencing gives) and leaves no trail. A pixel that
+//! stays foreground without changing for [`ABSORB_RUNS`] runs is taken into the
+//! background: that clears "ghosts" (background revealed where something stood when the
+//! model started) and, in time, objects that stop.
 
 use super::Detector;
 use crate::state::RoiBox;
 
 /// Side of a motion cell in lores pixels.
 const CELL: usize = 8;
-/// Mean absolute luma difference over a cell that counts as motion.
-const CELL_THRESHOLD: u32 = 4;
+/// Luma difference from the background that makes a pixel foreground.
+const PIXEL_THRESHOLD: u16 = 20;
+/// Foreground pixels (of 64) that make a cell active.
+const CELL_PIXELS: u32 = 12;
+/// Background learning rates per run, in 1/256: where it is background, and under motion.
+const LEARN_BACKGROUND: i32 = 26;
+const LEARN_FOREGROUND: i32 = 1;
+/// Runs a foreground pixel may stay unchanged before it becomes background (1.3 s at 15 Hz).
+const ABSORB_RUNS: u8 = 20;
 /// How many detector runs a box outlives the motion that made it.
-const HOLD_RUNS: u32 = 6;
+const HOLD_RUNS: u32 = 4;
 /// Fraction of the gap an edge moves inward per run when a box shrinks.
 const SHRINK: f64 = 0.5;
 
@@ -29,6 +43,16 @@ impl Track {
         self.x0 < o.x1 && o.x0 < self.x1 && self.y0 < o.y1 && o.y0 < self.y1
     }
 
+    fn area(&self) -> f64 {
+        (self.x1 - self.x0).max(0.0) * (self.y1 - self.y0).max(0.0)
+    }
+
+    fn overlap_area(&self, o: &Track) -> f64 {
+        let w = self.x1.min(o.x1) - self.x0.max(o.x0);
+        let h = self.y1.min(o.y1) - self.y0.max(o.y0);
+        w.max(0.0) * h.max(0.0)
+    }
+
     fn union(&self, o: &Track) -> Track {
         Track {
             x0: self.x0.min(o.x0),
@@ -43,7 +67,12 @@ impl Track {
 /// The motion detector.
 #[derive(Debug)]
 pub struct MotionDetector {
+    /// Background luma in 8.8 fixed point.
+    background: Vec<u16>,
+    /// The previous frame's luma.
     previous: Vec<u8>,
+    /// Runs each pixel has been foreground without changing.
+    still: Vec<u8>,
     /// Rows at the top to ignore (the test stamp changes every frame by design).
     ignore_top: usize,
     /// Margin added around each box, as a fraction of the frame width.
@@ -55,31 +84,57 @@ impl MotionDetector {
     /// `ignore_top` rows are never motion; `margin_percent` pads every box.
     pub fn new(ignore_top: u32, margin_percent: f64) -> Self {
         Self {
+            background: Vec::new(),
             previous: Vec::new(),
+            still: Vec::new(),
             ignore_top: ignore_top as usize,
             margin: margin_percent / 100.0,
             tracks: Vec::new(),
         }
     }
 
-    /// Cells whose mean difference from the previous frame exceeds the threshold.
-    fn active_cells(&self, luma: &[u8], w: usize, h: usize) -> (Vec<bool>, usize, usize) {
+    /// Cells with enough foreground pixels; updates the background as it goes.
+    fn active_cells(&mut self, luma: &[u8], w: usize, h: usize) -> (Vec<bool>, usize, usize) {
         let (cols, rows) = (w / CELL, h / CELL);
-        let mut active = vec![false; cols * rows];
-        let first_row = self.ignore_top.div_ceil(CELL);
-        for cy in first_row..rows {
-            for cx in 0..cols {
-                let mut sum = 0u32;
-                for y in cy * CELL..(cy + 1) * CELL {
-                    let o = y * w + cx * CELL;
-                    for (a, b) in luma[o..o + CELL].iter().zip(&self.previous[o..o + CELL]) {
-                        sum += a.abs_diff(*b) as u32;
-                    }
+        let mut counts = vec![0u32; cols * rows];
+        let first_row = self.ignore_top.div_ceil(CELL) * CELL;
+        for y in first_row..rows * CELL {
+            let row = &luma[y * w..y * w + cols * CELL];
+            let span = y * w..y * w + cols * CELL;
+            let bg = &mut self.background[span.clone()];
+            let prev = &mut self.previous[span.clone()];
+            let still = &mut self.still[span];
+            let counts = &mut counts[(y / CELL) * cols..(y / CELL + 1) * cols];
+            for (x, (&px, b)) in row.iter().zip(bg.iter_mut()).enumerate() {
+                let level = *b >> 8;
+                let foreground = (px as u16).abs_diff(level) > PIXEL_THRESHOLD;
+                let changed = px.abs_diff(prev[x]) as u16 > PIXEL_THRESHOLD / 2;
+                prev[x] = px;
+                still[x] = if foreground && !changed {
+                    still[x].saturating_add(1)
+                } else {
+                    0
+                };
+                if still[x] >= ABSORB_RUNS {
+                    *b = (px as u16) << 8;
+                    still[x] = 0;
+                    continue;
                 }
-                active[cy * cols + cx] = sum > CELL_THRESHOLD * (CELL * CELL) as u32;
+                counts[x / CELL] += u32::from(foreground);
+                let rate = if foreground {
+                    LEARN_FOREGROUND
+                } else {
+                    LEARN_BACKGROUND
+                };
+                let delta = ((px as i32) << 8) - *b as i32;
+                *b = (*b as i32 + delta * rate / 256) as u16;
             }
         }
-        (active, cols, rows)
+        (
+            counts.iter().map(|&c| c >= CELL_PIXELS).collect(),
+            cols,
+            rows,
+        )
     }
 
     /// Bounding boxes of 8-connected groups of active cells, in lores pixels.
@@ -97,9 +152,8 @@ impl MotionDetector {
             while let Some(i) = stack.pop() {
                 let (x, y) = (i % cols, i / cols);
                 (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x + 1), y1.max(y + 1));
-                // Two-cell reach joins the leading and trailing edges of one moving object.
-                for ny in y.saturating_sub(2)..(y + 3).min(rows) {
-                    for nx in x.saturating_sub(2)..(x + 3).min(cols) {
+                for ny in y.saturating_sub(1)..(y + 2).min(rows) {
+                    for nx in x.saturating_sub(1)..(x + 2).min(cols) {
                         let j = ny * cols + nx;
                         if active[j] && !seen[j] {
                             seen[j] = true;
@@ -120,10 +174,18 @@ impl MotionDetector {
     }
 
     fn update_tracks(&mut self, blobs: Vec<Track>) {
+        // Each track follows the one blob it overlaps most; a blob no track follows starts
+        // a track of its own. Following a union of blobs instead would keep one box
+        // spanning two objects long after they parted.
+        let mut claimed = vec![false; blobs.len()];
         let mut next: Vec<Track> = Vec::new();
         for track in &self.tracks {
-            let touching: Vec<&Track> = blobs.iter().filter(|b| b.overlaps(track)).collect();
-            if touching.is_empty() {
+            let best = blobs
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.overlaps(track))
+                .max_by(|(_, a), (_, b)| a.overlap_area(track).total_cmp(&b.overlap_area(track)));
+            let Some((i, target)) = best else {
                 if track.idle < HOLD_RUNS {
                     next.push(Track {
                         idle: track.idle + 1,
@@ -131,9 +193,9 @@ impl MotionDetector {
                     });
                 }
                 continue;
-            }
+            };
+            claimed[i] = true;
             // Grow at once to cover the motion; shrink each edge part of the way.
-            let target = touching[1..].iter().fold(*touching[0], |a, b| a.union(b));
             let ease = |now: f64, want: f64, grows: bool| {
                 if grows {
                     want
@@ -149,15 +211,20 @@ impl MotionDetector {
                 idle: 0,
             });
         }
-        for blob in blobs {
-            if !next.iter().any(|t| t.overlaps(&blob)) {
-                next.push(blob);
-            }
-        }
-        // Merge boxes that came to overlap.
+        next.extend(
+            blobs
+                .iter()
+                .zip(&claimed)
+                .filter(|(_, c)| !**c)
+                .map(|(b, _)| *b),
+        );
+        // Merge tracks that mostly cover each other (two tracks on one object).
         let mut merged: Vec<Track> = Vec::new();
         for t in next {
-            match merged.iter_mut().find(|m| m.overlaps(&t)) {
+            match merged
+                .iter_mut()
+                .find(|m| m.overlap_area(&t) > 0.5 * m.area().min(t.area()))
+            {
                 Some(m) => *m = m.union(&t),
                 None => merged.push(t),
             }
@@ -169,13 +236,14 @@ impl MotionDetector {
 impl Detector for MotionDetector {
     fn detect(&mut self, luma: &[u8], width: u32, height: u32) -> Vec<RoiBox> {
         let (w, h) = (width as usize, height as usize);
-        if self.previous.len() != luma.len() {
+        if self.background.len() != luma.len() {
+            self.background = luma.iter().map(|&p| (p as u16) << 8).collect();
             self.previous = luma.to_vec();
+            self.still = vec![0; luma.len()];
             self.tracks.clear();
             return Vec::new();
         }
         let (active, cols, rows) = self.active_cells(luma, w, h);
-        self.previous.copy_from_slice(luma);
         self.update_tracks(Self::blobs(&active, cols, rows));
         let pad = self.margin * w as f64;
         self.tracks
@@ -255,15 +323,32 @@ mod tests {
     #[test]
     fn box_fades_after_motion_stops() {
         let mut d = MotionDetector::new(0, 0.0);
-        let mut luma = vec![50u8; 160 * 96];
+        let empty = vec![50u8; 160 * 96];
+        let mut luma = empty.clone();
         d.detect(&luma, 160, 96);
         for y in 40..56 {
             luma[y * 160 + 40..y * 160 + 56].fill(200);
         }
-        assert_eq!(d.detect(&luma, 160, 96).len(), 1);
+        let roi = d.detect(&luma, 160, 96);
+        assert_eq!(roi.len(), 1);
+        assert!(
+            (roi[0].x1 - 25.0).abs() < 0.1 && (roi[0].x2 - 35.0).abs() < 0.1,
+            "solid blob: {roi:?}"
+        );
+        // An object that stops is absorbed after a while.
+        let mut stopped = MotionDetector::new(0, 0.0);
+        stopped.detect(&empty, 160, 96);
+        let runs = (0..100)
+            .take_while(|_| !stopped.detect(&luma, 160, 96).is_empty())
+            .count();
+        assert!(
+            (ABSORB_RUNS as usize..ABSORB_RUNS as usize + HOLD_RUNS as usize + 2).contains(&runs),
+            "{runs}"
+        );
+        // The object leaves: its box is held a little, then dropped.
         for _ in 0..HOLD_RUNS {
-            assert_eq!(d.detect(&luma, 160, 96).len(), 1, "held");
+            assert_eq!(d.detect(&empty, 160, 96).len(), 1, "held");
         }
-        assert!(d.detect(&luma, 160, 96).is_empty(), "dropped after hold");
+        assert!(d.detect(&empty, 160, 96).is_empty(), "dropped after hold");
     }
 }
