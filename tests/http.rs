@@ -1,0 +1,374 @@
+//! Bad input over HTTP gets the right 4xx with a one-line reason, and the daemon keeps
+//! serving the viewers it has throughout.
+
+use std::time::Duration;
+
+use focusd::minihttp;
+use focusd::receiver::{Receiver, ReceiverOptions};
+use focusd_e2e::TestDaemon;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn one_line_reason(body: &str) {
+    let trimmed = body.trim_end();
+    assert!(!trimmed.is_empty(), "a reason is given");
+    assert!(!trimmed.contains('\n'), "one line: {trimmed:?}");
+}
+
+/// A minimal offer with the given media sections (no ICE/DTLS lines).
+const AUDIO_ONLY: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=rtpmap:111 opus/48000/2\r\n";
+
+#[test]
+fn bad_requests_get_clear_errors_while_viewers_keep_receiving() {
+    let d = TestDaemon::start(&["--source", "test", "--size", "640x360"]);
+    let viewer = Receiver::connect(
+        d.addr,
+        ReceiverOptions {
+            decode: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(viewer.wait_for(WAIT, |s| s.tracks[0].frames > 5).1);
+
+    let cases: Vec<(&str, &str, Option<&str>, Vec<u8>, u16, &str)> = vec![
+        (
+            "POST",
+            "/offer",
+            Some("application/sdp"),
+            b"this is not SDP".to_vec(),
+            400,
+            "malformed SDP",
+        ),
+        (
+            "POST",
+            "/offer",
+            Some("text/plain"),
+            b"v=0\r\nm=video 9 X 96\r\nbroken\r\n".to_vec(),
+            400,
+            "SDP",
+        ),
+        (
+            "POST",
+            "/offer",
+            Some("application/sdp"),
+            AUDIO_ONLY.as_bytes().to_vec(),
+            400,
+            "no video m-line",
+        ),
+        (
+            "POST",
+            "/offer",
+            Some("application/sdp"),
+            vec![b'v'; 1 << 20],
+            413,
+            "64 KiB",
+        ),
+        (
+            "POST",
+            "/offer",
+            Some("image/png"),
+            b"v=0".to_vec(),
+            415,
+            "not accepted",
+        ),
+        ("POST", "/offer", None, b"v=0".to_vec(), 415, "not accepted"),
+        (
+            "POST",
+            "/offer",
+            Some("application/json"),
+            b"{\"sdp\":1}".to_vec(),
+            400,
+            "expected",
+        ),
+        (
+            "POST",
+            "/offer",
+            Some("application/json"),
+            b"{\"sdp\":\"v=0\",\"type\":\"answer\"}".to_vec(),
+            400,
+            "must be \\\"offer\\\"",
+        ),
+        (
+            "POST",
+            "/offer",
+            Some("application/sdp"),
+            vec![0xff, 0xfe, 0x00],
+            400,
+            "UTF-8",
+        ),
+        (
+            "POST",
+            "/whep",
+            Some("text/plain"),
+            b"v=0".to_vec(),
+            415,
+            "application/sdp",
+        ),
+        (
+            "POST",
+            "/whep",
+            Some("application/sdp"),
+            AUDIO_ONLY.as_bytes().to_vec(),
+            400,
+            "no video",
+        ),
+        (
+            "DELETE",
+            "/whep/0123456789abcdef0123456789abcdef",
+            None,
+            vec![],
+            404,
+            "no such session",
+        ),
+        (
+            "DELETE",
+            "/whep/not-an-id",
+            None,
+            vec![],
+            404,
+            "no such session",
+        ),
+        (
+            "PATCH",
+            "/whep/0123456789abcdef0123456789abcdef",
+            Some("application/trickle-ice-sdpfrag"),
+            b"a=x".to_vec(),
+            405,
+            "trickle",
+        ),
+        (
+            "POST",
+            "/api/command",
+            Some("text/plain"),
+            b"{\"mode\":\"LOW\"}".to_vec(),
+            415,
+            "application/json",
+        ),
+        (
+            "POST",
+            "/api/command",
+            Some("application/json"),
+            vec![b' '; 100 * 1024],
+            413,
+            "64 KiB",
+        ),
+        (
+            "POST",
+            "/api/command",
+            Some("application/json"),
+            b"{\"mode\":".to_vec(),
+            400,
+            "not valid JSON",
+        ),
+        (
+            "POST",
+            "/api/command",
+            Some("application/json"),
+            b"{\"mode\":\"TURBO\"}".to_vec(),
+            400,
+            "unknown mode",
+        ),
+        (
+            "POST",
+            "/api/command",
+            Some("application/json"),
+            b"{\"mode\":\"LOW\",\"speed\":1}".to_vec(),
+            400,
+            "unknown field",
+        ),
+        (
+            "POST",
+            "/api/command",
+            Some("application/json"),
+            br#"{"hybrid_rect":{"x1":0,"y1":0,"x2":101,"y2":50}}"#.to_vec(),
+            400,
+            "from 0 to 100",
+        ),
+        (
+            "POST",
+            "/api/command",
+            Some("application/json"),
+            br#"{"hybrid_rect":{"x1":50,"y1":0,"x2":10,"y2":50}}"#.to_vec(),
+            400,
+            "x1 < x2",
+        ),
+        (
+            "POST",
+            "/api/command",
+            Some("application/json"),
+            br#"{"hybrid_rect":{"x1":0,"y1":60,"x2":10,"y2":50}}"#.to_vec(),
+            400,
+            "y1 < y2",
+        ),
+        (
+            "POST",
+            "/api/command",
+            Some("application/json"),
+            br#"{"hybrid_rect":{"x1":0,"y1":0,"x2":10}}"#.to_vec(),
+            400,
+            "missing y2",
+        ),
+        (
+            "POST",
+            "/api/command",
+            Some("application/json"),
+            br#"{"hybrid_rect":"all"}"#.to_vec(),
+            400,
+            "must be an object",
+        ),
+        (
+            "POST",
+            "/api/command",
+            Some("application/json"),
+            br#"{"id":["x"]}"#.to_vec(),
+            400,
+            "id must be a string",
+        ),
+        (
+            "POST",
+            "/api/command",
+            Some("application/json"),
+            br#"[]"#.to_vec(),
+            400,
+            "JSON object",
+        ),
+        ("GET", "/nope", None, vec![], 404, "not found"),
+    ];
+    for (method, path, ct, body, status, reason) in cases {
+        let r = minihttp::request(d.addr, method, path, ct, &body).unwrap();
+        let text = r.text();
+        assert_eq!(r.status, status, "{method} {path} {ct:?}: {text}");
+        assert!(
+            text.contains(reason),
+            "{method} {path} {ct:?}: `{text}` should say `{reason}`"
+        );
+        one_line_reason(&text);
+        if path == "/api/command" {
+            let v: serde_json::Value = serde_json::from_str(&text).expect("API errors are JSON");
+            assert!(v["error"].is_string());
+        }
+    }
+    assert_eq!(
+        d.state()["mode"],
+        "HIGH",
+        "no rejected command changed anything"
+    );
+    // The daemon kept serving the viewer through all of it.
+    let before = viewer.stats().tracks[0].frames;
+    assert!(
+        viewer
+            .wait_for(WAIT, |s| s.tracks[0].frames > before + 10)
+            .1,
+        "viewer still served"
+    );
+    assert_eq!(d.get("/healthz").status, 200);
+    assert!(
+        d.get("/metrics")
+            .text()
+            .contains("focusd_bad_requests_total")
+    );
+}
+
+#[test]
+fn json_offer_form_and_state_api() {
+    let d = TestDaemon::start(&["--source", "test", "--size", "640x360"]);
+    let r =
+        d.command(r#"{"mode":"HYBRID","hybrid_rect":{"x1":10,"y1":10,"x2":60,"y2":70},"id":"c1"}"#);
+    assert_eq!(r.status, 200);
+    let s: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(s["mode"], "HYBRID");
+    assert_eq!(s["hybrid_rect"]["x2"], 60.0);
+    let state = d.state();
+    for key in [
+        "mode",
+        "hybrid_rect",
+        "roi",
+        "viewers",
+        "fps",
+        "bitrate_kbps",
+        "encoder",
+        "source",
+    ] {
+        assert!(state.get(key).is_some(), "state has {key}");
+    }
+    std::thread::sleep(Duration::from_millis(1200));
+    let state = d.state();
+    assert!(
+        state["fps"].as_f64().unwrap() > 20.0,
+        "fps measured: {state}"
+    );
+    assert!(state["bitrate_kbps"]["context"].as_f64().unwrap() > 0.0);
+    assert!(d.get("/").text().contains("<canvas"), "viewer page served");
+    let metrics = d.get("/metrics").text();
+    assert!(metrics.contains("focusd_encode_seconds_bucket{track=\"source\""));
+    assert!(metrics.contains("focusd_frames_encoded_total{track=\"context\"}"));
+}
+
+#[test]
+fn whep_creates_and_deletes_a_session() {
+    let d = TestDaemon::start(&["--source", "test", "--size", "640x360"]);
+    // The receiver's offer, sent the WHEP way.
+    let sdp = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/chrome-offer.sdp"
+    ))
+    .unwrap();
+    let r = d.post("/whep", Some("application/sdp"), sdp.as_bytes());
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/sdp"));
+    let location = r.header("location").expect("Location").to_string();
+    assert!(location.starts_with("/whep/"));
+    let answer = r.text();
+    assert!(
+        answer.contains("a=msid:focusd context") && answer.contains("a=msid:focusd source"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("H264/90000"),
+        "answers H.264 although VP8 was offered first"
+    );
+    assert!(!answer.contains("VP8"));
+    assert_eq!(d.state()["viewers"], 1);
+    let del = minihttp::request(d.addr, "DELETE", &location, None, b"").unwrap();
+    assert_eq!(del.status, 200);
+    assert_eq!(d.state()["viewers"], 0, "deleted session counted out");
+    let again = minihttp::request(d.addr, "DELETE", &location, None, b"").unwrap();
+    assert_eq!(again.status, 404);
+}
+
+#[test]
+fn too_many_viewers_get_503() {
+    let dir = std::env::temp_dir().join(format!("focusd-maxv-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("focusd.toml");
+    std::fs::write(&cfg, "[webrtc]\nmax_viewers = 1\n").unwrap();
+    let d = TestDaemon::start(&[
+        "--source",
+        "test",
+        "--size",
+        "640x360",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    let first = Receiver::connect(
+        d.addr,
+        ReceiverOptions {
+            decode: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let err = Receiver::connect(d.addr, ReceiverOptions::default())
+        .err()
+        .expect("second viewer refused");
+    assert!(
+        err.to_string().contains("503") && err.to_string().contains("too many viewers"),
+        "{err}"
+    );
+    assert!(
+        first.wait_for(WAIT, |s| s.tracks[0].frames > 5).1,
+        "first viewer unaffected"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
