@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh Debian 12 machine: installs what it needs, then runs
+# formatting and lint checks, every unit and end-to-end test, and a short benchmark.
+# Usage: tests/run.sh            (from anywhere)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "system packages"
+need=()
+command -v ffmpeg >/dev/null || need+=(ffmpeg)
+command -v nasm >/dev/null || need+=(nasm)
+[ -x /usr/lib/chromium/chromium ] || need+=(chromium)
+command -v node >/dev/null || need+=(nodejs npm)
+command -v pkg-config >/dev/null || need+=(pkg-config)
+command -v cmake >/dev/null || need+=(cmake)
+if [ ${#need[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+step "browser driver (playwright-core, no browser download)"
+npm ci --prefix tests --no-audit --no-fund --loglevel=error
+
+step "real footage (vtest.avi from Debian's opencv-doc)"
+bash tests/media.sh
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --release -- -D warnings
+
+step "tests (unit + end-to-end, release build)"
+cargo test --workspace --release 2>&1 | grep -v '^\[OpenH264\]'
+test "${PIPESTATUS[0]}" -eq 0
+
+step "benchmark (short; figures only, no pass/fail)"
+target/release/focusd bench --seconds 4 --viewers 8
