@@ -1,6 +1,420 @@
-//! `focusd bench`.
-use crate::config::BenchFlags;
+//! `focusd bench`: measures a real daemon process on loopback against an encoder-only
+//! baseline measured in the same run, and prints the figures with the targets.
+//!
+//! * **baseline**: the same two openh264 encoders, fed the same test-pattern frames at the
+//!   same rate, in a thread of this process — the least any implementation must spend;
+//! * **daemon**: `focusd --source test` as a child process, its CPU and memory read from
+//!   `/proc`, viewed by headless str0m receivers in this process (viewer 1 decodes and reads
+//!   the stamp for latency; the others only receive).
 
-pub async fn run(_flags: BenchFlags) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use focusd_board::encode::{EncoderSettings, OpenH264Encoder, VideoEncoder};
+use focusd_board::frame::I420Image;
+use focusd_board::scale::{Scaler, lores_size};
+use focusd_board::source::TestPattern;
+
+use crate::config::BenchFlags;
+use crate::minihttp;
+use crate::receiver::{Receiver, ReceiverOptions, ReceiverStats};
+
+const SIZE: (u32, u32) = (1280, 720);
+const FPS: u32 = 30;
+/// Linux reports CPU time in /proc in USER_HZ ticks, 100 per second on every architecture
+/// focusd targets.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// Runs the benchmark and prints the report.
+pub async fn run(flags: BenchFlags) -> anyhow::Result<()> {
+    tokio::task::spawn_blocking(move || bench(&flags)).await?
+}
+
+fn bench(flags: &BenchFlags) -> anyhow::Result<()> {
+    let secs = flags.seconds.max(2);
+    println!(
+        "focusd bench: {}x{}@{FPS}, test source, loopback, {secs} s per phase",
+        SIZE.0, SIZE.1
+    );
+
+    let baseline = encoder_only_cpu(secs)?;
+    println!("  baseline (encoder only, both tracks): {baseline:.1}% CPU");
+
+    let daemon = DaemonProcess::spawn()?;
+    let one = Receiver::connect(
+        daemon.addr,
+        ReceiverOptions {
+            keep_frames: false,
+            ..Default::default()
+        },
+    )?;
+    let (first, ok) = one.wait_for(Duration::from_secs(10), |s| {
+        s.tracks.iter().all(|t| t.first_frame.is_some())
+    });
+    if !ok {
+        bail!("viewer got no frames within 10 s");
+    }
+    let first_frame = first
+        .tracks
+        .iter()
+        .filter_map(|t| t.first_frame)
+        .max()
+        .unwrap_or_default();
+    std::thread::sleep(Duration::from_secs(1));
+    one.reset_counters();
+    let cpu1 = daemon.cpu_percent_over(Duration::from_secs(secs))?;
+    let s1 = one.stats();
+    let (rss1, hwm1) = daemon.memory_kib()?;
+    let lat = latencies(&s1);
+
+    let mut mode_rates = Vec::new();
+    for (mode, cmd) in [
+        ("LOW", r#"{"mode":"LOW"}"#),
+        ("HIGH", r#"{"mode":"HIGH"}"#),
+        ("VISION", r#"{"mode":"VISION"}"#),
+        (
+            "HYBRID",
+            r#"{"mode":"HYBRID","hybrid_rect":{"x1":0,"y1":0,"x2":50,"y2":100}}"#,
+        ),
+    ] {
+        let r = minihttp::request(
+            daemon.addr,
+            "POST",
+            "/api/command",
+            Some("application/json"),
+            cmd.as_bytes(),
+        )?;
+        if r.status != 200 {
+            bail!("mode {mode}: {}", r.text());
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+        one.reset_counters();
+        let window = Duration::from_secs(secs.div_ceil(2).max(2));
+        std::thread::sleep(window);
+        let s = one.stats();
+        let kbps = |i: usize| s.tracks[i].bytes as f64 * 8.0 / 1000.0 / window.as_secs_f64();
+        mode_rates.push((mode, kbps(0), kbps(1)));
+    }
+    minihttp::request(
+        daemon.addr,
+        "POST",
+        "/api/command",
+        Some("application/json"),
+        br#"{"mode":"HIGH"}"#,
+    )?;
+    std::thread::sleep(Duration::from_millis(500));
+
+    let light = ReceiverOptions {
+        decode: false,
+        commands: false,
+        ..Default::default()
+    };
+    let others: Vec<Receiver> = (1..flags.viewers.max(2))
+        .map(|_| Receiver::connect(daemon.addr, light.clone()))
+        .collect::<anyhow::Result<_>>()?;
+    for o in &others {
+        if !o
+            .wait_for(Duration::from_secs(10), |s| {
+                s.tracks.iter().all(|t| t.frames > 0)
+            })
+            .1
+        {
+            bail!("one of {} viewers got no frames", flags.viewers);
+        }
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    for o in &others {
+        o.reset_counters();
+    }
+    one.reset_counters();
+    let cpu_n = daemon.cpu_percent_over(Duration::from_secs(secs))?;
+    let min_frames = others
+        .iter()
+        .chain(std::iter::once(&one))
+        .map(|r| r.stats().tracks[0].frames)
+        .min()
+        .unwrap_or(0);
+    let lat_n = latencies(&one.stats());
+    let (rss_n, _) = daemon.memory_kib()?;
+    drop(others);
+    drop(one);
+    let stop = daemon.stop()?;
+
+    let n = flags.viewers.max(2);
+    println!();
+    println!(
+        "{:<44} {:>12} {:>14}  verdict",
+        "figure", "measured", "target"
+    );
+    let row = |name: &str, value: String, target: &str, ok: bool| {
+        println!(
+            "{name:<44} {value:>12} {target:>14}  {}",
+            if ok { "ok" } else { "MISSED" }
+        );
+    };
+    row(
+        "latency p50, glass to glass (1 viewer)",
+        format!("{} ms", lat.0),
+        "<= 30 ms",
+        lat.0 <= 30,
+    );
+    row("latency p95 (1 viewer)", format!("{} ms", lat.1), "-", true);
+    row(
+        &format!("latency p50 / p95 ({n} viewers)"),
+        format!("{} / {} ms", lat_n.0, lat_n.1),
+        "-",
+        true,
+    );
+    row(
+        "POST /offer to first frame on both tracks",
+        format!("{} ms", first_frame.as_millis()),
+        "<= 100 ms",
+        first_frame <= Duration::from_millis(100),
+    );
+    row("daemon CPU, 1 viewer", format!("{cpu1:.1}%"), "-", true);
+    row(
+        &format!("daemon CPU, {n} viewers"),
+        format!("{cpu_n:.1}%"),
+        "-",
+        true,
+    );
+    let viewers_ratio = cpu_n / cpu1.max(0.1);
+    row(
+        &format!("CPU {n} viewers / 1 viewer"),
+        format!("{viewers_ratio:.2}x"),
+        "<= 1.25x",
+        viewers_ratio <= 1.25,
+    );
+    let base_ratio = cpu1 / baseline.max(0.1);
+    row(
+        "daemon CPU / encoder-only CPU",
+        format!("{base_ratio:.2}x"),
+        "<= 1.3x",
+        base_ratio <= 1.3,
+    );
+    row(
+        "RSS, 1 viewer (peak so far)",
+        format!("{:.1} MB", hwm1 as f64 / 1024.0),
+        "<= 40 MB",
+        hwm1 as f64 / 1024.0 <= 40.0,
+    );
+    row(
+        "RSS now, 1 viewer",
+        format!("{:.1} MB", rss1 as f64 / 1024.0),
+        "-",
+        true,
+    );
+    row(
+        &format!("RSS, {n} viewers"),
+        format!("{:.1} MB", rss_n as f64 / 1024.0),
+        "-",
+        true,
+    );
+    row(
+        &format!("slowest of {n} viewers, context frames"),
+        format!("{min_frames}"),
+        &format!(">= {}", secs * FPS as u64 * 8 / 10),
+        min_frames >= secs * FPS as u64 * 8 / 10,
+    );
+    row(
+        "SIGTERM to exit",
+        format!("{} ms", stop.as_millis()),
+        "<= 2000 ms",
+        stop <= Duration::from_secs(2),
+    );
+    println!();
+    println!(
+        "{:<10} {:>14} {:>14}",
+        "mode", "context kbps", "source kbps"
+    );
+    for (mode, c, s) in &mode_rates {
+        println!("{mode:<10} {c:>14.0} {s:>14.0}");
+    }
+    Ok(())
+}
+
+/// p50 and p95 stamp latency over both tracks.
+fn latencies(s: &ReceiverStats) -> (u32, u32) {
+    let mut all: Vec<u32> = s
+        .tracks
+        .iter()
+        .flat_map(|t| t.latencies_ms.iter().copied())
+        .filter(|&l| l < 10_000)
+        .collect();
+    if all.is_empty() {
+        return (u32::MAX, u32::MAX);
+    }
+    all.sort_unstable();
+    (
+        all[all.len() / 2],
+        all[(all.len() * 95 / 100).min(all.len() - 1)],
+    )
+}
+
+/// CPU% of a thread that encodes both tracks of the test pattern at 30 fps, like the daemon.
+fn encoder_only_cpu(secs: u64) -> anyhow::Result<f64> {
+    let lores = lores_size(SIZE, 320);
+    let pattern = TestPattern::new(SIZE, FPS as f64);
+    let scaler = Scaler::new(SIZE, lores);
+    // One second of frames, made before measuring: only encoding is on the clock.
+    let frames: Vec<(I420Image, I420Image)> = (0..FPS as u64)
+        .map(|i| {
+            let mut main = I420Image::new(SIZE.0, SIZE.1);
+            pattern.draw(&mut main, 1_700_000_000_000 + i * 1000 / FPS as u64);
+            let mut small = I420Image::new(lores.0, lores.1);
+            scaler.scale(&main, &mut small);
+            (main, small)
+        })
+        .collect();
+    let settings = |(width, height), bitrate_kbps| EncoderSettings {
+        width,
+        height,
+        fps: FPS as f64,
+        bitrate_kbps,
+        keyframe_interval: 2 * FPS,
+    };
+    let mut main_enc = OpenH264Encoder::new(&settings(SIZE, 2500))?;
+    let mut lores_enc = OpenH264Encoder::new(&settings(lores, 300))?;
+    std::thread::spawn(move || -> anyhow::Result<f64> {
+        let mut out = Vec::with_capacity(1 << 18);
+        let interval = Duration::from_secs_f64(1.0 / FPS as f64);
+        let start_cpu = thread_cpu_ticks()?;
+        let start = Instant::now();
+        let mut next = start;
+        let mut i = 0;
+        while start.elapsed() < Duration::from_secs(secs) {
+            let (main, small) = &frames[i % frames.len()];
+            out.clear();
+            lores_enc.encode(small, false, &mut out)?;
+            out.clear();
+            main_enc.encode(main, false, &mut out)?;
+            i += 1;
+            next += interval;
+            if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let ticks = thread_cpu_ticks()? - start_cpu;
+        Ok(ticks as f64 / TICKS_PER_SECOND / start.elapsed().as_secs_f64() * 100.0)
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("baseline thread panicked"))?
+}
+
+/// utime + stime of a /proc stat line (fields 14 and 15; the command name may hold spaces).
+fn stat_ticks(stat: &str) -> anyhow::Result<u64> {
+    let after = stat.rsplit_once(')').context("malformed stat")?.1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    Ok(f.get(11).context("short stat")?.parse::<u64>()?
+        + f.get(12).context("short stat")?.parse::<u64>()?)
+}
+
+fn thread_cpu_ticks() -> anyhow::Result<u64> {
+    stat_ticks(&std::fs::read_to_string("/proc/thread-self/stat")?)
+}
+
+/// The daemon under test, as a child process.
+struct DaemonProcess {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl DaemonProcess {
+    fn spawn() -> anyhow::Result<Self> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let child = Command::new(std::env::current_exe()?)
+            .args([
+                "--source",
+                "test",
+                "--size",
+                "1280x720",
+                "--fps",
+                "30",
+                "--listen",
+                &addr.to_string(),
+            ])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start the daemon")?;
+        let me = Self { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if minihttp::request(addr, "GET", "/healthz", None, b"").is_ok_and(|r| r.status == 200)
+            {
+                return Ok(me);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!("daemon did not become healthy")
+    }
+
+    fn cpu_ticks(&self) -> anyhow::Result<u64> {
+        stat_ticks(&std::fs::read_to_string(format!(
+            "/proc/{}/stat",
+            self.child.id()
+        ))?)
+    }
+
+    fn cpu_percent_over(&self, d: Duration) -> anyhow::Result<f64> {
+        let (t0, c0) = (Instant::now(), self.cpu_ticks()?);
+        std::thread::sleep(d);
+        let (t1, c1) = (Instant::now(), self.cpu_ticks()?);
+        Ok((c1 - c0) as f64 / TICKS_PER_SECOND / (t1 - t0).as_secs_f64() * 100.0)
+    }
+
+    /// (VmRSS, VmHWM) in KiB.
+    fn memory_kib(&self) -> anyhow::Result<(u64, u64)> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let field = |name: &str| -> anyhow::Result<u64> {
+            let line = status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .with_context(|| format!("no {name}"))?;
+            Ok(line.split_whitespace().nth(1).context("value")?.parse()?)
+        };
+        Ok((field("VmRSS:")?, field("VmHWM:")?))
+    }
+
+    /// SIGTERM, then wait; returns how long the exit took.
+    fn stop(mut self) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        while started.elapsed() < Duration::from_secs(5) {
+            if let Some(status) = self.child.try_wait()? {
+                if !status.success() {
+                    bail!("daemon exited with {status}");
+                }
+                return Ok(started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.child.kill()?;
+        bail!("daemon did not exit within 5 s of SIGTERM")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_spaces_in_name() {
+        let stat = "1234 (focusd enc x) S 1 2 3 4 5 6 7 8 9 10 250 75 0 0 20 0";
+        assert_eq!(stat_ticks(stat).unwrap(), 325);
+    }
+
+    #[test]
+    fn percentiles() {
+        let mut s = ReceiverStats::default();
+        s.tracks[0].latencies_ms = (1..=100).collect();
+        assert_eq!(latencies(&s), (51, 96));
+    }
 }

@@ -1,0 +1,145 @@
+//! The binary's contract with operators and systemd: exit status 2 and one line naming the
+//! key for bad configuration, a complete `--help`, and a clean exit on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_focusd");
+
+fn run(args: &[&str]) -> (i32, String) {
+    let out = Command::new(BIN).args(args).output().expect("focusd runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_config_exits_2_with_one_line_naming_the_key() {
+    let dir = std::env::temp_dir().join(format!("focusd-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad_toml = dir.join("bad.toml");
+    std::fs::write(&bad_toml, "[video]\ncontext_kbps = -5\n").unwrap();
+    let unknown_key = dir.join("unknown.toml");
+    std::fs::write(&unknown_key, "[webrtc]\nmax_viewer = 3\n").unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--size", "big"], "`size`"),
+        (vec!["--fps", "500"], "`fps`"),
+        (vec!["--listen", "nowhere"], "`listen`"),
+        (vec!["--source", "webcam:0"], "`source`"),
+        (vec!["--mqtt", "tcp://broker"], "`mqtt`"),
+        (vec!["--device-id", "has space"], "`device_id`"),
+        (
+            vec!["--config", bad_toml.to_str().unwrap()],
+            "`video.context_kbps`",
+        ),
+        (
+            vec!["--config", unknown_key.to_str().unwrap()],
+            "max_viewer",
+        ),
+        (vec!["--config", "/nonexistent/focusd.toml"], "`config`"),
+        (
+            vec![
+                "--source",
+                "file:/nonexistent/clip.y4m",
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            "cannot open /nonexistent/clip.y4m",
+        ),
+        (
+            vec!["--source", "v4l2:/dev/video0", "--listen", "127.0.0.1:0"],
+            "not enabled in this build",
+        ),
+    ];
+    for (args, want) in cases {
+        let (code, stderr) = run(&args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        let lines: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("focusd:"))
+            .collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "{args:?}: exactly one reason line in {stderr:?}"
+        );
+        assert!(
+            lines[0].contains(want),
+            "{args:?}: `{}` should contain `{want}`",
+            lines[0]
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn help_explains_every_option() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for opt in [
+        "--config",
+        "--listen",
+        "--source",
+        "--size",
+        "--fps",
+        "--mqtt",
+        "--device-id",
+        "bench",
+    ] {
+        assert!(help.contains(opt), "--help mentions {opt}");
+    }
+    assert!(
+        help.contains("0.0.0.0:8888") && help.contains("1280x720"),
+        "defaults are documented"
+    );
+}
+
+#[test]
+fn sigterm_stops_the_daemon_cleanly_within_two_seconds() {
+    let mut child = Command::new(BIN)
+        .args([
+            "--source",
+            "test",
+            "--listen",
+            "127.0.0.1:0",
+            "--size",
+            "640x360",
+        ])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for the "serving" log line: the daemon is up.
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let ready = lines
+        .by_ref()
+        .take(50)
+        .map_while(Result::ok)
+        .any(|l| l.contains("focusd serving"));
+    assert!(ready, "daemon started");
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let code = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "still running 5 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let took = started.elapsed();
+    println!("SIGTERM to exit: {took:?}");
+    assert!(code.success(), "clean exit status 0, got {code:?}");
+    assert!(took < Duration::from_secs(2), "exited in {took:?}");
+}
