@@ -38,4 +38,4 @@ step "tests (unit + end-to-end, release build)"
 cargo test --workspace --release 2>&1 | grep -v '^\[OpenH264\]'
 
 step "benchmark (short; figures only, no pass/fail)"
-target/release/focusd bench --seconds 4 --viewers 8
+target/release/focusd bench --seconds 4 --viewers 8 --footage tests/.media/vtest.y4m

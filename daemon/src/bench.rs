@@ -42,7 +42,7 @@ fn bench(flags: &BenchFlags) -> anyhow::Result<()> {
     let baseline = encoder_only_cpu(secs)?;
     println!("  baseline (encoder only, both tracks): {baseline:.1}% CPU");
 
-    let daemon = DaemonProcess::spawn()?;
+    let daemon = DaemonProcess::spawn(&["--source", "test", "--size", "1280x720", "--fps", "30"])?;
     let one = Receiver::connect(
         daemon.addr,
         ReceiverOptions {
@@ -69,34 +69,7 @@ fn bench(flags: &BenchFlags) -> anyhow::Result<()> {
     let (rss1, hwm1) = daemon.memory_kib()?;
     let lat = latencies(&s1);
 
-    let mut mode_rates = Vec::new();
-    for (mode, cmd) in [
-        ("LOW", r#"{"mode":"LOW"}"#),
-        ("HIGH", r#"{"mode":"HIGH"}"#),
-        ("VISION", r#"{"mode":"VISION"}"#),
-        (
-            "HYBRID",
-            r#"{"mode":"HYBRID","hybrid_rect":{"x1":0,"y1":0,"x2":50,"y2":100}}"#,
-        ),
-    ] {
-        let r = minihttp::request(
-            daemon.addr,
-            "POST",
-            "/api/command",
-            Some("application/json"),
-            cmd.as_bytes(),
-        )?;
-        if r.status != 200 {
-            bail!("mode {mode}: {}", r.text());
-        }
-        std::thread::sleep(Duration::from_millis(1500));
-        one.reset_counters();
-        let window = Duration::from_secs(secs.div_ceil(2).max(2));
-        std::thread::sleep(window);
-        let s = one.stats();
-        let kbps = |i: usize| s.tracks[i].bytes as f64 * 8.0 / 1000.0 / window.as_secs_f64();
-        mode_rates.push((mode, kbps(0), kbps(1)));
-    }
+    let mode_rates = mode_bitrates(daemon.addr, &one, secs)?;
     minihttp::request(
         daemon.addr,
         "POST",
@@ -224,15 +197,88 @@ fn bench(flags: &BenchFlags) -> anyhow::Result<()> {
         "<= 2000 ms",
         stop <= Duration::from_secs(2),
     );
-    println!();
-    println!(
-        "{:<10} {:>14} {:>14}",
-        "mode", "context kbps", "source kbps"
+    print_modes(
+        "test pattern (static background: HIGH's P-frames are nearly free)",
+        &mode_rates,
     );
-    for (mode, c, s) in &mode_rates {
-        println!("{mode:<10} {c:>14.0} {s:>14.0}");
+
+    if let Some(path) = &flags.footage {
+        let source = format!("file:{}", path.display());
+        let daemon = DaemonProcess::spawn(&["--source", &source])?;
+        let viewer = Receiver::connect(
+            daemon.addr,
+            ReceiverOptions {
+                decode: false,
+                ..Default::default()
+            },
+        )?;
+        // Let the motion model learn the scene before measuring.
+        std::thread::sleep(Duration::from_secs(3));
+        let rates = mode_bitrates(daemon.addr, &viewer, secs)?;
+        drop(viewer);
+        daemon.stop()?;
+        print_modes(&format!("real footage {}", path.display()), &rates);
     }
     Ok(())
+}
+
+fn print_modes(title: &str, rates: &[(&str, f64, f64)]) {
+    println!();
+    println!("bitrate per mode, {title}");
+    println!(
+        "{:<10} {:>14} {:>14} {:>12}",
+        "mode", "context kbps", "source kbps", "vs HIGH"
+    );
+    let high = rates
+        .iter()
+        .find(|r| r.0 == "HIGH")
+        .map(|r| r.2)
+        .unwrap_or(0.0);
+    for (mode, c, s) in rates {
+        let share = if high > 0.0 {
+            format!("{:.0}%", s / high * 100.0)
+        } else {
+            "-".into()
+        };
+        println!("{mode:<10} {c:>14.0} {s:>14.0} {share:>12}");
+    }
+}
+
+/// Received kbps per track in each mode, as one viewer sees it.
+fn mode_bitrates(
+    addr: SocketAddr,
+    viewer: &Receiver,
+    secs: u64,
+) -> anyhow::Result<Vec<(&'static str, f64, f64)>> {
+    let mut rates = Vec::new();
+    for (mode, cmd) in [
+        ("LOW", r#"{"mode":"LOW"}"#),
+        ("HIGH", r#"{"mode":"HIGH"}"#),
+        ("VISION", r#"{"mode":"VISION"}"#),
+        (
+            "HYBRID",
+            r#"{"mode":"HYBRID","hybrid_rect":{"x1":0,"y1":0,"x2":50,"y2":100}}"#,
+        ),
+    ] {
+        let r = minihttp::request(
+            addr,
+            "POST",
+            "/api/command",
+            Some("application/json"),
+            cmd.as_bytes(),
+        )?;
+        if r.status != 200 {
+            bail!("mode {mode}: {}", r.text());
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+        viewer.reset_counters();
+        let window = Duration::from_secs(secs.max(2));
+        std::thread::sleep(window);
+        let s = viewer.stats();
+        let kbps = |i: usize| s.tracks[i].bytes as f64 * 8.0 / 1000.0 / window.as_secs_f64();
+        rates.push((mode, kbps(0), kbps(1)));
+    }
+    Ok(rates)
 }
 
 /// p50 and p95 stamp latency over both tracks.
@@ -322,20 +368,12 @@ struct DaemonProcess {
 }
 
 impl DaemonProcess {
-    fn spawn() -> anyhow::Result<Self> {
+    fn spawn(args: &[&str]) -> anyhow::Result<Self> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
         let child = Command::new(std::env::current_exe()?)
-            .args([
-                "--source",
-                "test",
-                "--size",
-                "1280x720",
-                "--fps",
-                "30",
-                "--listen",
-                &addr.to_string(),
-            ])
+            .args(args)
+            .args(["--listen", &addr.to_string()])
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -61,6 +61,9 @@ pub struct BenchFlags {
     /// Viewer count of the multi-viewer phase.
     #[arg(long, default_value_t = 8)]
     pub viewers: usize,
+    /// Also measure the bitrate of each mode on this real footage (a .y4m file).
+    #[arg(long, value_name = "PATH.y4m")]
+    pub footage: Option<std::path::PathBuf>,
 }
 
 /// The config file. Every key is optional; unknown keys are errors.
