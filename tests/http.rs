@@ -18,6 +18,16 @@ fn one_line_reason(body: &str) {
 /// A minimal offer with the given media sections (no ICE/DTLS lines).
 const AUDIO_ONLY: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=rtpmap:111 opus/48000/2\r\n";
 
+/// Method, path, content type, body, expected status, words the reason must contain.
+type BadRequest = (
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    Vec<u8>,
+    u16,
+    &'static str,
+);
+
 #[test]
 fn bad_requests_get_clear_errors_while_viewers_keep_receiving() {
     let d = TestDaemon::start(&["--source", "test", "--size", "640x360"]);
@@ -31,7 +41,7 @@ fn bad_requests_get_clear_errors_while_viewers_keep_receiving() {
     .unwrap();
     assert!(viewer.wait_for(WAIT, |s| s.tracks[0].frames > 5).1);
 
-    let cases: Vec<(&str, &str, Option<&str>, Vec<u8>, u16, &str)> = vec![
+    let cases: Vec<BadRequest> = vec![
         (
             "POST",
             "/offer",

@@ -13,8 +13,8 @@ command -v ffmpeg >/dev/null || need+=(ffmpeg)
 command -v nasm >/dev/null || need+=(nasm)
 [ -x /usr/lib/chromium/chromium ] || need+=(chromium)
 command -v node >/dev/null || need+=(nodejs npm)
-command -v pkg-config >/dev/null || need+=(pkg-config)
-command -v cmake >/dev/null || need+=(cmake)
+
+
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq

@@ -19,7 +19,7 @@ impl I420Image {
     /// sizes when they parse configuration, long before an image is made.
     pub fn new(width: u32, height: u32) -> Self {
         assert!(
-            width > 0 && height > 0 && width % 2 == 0 && height % 2 == 0,
+            width > 0 && height > 0 && width.is_multiple_of(2) && height.is_multiple_of(2),
             "I420 needs even, non-zero dimensions, got {width}x{height}"
         );
         let luma = (width * height) as usize;

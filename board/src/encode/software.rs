@@ -161,7 +161,7 @@ mod tests {
         }
         assert_eq!(kinds, vec![true, false, false, false, true, false]);
         // SPS is the first NAL of a keyframe: profile_idc 66 = baseline.
-        assert_eq!(out.len() > 0, true);
+        assert!(!out.is_empty());
     }
 
     #[test]

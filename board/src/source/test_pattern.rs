@@ -18,11 +18,53 @@ pub struct SceneBox {
     pub y2: f64,
 }
 
-/// (width, height, period x ms, period y ms, phase, luma, u, v) of each shape.
-const SHAPES: [(f64, f64, f64, f64, f64, u8, u8, u8); 3] = [
-    (0.14, 0.20, 7_100.0, 5_300.0, 0.00, 215, 90, 200),
-    (0.10, 0.16, 5_900.0, 8_300.0, 0.35, 200, 200, 80),
-    (0.18, 0.12, 9_700.0, 6_100.0, 0.70, 235, 150, 140),
+/// One moving shape of the scene.
+struct Shape {
+    /// Size as fractions of the frame.
+    w: f64,
+    h: f64,
+    /// Periods of the back-and-forth motion along x and y, in ms.
+    period_x: f64,
+    period_y: f64,
+    /// Phase offset of both motions, in periods.
+    phase: f64,
+    /// Fill: luma (with a checker 25 darker) and chroma.
+    luma: u8,
+    u: u8,
+    v: u8,
+}
+
+const SHAPES: [Shape; 3] = [
+    Shape {
+        w: 0.14,
+        h: 0.20,
+        period_x: 7_100.0,
+        period_y: 5_300.0,
+        phase: 0.00,
+        luma: 215,
+        u: 90,
+        v: 200,
+    },
+    Shape {
+        w: 0.10,
+        h: 0.16,
+        period_x: 5_900.0,
+        period_y: 8_300.0,
+        phase: 0.35,
+        luma: 200,
+        u: 200,
+        v: 80,
+    },
+    Shape {
+        w: 0.18,
+        h: 0.12,
+        period_x: 9_700.0,
+        period_y: 6_100.0,
+        phase: 0.70,
+        luma: 235,
+        u: 150,
+        v: 140,
+    },
 ];
 
 /// Shapes stay below the stamp band (1/18 of the height) with a small gap.
@@ -35,10 +77,11 @@ fn triangle(t: f64) -> f64 {
 
 /// The true boxes of the shapes at capture time `ms` (mod 2^32, as the stamp carries it).
 pub fn scene_boxes(ms: u32) -> [SceneBox; 3] {
-    SHAPES.map(|(w, h, px, py, phase, ..)| {
+    SHAPES.each_ref().map(|s| {
         let t = ms as f64;
-        let x = 0.02 + triangle(t / px + phase) * (0.96 - w);
-        let y = TOP + triangle(t / py + phase) * (0.98 - TOP - h);
+        let (w, h) = (s.w, s.h);
+        let x = 0.02 + triangle(t / s.period_x + s.phase) * (0.96 - w);
+        let y = TOP + triangle(t / s.period_y + s.phase) * (0.98 - TOP - h);
         SceneBox {
             x1: x,
             y1: y,
@@ -88,7 +131,8 @@ impl TestPattern {
         y.copy_from_slice(&self.background);
         u.fill(128);
         v.fill(128);
-        for (b, &(.., luma, cu, cv)) in scene_boxes(ms as u32).iter().zip(SHAPES.iter()) {
+        for (b, shape) in scene_boxes(ms as u32).iter().zip(SHAPES.iter()) {
+            let (luma, cu, cv) = (shape.luma, shape.u, shape.v);
             let x0 = (b.x1 * w as f64).round() as usize;
             let x1 = ((b.x2 * w as f64).round() as usize).min(w);
             let y0 = (b.y1 * h as f64).round() as usize;
@@ -96,7 +140,7 @@ impl TestPattern {
             for row in y0..y1 {
                 for (i, px) in y[row * w + x0..row * w + x1].iter_mut().enumerate() {
                     // A checker texture inside the shape so it is not a flat block.
-                    let checker = ((i / 8) + (row - y0) / 8) % 2 == 0;
+                    let checker = ((i / 8) + (row - y0) / 8).is_multiple_of(2);
                     *px = if checker { luma } else { luma - 25 };
                 }
             }
