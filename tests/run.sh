@@ -35,7 +35,14 @@ step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --release -- -D warnings
 
 step "tests (unit + end-to-end, release build)"
-cargo test --workspace --release 2>&1 | grep -v '^\[OpenH264\]'
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --release 2>&1 | grep -v '^\[OpenH264\]' | tee "$log"
+passed=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) if ($(i+1) ~ /^passed;?$/) s += $i } END { print s + 0 }' "$log")
+failed=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) if ($(i+1) ~ /^failed;?$/) s += $i } END { print s + 0 }' "$log")
 
 step "benchmark (short; figures only, no pass/fail)"
 target/release/focusd bench --seconds 4 --viewers 8 --footage tests/.media/vtest.y4m
+
+step "summary"
+echo "tests: $passed passed, $failed failed"
