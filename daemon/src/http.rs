@@ -149,6 +149,14 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, Reject> {
         .map_err(|_| too_big())
 }
 
+/// Counts a rejected request in the metrics and passes the result on.
+fn counted(metrics: &Metrics, result: Result<Response, Reject>) -> Result<Response, Reject> {
+    if result.is_err() {
+        metrics.bad_requests.inc();
+    }
+    result
+}
+
 fn utf8(bytes: Bytes) -> Result<String, Reject> {
     String::from_utf8(bytes.to_vec())
         .map_err(|_| Reject::new(StatusCode::BAD_REQUEST, "body is not UTF-8"))
@@ -184,22 +192,22 @@ async fn api_command(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Reject> {
-    let result = async {
-        if media_type(&headers).as_deref() != Some("application/json") {
-            return Err(Reject::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "send the command as Content-Type: application/json",
-            ));
+    counted(
+        &s.metrics,
+        async {
+            if media_type(&headers).as_deref() != Some("application/json") {
+                return Err(Reject::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "send the command as Content-Type: application/json",
+                ));
+            }
+            let body = read_body(&headers, body).await?;
+            let cmd =
+                Command::parse(&body).map_err(|e| Reject::new(StatusCode::BAD_REQUEST, e.0))?;
+            Ok(axum::Json(s.control.apply(&cmd)).into_response())
         }
-        let body = read_body(&headers, body).await?;
-        let cmd = Command::parse(&body).map_err(|e| Reject::new(StatusCode::BAD_REQUEST, e.0))?;
-        Ok(axum::Json(s.control.apply(&cmd)).into_response())
-    }
-    .await;
-    if result.is_err() {
-        s.metrics.bad_requests.inc();
-    }
-    result
+        .await,
+    )
 }
 
 #[derive(Deserialize)]
@@ -224,7 +232,7 @@ async fn offer(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Reject> {
-    let result = async {
+    counted(&s.metrics, async {
         let json = match media_type(&headers).as_deref() {
             Some("application/json") => true,
             Some("text/plain" | "application/sdp") => false,
@@ -257,11 +265,7 @@ async fn offer(
             ([(header::CONTENT_TYPE, "application/sdp")], answer).into_response()
         })
     }
-    .await;
-    if result.is_err() {
-        s.metrics.bad_requests.inc();
-    }
-    result
+    .await)
 }
 
 /// `POST /whep` (RFC 9725): `application/sdp` offer → 201 + `Location` + answer.
@@ -270,36 +274,35 @@ async fn whep(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Reject> {
-    let result = async {
-        if media_type(&headers).as_deref() != Some("application/sdp") {
-            return Err(Reject::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "WHEP offers must be Content-Type: application/sdp",
+    counted(
+        &s.metrics,
+        async {
+            if media_type(&headers).as_deref() != Some("application/sdp") {
+                return Err(Reject::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "WHEP offers must be Content-Type: application/sdp",
+                )
+                .text());
+            }
+            let body = read_body(&headers, body).await.map_err(Reject::text)?;
+            let sdp = utf8(body).map_err(Reject::text)?;
+            let (id, answer) = s
+                .webrtc
+                .offer(sdp)
+                .await
+                .map_err(|e| offer_reject(e).text())?;
+            Ok((
+                StatusCode::CREATED,
+                [
+                    (header::CONTENT_TYPE, "application/sdp".to_string()),
+                    (header::LOCATION, format!("/whep/{id}")),
+                ],
+                answer,
             )
-            .text());
+                .into_response())
         }
-        let body = read_body(&headers, body).await.map_err(Reject::text)?;
-        let sdp = utf8(body).map_err(Reject::text)?;
-        let (id, answer) = s
-            .webrtc
-            .offer(sdp)
-            .await
-            .map_err(|e| offer_reject(e).text())?;
-        Ok((
-            StatusCode::CREATED,
-            [
-                (header::CONTENT_TYPE, "application/sdp".to_string()),
-                (header::LOCATION, format!("/whep/{id}")),
-            ],
-            answer,
-        )
-            .into_response())
-    }
-    .await;
-    if result.is_err() {
-        s.metrics.bad_requests.inc();
-    }
-    result
+        .await,
+    )
 }
 
 async fn whep_delete(State(s): State<AppState>, Path(id): Path<String>) -> Response {
