@@ -119,7 +119,7 @@ impl Daemon {
             shutdown.clone(),
         )?;
         control.set_backends(pipeline.encoder.to_string(), pipeline.source.clone());
-        let stamp_rows = if pipeline.source.starts_with("test") {
+        let stamp_rows = if pipeline.has_stamp {
             focusd_board::stamp::band_height(pipeline.lores_size.1)
         } else {
             0

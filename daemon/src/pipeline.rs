@@ -72,6 +72,8 @@ pub struct Pipeline {
     pub source: String,
     /// Encoder name (state JSON).
     pub encoder: &'static str,
+    /// Whether frames carry the test stamp (its band is not scene content).
+    pub has_stamp: bool,
     /// When frames last arrived (for `/healthz`).
     pub liveness: Liveness,
     threads: Vec<JoinHandle<()>>,
@@ -169,6 +171,7 @@ impl Pipeline {
             fps: src_fps,
             source: description,
             encoder: "openh264",
+            has_stamp: stamp_rows > 0,
             liveness: Liveness {
                 last_capture_ms,
                 started,
