@@ -80,11 +80,6 @@ impl I420Image {
         &mut self.data
     }
 
-    /// Sets every pixel to video-range black (Y=16).
-    pub fn fill_black(&mut self) {
-        self.fill(16);
-    }
-
     /// Sets every pixel to grey level `luma` with neutral chroma.
     pub fn fill(&mut self, luma: u8) {
         let l = self.luma_len();

@@ -220,7 +220,9 @@ struct JsonOffer {
 
 fn offer_reject(e: OfferError) -> Reject {
     let status = match e {
-        OfferError::TooManyViewers(_) | OfferError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        OfferError::TooManyViewers(_) | OfferError::ShuttingDown | OfferError::NoRandomness => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         _ => StatusCode::BAD_REQUEST,
     };
     Reject::new(status, e.to_string())

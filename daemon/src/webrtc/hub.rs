@@ -21,18 +21,12 @@ use crate::track::{EncodedFrame, Track};
 pub struct SessionId(String);
 
 impl SessionId {
-    fn random() -> Self {
+    /// A fresh id, or `None` when the OS cannot provide randomness: a guessable id would
+    /// let anyone end another viewer's session through its WHEP URL.
+    fn random() -> Option<Self> {
         let mut bytes = [0u8; 16];
-        // getrandom only fails when the OS has no randomness source at all; fall back to
-        // time and address entropy rather than refusing the viewer.
-        if getrandom::fill(&mut bytes).is_err() {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
-            bytes = (t ^ (&bytes as *const _ as u128)).to_le_bytes();
-        }
-        Self(bytes.iter().map(|b| format!("{b:02x}")).collect())
+        getrandom::fill(&mut bytes).ok()?;
+        Some(Self(bytes.iter().map(|b| format!("{b:02x}")).collect()))
     }
 
     pub(super) fn from_string(s: String) -> Self {
@@ -168,7 +162,7 @@ impl Hub {
         if tracks[Track::Context as usize].is_none() {
             return Err(OfferError::NoH264);
         }
-        let id = SessionId::random();
+        let id = SessionId::random().ok_or(OfferError::NoRandomness)?;
         let answer = sdp::label_tracks(&answer.to_sdp_string(), &["context", "source"]);
         tracing::info!(session = %id, tracks = tracks.iter().flatten().count(), "viewer offer accepted");
         self.metrics.sessions_started.inc();

@@ -28,6 +28,9 @@ pub enum OfferError {
     /// The configured maximum number of viewers is reached.
     #[error("too many viewers (limit {0})")]
     TooManyViewers(usize),
+    /// The operating system could not provide randomness for a session id.
+    #[error("no randomness available for a session id")]
+    NoRandomness,
     /// The daemon is shutting down.
     #[error("shutting down")]
     ShuttingDown,
