@@ -170,7 +170,7 @@ async fn healthz(State(s): State<AppState>) -> Response {
             format!("no frame for {:.1} s\n", age.as_secs_f64()),
         )
             .into_response(),
-        None => (StatusCode::SERVICE_UNAVAILABLE, "no frame captured yet\n").into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "no frame encoded yet\n").into_response(),
     }
 }
 

@@ -31,6 +31,7 @@ pub mod minihttp;
 pub mod pipeline;
 pub mod receiver;
 pub mod roi;
+pub mod sd_notify;
 pub mod slot;
 pub mod state;
 pub mod track;
@@ -46,7 +47,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Settings;
 use crate::metrics::Metrics;
-use crate::pipeline::{Pipeline, PipelineError};
+use crate::pipeline::{Liveness, Pipeline, PipelineError};
 use crate::slot::LatestSlot;
 use crate::state::{Bitrates, Control};
 use crate::track::Track;
@@ -76,6 +77,9 @@ impl StartError {
         matches!(self, StartError::Pipeline(PipelineError::Source(_)))
     }
 }
+
+/// How long shutdown waits for the capture and encoder threads.
+pub const THREAD_GRACE: Duration = Duration::from_millis(700);
 
 /// Encoded frames waiting for the hub; beyond this the hub is behind and frames are shed.
 const HUB_QUEUE: usize = 16;
@@ -203,11 +207,18 @@ impl Daemon {
         &self.metrics
     }
 
-    /// Waits until every task and thread has stopped (after `shutdown` was cancelled).
+    /// The pipeline's pulse: frames encoded so far and the age of the last one.
+    pub fn liveness(&self) -> &Liveness {
+        &self.pipeline.liveness
+    }
+
+    /// Waits until every task and thread has stopped (after `shutdown` was cancelled). A
+    /// capture thread blocked in a source that stopped delivering gets [`THREAD_GRACE`],
+    /// then is left behind so that shutdown still completes.
     pub async fn wait(self) {
         self.tracker.wait().await;
         let pipeline = self.pipeline;
-        let _ = tokio::task::spawn_blocking(move || pipeline.join()).await;
+        let _ = tokio::task::spawn_blocking(move || pipeline.join(THREAD_GRACE)).await;
     }
 }
 

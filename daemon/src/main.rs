@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use focusd::config::{Flags, Settings, Subcmd};
+use focusd::sd_notify::{self, Notifier};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
@@ -44,6 +45,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let notifier = match Notifier::from_env() {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("focusd: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let shutdown = CancellationToken::new();
     let result = runtime.block_on(async {
         let signals = shutdown.clone();
@@ -52,7 +60,18 @@ fn main() -> ExitCode {
             tracing::info!("shutting down");
             signals.cancel();
         });
-        focusd::run(settings, shutdown.clone()).await
+        let daemon = focusd::Daemon::start(settings, shutdown.clone()).await?;
+        let serving = format!("serving http://{}/", daemon.http_addr());
+        let reporter = tokio::spawn(sd_notify::report(
+            notifier,
+            daemon.liveness().clone(),
+            serving,
+            shutdown.clone(),
+        ));
+        daemon.wait().await;
+        // STOPPING=1 goes out before the process ends.
+        let _ = reporter.await;
+        Ok::<(), focusd::StartError>(())
     });
     // Threads that are still busy get a short grace period, never a hang.
     runtime.shutdown_timeout(Duration::from_millis(500));

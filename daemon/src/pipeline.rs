@@ -117,8 +117,7 @@ impl Pipeline {
 
         let keyframes: Arc<[KeyframeRequest; 2]> = Arc::default();
         let slots: [Arc<LatestSlot<Arc<PooledFrame>>>; 2] = Default::default();
-        let last_capture_ms = Arc::new(AtomicU64::new(0));
-        let started = Instant::now();
+        let liveness = Liveness::new();
         let mut threads = Vec::new();
 
         let capture = Capture {
@@ -128,8 +127,6 @@ impl Pipeline {
             scaler: Scaler::new(main_size, lores),
             outputs: [slots[0].clone(), slots[1].clone(), detector_frames],
             metrics: metrics.clone(),
-            last_capture_ms: last_capture_ms.clone(),
-            started,
         };
         let token = shutdown.clone();
         threads.push(
@@ -155,6 +152,8 @@ impl Pipeline {
                 out: out.clone(),
                 stamp_rows,
                 scratch: None,
+                // The context track is encoded in every mode: its output is the pulse.
+                liveness: (track == Track::Context).then(|| liveness.clone()),
             };
             let token = shutdown.clone();
             threads.push(
@@ -172,34 +171,73 @@ impl Pipeline {
             source: description,
             encoder: "openh264",
             has_stamp: stamp_rows > 0,
-            liveness: Liveness {
-                last_capture_ms,
-                started,
-            },
+            liveness,
             threads,
         })
     }
 
-    /// Waits for the pipeline threads to finish (after shutdown was signalled).
-    pub fn join(self) {
-        for t in self.threads {
-            let _ = t.join();
+    /// Waits up to `grace` for the pipeline threads to finish (after shutdown was
+    /// signalled) and says whether they all did. A thread stuck in a read from a source
+    /// that stopped delivering cannot be interrupted: it is left to end with the process.
+    pub fn join(self, grace: Duration) -> bool {
+        let end = Instant::now() + grace;
+        let mut pending = self.threads;
+        loop {
+            let (done, running): (Vec<_>, Vec<_>) =
+                pending.into_iter().partition(|t| t.is_finished());
+            for t in done {
+                let _ = t.join();
+            }
+            if running.is_empty() {
+                return true;
+            }
+            if Instant::now() >= end {
+                for t in &running {
+                    let name = t.thread().name().unwrap_or("pipeline").to_owned();
+                    tracing::warn!(thread = %name, "thread did not stop in {grace:?}; leaving it");
+                }
+                return false;
+            }
+            pending = running;
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 }
 
-/// Whether frames are flowing; cheap to clone and read from any thread.
+/// Whether frames are flowing out of the pipeline: the context track's encoder marks
+/// each frame it encodes. Cheap to clone and read from any thread.
 #[derive(Clone, Debug)]
 pub struct Liveness {
-    /// Milliseconds since `started` at which the last frame was captured (0 = none yet).
-    last_capture_ms: Arc<AtomicU64>,
+    /// Context frames encoded so far.
+    frames: Arc<AtomicU64>,
+    /// Milliseconds since `started` at which the last frame was encoded (0 = none yet).
+    last_ms: Arc<AtomicU64>,
     started: Instant,
 }
 
 impl Liveness {
-    /// Time since the last captured frame, `None` before the first.
+    fn new() -> Liveness {
+        Liveness {
+            frames: Arc::default(),
+            last_ms: Arc::default(),
+            started: Instant::now(),
+        }
+    }
+
+    fn frame_encoded(&self) {
+        let ms = (self.started.elapsed().as_millis() as u64).max(1);
+        self.last_ms.store(ms, Ordering::Relaxed);
+        self.frames.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Frames encoded on the context track since start.
+    pub fn frames_encoded(&self) -> u64 {
+        self.frames.load(Ordering::Relaxed)
+    }
+
+    /// Time since the last encoded frame, `None` before the first.
     pub fn since_last_frame(&self) -> Option<Duration> {
-        match self.last_capture_ms.load(Ordering::Relaxed) {
+        match self.last_ms.load(Ordering::Relaxed) {
             0 => None,
             ms => Some(
                 self.started
@@ -220,8 +258,6 @@ struct Capture {
     /// Context encoder, source encoder, detector.
     outputs: [Arc<LatestSlot<Arc<PooledFrame>>>; 3],
     metrics: Arc<Metrics>,
-    last_capture_ms: Arc<AtomicU64>,
-    started: Instant,
 }
 
 impl Capture {
@@ -256,12 +292,6 @@ impl Capture {
             }
             seq += 1;
             self.metrics.frames_captured.inc();
-            let ms = (captured
-                .at
-                .saturating_duration_since(self.started)
-                .as_millis() as u64)
-                .max(1);
-            self.last_capture_ms.store(ms, Ordering::Relaxed);
             let frame = Arc::new(frame);
             for (i, slot) in self.outputs.iter().enumerate() {
                 if slot.put(frame.clone()) && i < 2 {
@@ -310,6 +340,8 @@ struct EncoderWorker {
     stamp_rows: u32,
     /// Masked copy of the main image (VISION / HYBRID), made on first use.
     scratch: Option<I420Image>,
+    /// Marked for every frame encoded, on the track that stands for the pipeline's pulse.
+    liveness: Option<Liveness>,
 }
 
 impl EncoderWorker {
@@ -360,6 +392,9 @@ impl EncoderWorker {
                 continue;
             }
             force_key = false;
+            if let Some(l) = &self.liveness {
+                l.frame_encoded();
+            }
             m.frames.inc();
             m.bytes.add(buf.len() as u64);
             if info.keyframe {

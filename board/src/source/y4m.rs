@@ -1,5 +1,9 @@
 //! The `file:` source: a YUV4MPEG2 (`.y4m`) file with 4:2:0 frames, looped forever and
 //! paced at the frame rate in its header.
+//!
+//! A pipe (e.g. a FIFO fed by `ffmpeg ... -f yuv4mpegpipe`) is read as a live stream: it
+//! cannot be looped, so its end is a capture error and the source is opened again, which
+//! waits for the next writer.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
@@ -22,6 +26,10 @@ pub struct Y4mFile {
     out_size: (u32, u32),
     pacer: Pacer,
     frames_read: u64,
+    /// Whether the input can be rewound (a regular file), so that it loops.
+    seekable: bool,
+    /// From a pipe, the frame read at open to check the format, delivered first.
+    first: Option<I420Image>,
 }
 
 /// The parts of a y4m stream header that matter here.
@@ -86,6 +94,7 @@ impl Y4mFile {
             path: path.to_owned(),
             source,
         })?;
+        let seekable = file.metadata()?.is_file();
         let mut reader = BufReader::with_capacity(1 << 20, file);
         let mut line = String::new();
         // The header is one short text line; cap it so a binary file is not read whole.
@@ -109,6 +118,8 @@ impl Y4mFile {
             out_size,
             pacer: Pacer::new(header.fps),
             frames_read: 0,
+            seekable,
+            first: None,
         };
         // Fail now, not on the first capture, if the file holds no whole frame.
         let mut probe = I420Image::new(native.0, native.1);
@@ -118,8 +129,12 @@ impl Y4mFile {
                 path.display()
             )));
         }
-        me.reader.seek(SeekFrom::Start(me.data_start))?;
-        me.frames_read = 0;
+        if seekable {
+            me.reader.seek(SeekFrom::Start(me.data_start))?;
+            me.frames_read = 0;
+        } else {
+            me.first = Some(probe);
+        }
         Ok(me)
     }
 
@@ -148,8 +163,18 @@ impl Y4mFile {
     }
 
     fn next_into(&mut self, native: &mut I420Image) -> Result<(), SourceError> {
+        if let Some(first) = self.first.take() {
+            native.as_bytes_mut().copy_from_slice(first.as_bytes());
+            return Ok(());
+        }
         if self.read_frame(native)? {
             return Ok(());
+        }
+        if !self.seekable {
+            return Err(SourceError::Format(format!(
+                "{}: the stream ended",
+                self.path.display()
+            )));
         }
         self.reader.seek(SeekFrom::Start(self.data_start))?;
         self.frames_read = 0;
@@ -277,6 +302,36 @@ mod tests {
         write_y4m(&path, 16, 8, 0);
         let err = Y4mFile::open(&path, None).unwrap_err();
         assert!(err.to_string().contains("no complete frame"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_pipe_is_read_once_as_a_live_stream() {
+        let dir = std::env::temp_dir().join(format!("focusd-y4m-fifo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("live.y4m");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let writer = {
+            let fifo = fifo.clone();
+            // Opening a FIFO for writing waits for the reader, so write from a thread.
+            std::thread::spawn(move || write_y4m(&fifo, 16, 8, 3))
+        };
+        let mut src = Y4mFile::open(&fifo, None).unwrap();
+        src.pacer = Pacer::new(10_000.0);
+        let mut img = I420Image::new(16, 8);
+        let mut seen = vec![];
+        for _ in 0..3 {
+            src.capture(&mut img).unwrap();
+            seen.push(img.y()[0]);
+        }
+        assert_eq!(seen, vec![20, 30, 40], "every frame once, the probed one first");
+        writer.join().unwrap();
+        let end = src.capture(&mut img).unwrap_err();
+        assert!(end.to_string().contains("the stream ended"), "{end}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Builds focusd release binaries and .deb packages for boards, with plain cargo and
+# Debian's cross toolchains (installed here when missing and running as root).
+# Usage: cross/build.sh [TARGET...]     (default: aarch64-unknown-linux-gnu)
+#   aarch64-unknown-linux-gnu       Pi 4/5 with 64-bit OS, Jetson      -> arm64 .deb
+#   armv7-unknown-linux-gnueabihf   Pi with 32-bit Raspberry Pi OS     -> armhf .deb
+#   x86_64-unknown-linux-gnu        PCs and servers                    -> amd64 .deb
+# Output: target/TARGET/release/focusd and target/debian/focusd_VERSION_ARCH.deb
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+die() { echo "cross/build.sh: $*" >&2; exit 2; }
+[ $# -gt 0 ] || set -- aarch64-unknown-linux-gnu
+
+apt_install() {
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    die "missing tools; install them with: sudo apt-get install $*"
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+for target in "$@"; do
+  case "$target" in
+    aarch64-unknown-linux-gnu)
+      arch=arm64 gcc=aarch64-linux-gnu-gcc
+      pkgs=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross) ;;
+    armv7-unknown-linux-gnueabihf)
+      arch=armhf gcc=arm-linux-gnueabihf-gcc
+      pkgs=(gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf libc6-dev-armhf-cross) ;;
+    x86_64-unknown-linux-gnu)
+      arch=amd64 gcc=x86_64-linux-gnu-gcc
+      pkgs=(gcc g++) ;;
+    *) die "unknown target '$target' (aarch64-unknown-linux-gnu, armv7-unknown-linux-gnueabihf, x86_64-unknown-linux-gnu)" ;;
+  esac
+  command -v "$gcc" >/dev/null || apt_install "${pkgs[@]}"
+  command -v dpkg-deb >/dev/null || apt_install dpkg
+  rustup target list --installed | grep -qx "$target" || rustup target add "$target"
+
+  echo "==> cargo build --release --target $target"
+  cargo build --release --locked --target "$target" -p focusd
+  bin="target/$target/release/focusd"
+  deb=$(bash packaging/deb/assemble.sh "$bin" "$arch" target/debian)
+  stripped=$(dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/bin/focusd | wc -c)
+  awk -v t="$target" -v d="$deb" -v b="$stripped" \
+    'BEGIN { printf "%s: %s (binary %.1f MB stripped)\n", t, d, b / 1048576 }'
+done
