@@ -251,9 +251,14 @@ pub async fn report(
         match due.flowing {
             Some(true) => messages.push(Message::Status(&serving)),
             Some(false) => {
-                stalled = format!("stalled: no frame encoded for {:.1} s", period.as_secs_f64());
+                stalled = format!(
+                    "stalled: no frame encoded for {:.1} s",
+                    period.as_secs_f64()
+                );
                 messages.push(Message::Status(&stalled));
-                tracing::warn!("no frame encoded for {period:?}; not telling the watchdog we are alive");
+                tracing::warn!(
+                    "no frame encoded for {period:?}; not telling the watchdog we are alive"
+                );
             }
             None => {}
         }
@@ -385,8 +390,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(parent.watchdog(), None);
-        let unnamed = Notifier::from_vars(Some("/run/x".into()), Some("500".into()), None, 42)
-            .unwrap();
+        let unnamed =
+            Notifier::from_vars(Some("/run/x".into()), Some("500".into()), None, 42).unwrap();
         assert_eq!(unnamed.watchdog(), Some(Duration::from_micros(500)));
     }
 

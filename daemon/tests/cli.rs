@@ -1,14 +1,20 @@
 //! The binary's contract with operators and systemd: exit status 2 and one line naming the
 //! key for bad configuration, a complete `--help`, and a clean exit on SIGTERM.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_focusd");
+use support::{Binary, sigterm};
 
 fn run(args: &[&str]) -> (i32, String) {
-    let out = Command::new(BIN).args(args).output().expect("focusd runs");
+    let out = Binary::under_test()
+        .command()
+        .args(args)
+        .output()
+        .expect("focusd runs");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -76,7 +82,11 @@ fn bad_config_exits_2_with_one_line_naming_the_key() {
 
 #[test]
 fn help_explains_every_option() {
-    let out = Command::new(BIN).arg("--help").output().unwrap();
+    let out = Binary::under_test()
+        .command()
+        .arg("--help")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
     for opt in [
@@ -99,7 +109,9 @@ fn help_explains_every_option() {
 
 #[test]
 fn sigterm_stops_the_daemon_cleanly_within_two_seconds() {
-    let mut child = Command::new(BIN)
+    let bin = Binary::under_test();
+    let mut child = bin
+        .command()
         .args([
             "--source",
             "test",
@@ -123,23 +135,22 @@ fn sigterm_stops_the_daemon_cleanly_within_two_seconds() {
     assert!(ready, "daemon started");
     std::thread::sleep(Duration::from_millis(300));
     let started = Instant::now();
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    sigterm(child.id());
     let code = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "still running 5 s after SIGTERM"
+            started.elapsed() < bin.patience(Duration::from_secs(5)),
+            "still running long after SIGTERM"
         );
         std::thread::sleep(Duration::from_millis(10));
     };
     let took = started.elapsed();
     println!("SIGTERM to exit: {took:?}");
     assert!(code.success(), "clean exit status 0, got {code:?}");
-    assert!(took < Duration::from_secs(2), "exited in {took:?}");
+    assert!(
+        took < bin.patience(Duration::from_secs(2)),
+        "exited in {took:?}"
+    );
 }

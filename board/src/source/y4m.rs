@@ -328,7 +328,11 @@ mod tests {
             src.capture(&mut img).unwrap();
             seen.push(img.y()[0]);
         }
-        assert_eq!(seen, vec![20, 30, 40], "every frame once, the probed one first");
+        assert_eq!(
+            seen,
+            vec![20, 30, 40],
+            "every frame once, the probed one first"
+        );
         writer.join().unwrap();
         let end = src.capture(&mut img).unwrap_err();
         assert!(end.to_string().contains("the stream ended"), "{end}");
