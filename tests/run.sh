@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian 12 machine: installs what it needs, then runs
-# formatting and lint checks, every unit and end-to-end test, and a short benchmark.
+# formatting and lint checks, every unit and end-to-end test, the cross builds for the
+# boards (arm64, armhf) with their packages, the board binaries' tests under qemu-user,
+# and a short benchmark.
 # Usage: tests/run.sh            (from anywhere)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +15,13 @@ command -v ffmpeg >/dev/null || need+=(ffmpeg)
 command -v nasm >/dev/null || need+=(nasm)
 [ -x /usr/lib/chromium/chromium ] || need+=(chromium)
 command -v node >/dev/null || need+=(nodejs npm)
-
+command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v dpkg-deb >/dev/null || need+=(dpkg)
+command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
+command -v aarch64-linux-gnu-gcc >/dev/null ||
+  need+=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross)
+command -v arm-linux-gnueabihf-gcc >/dev/null ||
+  need+=(gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf libc6-dev-armhf-cross)
 
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
@@ -34,15 +42,37 @@ cargo fmt --all --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --release -- -D warnings
 
-step "tests (unit + end-to-end, release build)"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --workspace --release 2>&1 | grep -v '^\[OpenH264\]' | tee "$log"
-passed=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) if ($(i+1) ~ /^passed;?$/) s += $i } END { print s + 0 }' "$log")
-failed=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) if ($(i+1) ~ /^failed;?$/) s += $i } END { print s + 0 }' "$log")
+status=0
+# Runs a cargo test command, keeping its output for the summary; a failure is counted,
+# and the remaining steps still run.
+tests() {
+  "$@" 2>&1 | grep -v '^\[OpenH264\]' | tee -a "$log" || status=1
+}
+
+step "tests (unit + end-to-end, release build)"
+tests cargo test --workspace --release
+
+boards=(aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf)
+step "cross builds and .deb packages for the boards"
+bash cross/build.sh "${boards[@]}"
+
+for target in "${boards[@]}"; do
+  step "$target: unit tests under qemu-user"
+  tests cargo test --release --target "$target" -p focusd-board -p focusd --lib
+  step "$target: binary and package tests (smoke, sd_notify, exit codes, .deb) under qemu-user"
+  FOCUSD_TARGET=$target tests cargo test --release -p focusd --test cli --test service --test package
+done
 
 step "benchmark (short; figures only, no pass/fail)"
 target/release/focusd bench --seconds 4 --viewers 8 --footage tests/.media/vtest.y4m
 
 step "summary"
+passed=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) if ($(i+1) ~ /^passed;?$/) s += $i } END { print s + 0 }' "$log")
+failed=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) if ($(i+1) ~ /^failed;?$/) s += $i } END { print s + 0 }' "$log")
 echo "tests: $passed passed, $failed failed"
+if [ "$status" != 0 ] && [ "$failed" = 0 ]; then
+  echo "a test command failed before reporting results (see above)"
+fi
+exit "$status"

@@ -455,6 +455,15 @@ mod tests {
     }
 
     #[test]
+    fn the_packaged_config_spells_out_the_built_in_defaults() {
+        // The .deb installs this file as /etc/focusd/focusd.toml: it must parse, and it
+        // must not change behaviour from a daemon started without it.
+        let shipped = file(include_str!("../../packaging/focusd.toml"));
+        let s = Settings::resolve(&flags(&[]), shipped).unwrap();
+        assert_eq!(s, Settings::default());
+    }
+
+    #[test]
     fn flags_override_file() {
         let f = file("size = \"640x360\"\nfps = 15\n[video]\nsource_kbps = 900\n");
         let s = Settings::resolve(&flags(&["--fps", "25", "--source", "test"]), f).unwrap();

@@ -1,5 +1,6 @@
 //! The `focusd` binary: parse flags, resolve settings, run until a signal.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -10,14 +11,21 @@ use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let flags = Flags::parse();
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
                 tracing_subscriber::EnvFilter::new("info,str0m=warn,focusd::webrtc=info")
             }),
         )
         .with_writer(std::io::stderr)
-        .init();
+        // Colour codes are noise in the journal and in files.
+        .with_ansi(std::io::stderr().is_terminal());
+    // Under systemd the journal stamps every line itself.
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        logs.without_time().init();
+    } else {
+        logs.init();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -268,11 +268,11 @@ pub async fn report(
         if messages.is_empty() {
             continue;
         }
-        if let Err(e) = notifier.send(&messages) {
-            if !warned {
-                tracing::warn!(error = %e, "cannot notify the service manager");
-                warned = true;
-            }
+        if let Err(e) = notifier.send(&messages)
+            && !warned
+        {
+            tracing::warn!(error = %e, "cannot notify the service manager");
+            warned = true;
         }
     }
     if let Err(e) = notifier.send(&[Message::Stopping, Message::Status("stopping")]) {

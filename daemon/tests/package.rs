@@ -201,6 +201,9 @@ fn installs_upgrades_removes_and_purges_in_a_throwaway_root() {
     ] {
         assert!(r.join(file).is_file(), "{file} installed");
     }
+    // The postinst enabled the service at boot, without a running systemd.
+    let wants = r.join("etc/systemd/system/multi-user.target.wants/focusd.service");
+    assert!(wants.is_symlink(), "enabled: {}", wants.display());
     // The postinst made the system user, in the groups that own cameras.
     let passwd = std::fs::read_to_string(r.join("etc/passwd")).unwrap();
     let user = passwd
@@ -231,6 +234,7 @@ fn installs_upgrades_removes_and_purges_in_a_throwaway_root() {
     assert_eq!(status(r), "deinstall ok config-files");
     assert!(!r.join("usr/bin/focusd").exists());
     assert!(!r.join("lib/systemd/system/focusd.service").exists());
+    assert!(!wants.is_symlink(), "disabled on removal");
     assert_eq!(std::fs::read_to_string(&conf).unwrap(), edited);
 
     // Purge: the config and its directory go too; the user stays (files may be its).
