@@ -17,6 +17,7 @@ command -v nasm >/dev/null || need+=(nasm)
 command -v node >/dev/null || need+=(nodejs npm)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v dpkg-deb >/dev/null || need+=(dpkg)
+command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
 command -v aarch64-linux-gnu-gcc >/dev/null ||
   need+=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross)
@@ -54,6 +55,15 @@ tests() {
 step "tests (unit + end-to-end, release build)"
 tests cargo test --workspace --release
 
+step "the amd64 .deb under a real systemd (debootstrap root, systemd as PID 1 of a namespace)"
+deb=$(bash packaging/deb/assemble.sh target/release/focusd amd64 target/debian)
+boot_passed=0 boot_failed=0
+if bash tests/systemd-boot.sh "$deb" 2>&1 | grep -v '^\[OpenH264\]'; then
+  boot_passed=1
+else
+  boot_failed=1 status=1
+fi
+
 boards=(aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf)
 step "cross builds and .deb packages for the boards"
 bash cross/build.sh "${boards[@]}"
@@ -71,6 +81,7 @@ target/release/focusd bench --seconds 4 --viewers 8 --footage tests/.media/vtest
 step "summary"
 passed=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) if ($(i+1) ~ /^passed;?$/) s += $i } END { print s + 0 }' "$log")
 failed=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) if ($(i+1) ~ /^failed;?$/) s += $i } END { print s + 0 }' "$log")
+passed=$((passed + boot_passed)) failed=$((failed + boot_failed))
 echo "tests: $passed passed, $failed failed"
 if [ "$status" != 0 ] && [ "$failed" = 0 ]; then
   echo "a test command failed before reporting results (see above)"

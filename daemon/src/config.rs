@@ -378,6 +378,8 @@ fn key_at(text: &str, pos: usize) -> String {
                 .trim_matches(|c| c == '[' || c == ']')
                 .trim()
                 .to_string();
+            // An error on a table header is about the table, not the last key before it.
+            key.clear();
         } else if let Some((k, _)) = trimmed.split_once('=') {
             key = k.trim().to_string();
         }
@@ -387,7 +389,8 @@ fn key_at(text: &str, pos: usize) -> String {
         }
     }
     match (table.is_empty(), key.is_empty()) {
-        (_, true) => "config".into(),
+        (true, true) => "config".into(),
+        (false, true) => table,
         (true, false) => key,
         (false, false) => format!("{table}.{key}"),
     }
@@ -452,6 +455,21 @@ mod tests {
         assert_eq!(s.source, SourceSpec::Auto);
         assert_eq!(s.video.context_width, 320);
         assert_eq!(s.mqtt, None);
+    }
+
+    #[test]
+    fn a_repeated_table_is_named_not_the_key_before_it() {
+        let dir = std::env::temp_dir().join(format!("focusd-dup-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("dup.toml");
+        std::fs::write(
+            &path,
+            "[roi]\nfps = 10\n[video]\ncontext_kbps = 300\n[video]\n",
+        )
+        .unwrap();
+        let err = read_file(&path).unwrap_err();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(err.key, "video", "{err}");
     }
 
     #[test]
