@@ -18,6 +18,7 @@
 //! * [`webrtc::Hub`] is a state machine holding every viewer; [`webrtc::server`] drives it.
 //! * [`state::Control`] is the one owner of mode, rectangle, ROI and counters.
 //! * [`http`] is the HTTP door; [`command`] the one command schema all doors share.
+//! * [`sd_notify`] tells systemd when the daemon is ready and that frames still flow.
 //!
 //! Start it with [`Daemon::start`], stop it by cancelling the token you passed in.
 
