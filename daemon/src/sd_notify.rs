@@ -249,16 +249,17 @@ pub async fn report(
             messages.extend([Message::Ready, Message::Status(&serving)]);
         }
         match due.flowing {
-            Some(true) => messages.push(Message::Status(&serving)),
+            Some(true) => {
+                tracing::info!("frames are encoded again");
+                messages.push(Message::Status(&serving));
+            }
             Some(false) => {
                 stalled = format!(
                     "stalled: no frame encoded for {:.1} s",
                     period.as_secs_f64()
                 );
                 messages.push(Message::Status(&stalled));
-                tracing::warn!(
-                    "no frame encoded for {period:?}; not telling the watchdog we are alive"
-                );
+                tracing::warn!("no frame encoded for {period:?}: the pipeline is stalled");
             }
             None => {}
         }

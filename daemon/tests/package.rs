@@ -169,6 +169,8 @@ fn dpkg(root: &Path, args: &[&str], deb: Option<&Path>) -> Output {
             "--force-architecture",
             // Keep a changed conffile without asking.
             "--force-confold",
+            // The root is a directory of ours: no need to be root to write it.
+            "--force-not-root",
         ])
         .args(args);
     if let Some(deb) = deb {

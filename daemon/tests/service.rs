@@ -157,8 +157,16 @@ impl Camera {
 impl Drop for Camera {
     fn drop(&mut self) {
         self.set(FINISHED);
+        // A writer still waiting for a reader (the daemon failed to start) is left to end
+        // with the test process rather than hang the test.
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            let end = Instant::now() + Duration::from_millis(500);
+            while !t.is_finished() && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
         }
     }
 }
