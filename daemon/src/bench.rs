@@ -22,13 +22,11 @@ use focusd_board::source::TestPattern;
 
 use crate::config::BenchFlags;
 use crate::minihttp;
+use crate::procfs::{self, TICKS_PER_SECOND};
 use crate::receiver::{Receiver, ReceiverOptions, ReceiverStats};
 
 const SIZE: (u32, u32) = (1280, 720);
 const FPS: u32 = 30;
-/// Linux reports CPU time in /proc in USER_HZ ticks, 100 per second on every architecture
-/// focusd targets.
-const TICKS_PER_SECOND: f64 = 100.0;
 
 /// Runs the benchmark and prints the report.
 pub async fn run(flags: BenchFlags) -> anyhow::Result<()> {
@@ -361,15 +359,8 @@ fn encoder_only_cpu(secs: u64) -> anyhow::Result<f64> {
 }
 
 /// utime + stime of a /proc stat line (fields 14 and 15; the command name may hold spaces).
-fn stat_ticks(stat: &str) -> anyhow::Result<u64> {
-    let after = stat.rsplit_once(')').context("malformed stat")?.1;
-    let f: Vec<&str> = after.split_whitespace().collect();
-    Ok(f.get(11).context("short stat")?.parse::<u64>()?
-        + f.get(12).context("short stat")?.parse::<u64>()?)
-}
-
 fn thread_cpu_ticks() -> anyhow::Result<u64> {
-    stat_ticks(&std::fs::read_to_string("/proc/thread-self/stat")?)
+    Ok(procfs::cpu_ticks("thread-self")?)
 }
 
 /// The daemon under test, as a child process.
@@ -460,10 +451,7 @@ impl DaemonProcess {
     }
 
     fn cpu_ticks(&self) -> anyhow::Result<u64> {
-        stat_ticks(&std::fs::read_to_string(format!(
-            "/proc/{}/stat",
-            self.child.id()
-        ))?)
+        Ok(procfs::cpu_ticks(&self.child.id().to_string())?)
     }
 
     fn cpu_percent_over(&self, d: Duration) -> anyhow::Result<f64> {
@@ -475,15 +463,7 @@ impl DaemonProcess {
 
     /// (VmRSS, VmHWM) in KiB.
     fn memory_kib(&self) -> anyhow::Result<(u64, u64)> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        let field = |name: &str| -> anyhow::Result<u64> {
-            let line = status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .with_context(|| format!("no {name}"))?;
-            Ok(line.split_whitespace().nth(1).context("value")?.parse()?)
-        };
-        Ok((field("VmRSS:")?, field("VmHWM:")?))
+        Ok(procfs::memory_kib(&self.child.id().to_string())?)
     }
 
     /// SIGTERM, then wait; returns how long the exit took.
@@ -509,12 +489,6 @@ impl DaemonProcess {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_stat_with_spaces_in_name() {
-        let stat = "1234 (focusd enc x) S 1 2 3 4 5 6 7 8 9 10 250 75 0 0 20 0";
-        assert_eq!(stat_ticks(stat).unwrap(), 325);
-    }
 
     #[test]
     fn percentiles() {

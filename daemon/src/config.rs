@@ -12,6 +12,7 @@ use focusd_board::source::SourceSpec;
 use serde::Deserialize;
 
 use crate::command::{Mode, Rect};
+use crate::mqtt::Broker;
 
 /// Edge camera daemon: captures a camera, finds the region of interest and streams it over
 /// WebRTC as a low-res context track plus a high-res source track shaped by a mode.
@@ -35,8 +36,8 @@ pub struct Flags {
     /// Frames per second for the test source and encoders [default: 30].
     #[arg(long, value_name = "N")]
     pub fps: Option<u32>,
-    /// MQTT broker URL, e.g. mqtt://broker:1883 (the MQTT control plane is not in this
-    /// version yet; the value is validated and reported).
+    /// MQTT broker URL: mqtt://[user[:pass]@]host[:port] or mqtts://... (TLS); MQTT is off
+    /// unless set here or as mqtt.url in the config file.
     #[arg(long, value_name = "URL")]
     pub mqtt: Option<String>,
     /// Device id used in MQTT topics [default: the host name].
@@ -74,7 +75,6 @@ pub struct FileConfig {
     pub source: Option<String>,
     pub size: Option<String>,
     pub fps: Option<u32>,
-    pub mqtt: Option<String>,
     pub device_id: Option<String>,
     #[serde(default)]
     pub video: VideoFile,
@@ -84,6 +84,8 @@ pub struct FileConfig {
     pub control: ControlFile,
     #[serde(default)]
     pub roi: RoiFile,
+    #[serde(default)]
+    pub mqtt: MqttFile,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -116,6 +118,23 @@ pub struct RoiFile {
     pub margin_percent: Option<f64>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttFile {
+    pub url: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub prefix: Option<String>,
+    pub name: Option<String>,
+    pub advertise: Option<String>,
+    pub keep_alive_s: Option<u64>,
+    pub stats_interval_s: Option<f64>,
+    pub home_assistant: Option<bool>,
+}
+
 /// Resolved, validated settings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Settings {
@@ -136,10 +155,32 @@ pub struct Settings {
     /// HYBRID rectangle at start-up.
     pub hybrid_rect: Option<Rect>,
     pub roi: RoiSettings,
-    /// MQTT broker URL, when configured.
-    pub mqtt: Option<String>,
+    /// The MQTT control plane, when a broker URL is configured.
+    pub mqtt: Option<MqttSettings>,
     /// Device id (MQTT topics, registration).
     pub device_id: String,
+}
+
+/// How to reach the MQTT broker and what to tell it (`[mqtt]`; off without a URL).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MqttSettings {
+    pub broker: Broker,
+    /// TLS files (PEM); without `ca_file` the system's roots are trusted.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key, both or neither.
+    pub client_auth: Option<(PathBuf, PathBuf)>,
+    /// First level of every topic (`focusd`).
+    pub prefix: String,
+    /// Human name in the registration (the device id unless set).
+    pub name: String,
+    /// Host or address put into the URLs of the registration (first non-loopback address
+    /// unless set).
+    pub advertise: Option<String>,
+    pub keep_alive: std::time::Duration,
+    /// How often `stats` is published.
+    pub stats_interval: std::time::Duration,
+    /// Publish Home Assistant discovery messages.
+    pub home_assistant: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -303,15 +344,6 @@ impl Settings {
         if !(0.0..=50.0).contains(&roi.margin_percent) {
             return bad("roi.margin_percent", "must be between 0 and 50");
         }
-        let mqtt = flags.mqtt.clone().or(file.mqtt);
-        if let Some(url) = &mqtt
-            && !(url.starts_with("mqtt://") || url.starts_with("mqtts://"))
-        {
-            return bad(
-                "mqtt",
-                format!("`{url}` must start with mqtt:// or mqtts://"),
-            );
-        }
         let device_id = flags
             .device_id
             .clone()
@@ -328,6 +360,7 @@ impl Settings {
                 format!("`{device_id}` must be 1-64 characters of A-Z a-z 0-9 - _"),
             );
         }
+        let mqtt = resolve_mqtt(flags.mqtt.as_deref(), file.mqtt, &device_id)?;
         Ok(Settings {
             listen,
             source,
@@ -412,6 +445,74 @@ fn parse_size(s: &str) -> Result<(u32, u32), ConfigError> {
         ),
         None => bad("size", format!("`{s}` is not WxH, e.g. 1280x720")),
     }
+}
+
+fn resolve_mqtt(
+    flag_url: Option<&str>,
+    file: MqttFile,
+    device_id: &str,
+) -> Result<Option<MqttSettings>, ConfigError> {
+    let (key, url) = match (flag_url, file.url.as_deref()) {
+        (Some(u), _) => ("mqtt", u),
+        (None, Some(u)) => ("mqtt.url", u),
+        (None, None) => return Ok(None),
+    };
+    let mut broker = Broker::parse(url).or_else(|e| bad(key, e))?;
+    if file.username.is_some() {
+        broker.username = file.username;
+    }
+    if file.password.is_some() {
+        broker.password = file.password;
+    }
+    if broker.password.is_some() && broker.username.is_none() {
+        return bad("mqtt.password", "a password needs a username");
+    }
+    for (key, path) in [
+        ("mqtt.ca_file", &file.ca_file),
+        ("mqtt.cert_file", &file.cert_file),
+        ("mqtt.key_file", &file.key_file),
+    ] {
+        if let Some(path) = path {
+            if !broker.tls {
+                return bad(key, "TLS files need an mqtts:// URL");
+            }
+            if let Err(e) = std::fs::File::open(path) {
+                return bad(key, format!("cannot read {}: {e}", path.display()));
+            }
+        }
+    }
+    let client_auth = match (file.cert_file, file.key_file) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        (Some(_), None) => return bad("mqtt.key_file", "cert_file needs key_file"),
+        (None, Some(_)) => return bad("mqtt.cert_file", "key_file needs cert_file"),
+    };
+    let prefix = file.prefix.unwrap_or_else(|| "focusd".into());
+    if prefix.is_empty() || prefix.contains(['+', '#']) || prefix.starts_with('/') {
+        return bad(
+            "mqtt.prefix",
+            format!("`{prefix}` must be a topic level without + # or a leading /"),
+        );
+    }
+    let keep_alive = file.keep_alive_s.unwrap_or(15);
+    if !(5..=3600).contains(&keep_alive) {
+        return bad("mqtt.keep_alive_s", "must be between 5 and 3600");
+    }
+    let stats = file.stats_interval_s.unwrap_or(10.0);
+    if !(0.1..=3600.0).contains(&stats) {
+        return bad("mqtt.stats_interval_s", "must be between 0.1 and 3600");
+    }
+    Ok(Some(MqttSettings {
+        broker,
+        ca_file: file.ca_file,
+        client_auth,
+        prefix: prefix.trim_end_matches('/').to_string(),
+        name: file.name.unwrap_or_else(|| device_id.to_string()),
+        advertise: file.advertise,
+        keep_alive: std::time::Duration::from_secs(keep_alive),
+        stats_interval: std::time::Duration::from_secs_f64(stats),
+        home_assistant: file.home_assistant.unwrap_or(false),
+    }))
 }
 
 fn default_device_id() -> String {

@@ -29,7 +29,9 @@ pub mod http;
 pub mod mask;
 pub mod metrics;
 pub mod minihttp;
+pub mod mqtt;
 pub mod pipeline;
+pub mod procfs;
 pub mod receiver;
 pub mod roi;
 pub mod sd_notify;
@@ -38,7 +40,7 @@ pub mod state;
 pub mod track;
 pub mod webrtc;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,8 +48,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Settings;
+use crate::command::Mode;
+use crate::config::{MqttSettings, Settings};
 use crate::metrics::Metrics;
+use crate::mqtt::client::{MqttError, MqttTask};
+use crate::mqtt::{Info, TrackInfo, Tracks};
 use crate::pipeline::{Liveness, Pipeline, PipelineError};
 use crate::slot::LatestSlot;
 use crate::state::{Bitrates, Control};
@@ -70,12 +75,18 @@ pub enum StartError {
     /// No UDP socket for media could be bound.
     #[error("cannot bind media sockets: {0}")]
     Media(std::io::Error),
+    /// The MQTT client cannot be set up (bad TLS files): a configuration problem.
+    #[error(transparent)]
+    Mqtt(#[from] MqttError),
 }
 
 impl StartError {
     /// Whether this comes from configuration (exit status 2: restarting will not help).
     pub fn is_config(&self) -> bool {
-        matches!(self, StartError::Pipeline(PipelineError::Source(_)))
+        matches!(
+            self,
+            StartError::Pipeline(PipelineError::Source(_)) | StartError::Mqtt(_)
+        )
     }
 }
 
@@ -109,9 +120,6 @@ impl Daemon {
             String::new(),
             String::new(),
         ));
-        if let Some(url) = &settings.mqtt {
-            tracing::warn!(%url, "the MQTT control plane is not part of this version yet; --mqtt is ignored");
-        }
 
         let (frames_tx, frames_rx) = tokio::sync::mpsc::channel(HUB_QUEUE);
         let detector_frames = Arc::new(LatestSlot::new());
@@ -184,6 +192,17 @@ impl Daemon {
             }
         });
         tracker.spawn(rates(control.clone(), metrics.clone(), shutdown.clone()));
+        if let Some(mqtt) = &settings.mqtt {
+            let info = registration(&settings, mqtt, &pipeline, http_addr);
+            MqttTask {
+                settings: mqtt.clone(),
+                device_id: settings.device_id.clone(),
+                info,
+                control: control.clone(),
+                metrics: metrics.clone(),
+            }
+            .spawn(&tracker, shutdown.clone())?;
+        }
         tracker.close();
         tracing::info!(%http_addr, source = %pipeline.source, "focusd serving: viewer at http://{http_addr}/");
         Ok(Daemon {
@@ -221,6 +240,60 @@ impl Daemon {
         let pipeline = self.pipeline;
         let _ = tokio::task::spawn_blocking(move || pipeline.join(THREAD_GRACE)).await;
     }
+}
+
+/// The MQTT registration: who this device is and where a viewer or console reaches it.
+fn registration(
+    settings: &Settings,
+    mqtt: &MqttSettings,
+    pipeline: &Pipeline,
+    http_addr: SocketAddr,
+) -> Info {
+    let host = match &mqtt.advertise {
+        Some(h) => h.clone(),
+        None => advertised_ip(http_addr.ip()).to_string(),
+    };
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    let base = format!("http://{host}:{}", http_addr.port());
+    let track = |(width, height): (u32, u32)| TrackInfo {
+        width,
+        height,
+        fps: pipeline.fps,
+    };
+    Info {
+        id: settings.device_id.clone(),
+        name: mqtt.name.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        board: focusd_board::probe::Board::detect().name().to_string(),
+        encoder: pipeline.encoder.to_string(),
+        source: pipeline.source.clone(),
+        signaling_url: format!("{base}/offer"),
+        whep_url: format!("{base}/whep"),
+        viewer_url: format!("{base}/"),
+        tracks: Tracks {
+            context: track(pipeline.lores_size),
+            source: track(pipeline.main_size),
+        },
+        modes: Mode::ALL.map(Mode::as_str).to_vec(),
+    }
+}
+
+/// The address to advertise for a listener on `ip`: itself, or for a wildcard listener
+/// the first non-loopback IPv4 address (loopback when there is none).
+fn advertised_ip(ip: IpAddr) -> IpAddr {
+    if !ip.is_unspecified() {
+        return ip;
+    }
+    if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| i.ip())
+        .find(|a| a.is_ipv4() && !a.is_loopback())
+        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
 }
 
 /// Runs the daemon until `shutdown` is cancelled.

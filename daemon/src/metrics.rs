@@ -80,6 +80,10 @@ pub struct Metrics {
     pub sessions_started: Counter,
     pub sessions_ended: Counter,
     pub bad_requests: Counter,
+    /// Connections the MQTT broker accepted (1 + reconnections).
+    pub mqtt_connects: Counter,
+    /// MQTT messages dropped because the client's queue was full.
+    pub mqtt_dropped: Counter,
     pub tracks: [TrackMetrics; 2],
 }
 
@@ -136,6 +140,16 @@ impl Metrics {
             "bad_requests_total",
             "Requests and commands rejected as invalid.",
             &plain(&self.bad_requests),
+        );
+        counter(
+            "mqtt_connects_total",
+            "Connections the MQTT broker accepted.",
+            &plain(&self.mqtt_connects),
+        );
+        counter(
+            "mqtt_dropped_total",
+            "MQTT messages dropped because the client's queue was full.",
+            &plain(&self.mqtt_dropped),
         );
         counter(
             "frames_encoded_total",

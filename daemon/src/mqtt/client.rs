@@ -1,0 +1,378 @@
+//! Drives a [`Session`] with rumqttc: one task owns the connection, reconnects with capped
+//! exponential backoff and jitter, and never blocks the daemon. Requests go into
+//! rumqttc's bounded queue with `try_*`; what does not fit is counted and dropped.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
+    TlsConfiguration, Transport,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::session::{Info, Kind, Out, Session, Topics};
+use super::telemetry::Telemetry;
+use crate::config::MqttSettings;
+use crate::metrics::Metrics;
+use crate::state::Control;
+
+/// Requests rumqttc may hold before `try_*` refuses more.
+const QUEUE: usize = 64;
+/// First wait after a failed connection; doubles up to [`BACKOFF_MAX`].
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(15);
+/// How long shutdown waits for `stopped` to reach the broker.
+const STOP_GRACE: Duration = Duration::from_millis(500);
+
+/// Why the MQTT client cannot be set up (a configuration problem: exit status 2).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MqttError {
+    /// A TLS file is unreadable or not PEM of the expected kind.
+    #[error("invalid config `{key}`: {reason}")]
+    Tls { key: &'static str, reason: String },
+}
+
+/// Capped exponential backoff with jitter: each wait is drawn from the upper half of the
+/// current step, so a fleet that lost its broker does not return in lockstep.
+#[derive(Debug)]
+pub struct Backoff {
+    step: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { step: BACKOFF_MIN }
+    }
+}
+
+impl Backoff {
+    /// The next wait, given a random number; the step then doubles up to the cap.
+    pub fn next(&mut self, random: u64) -> Duration {
+        let step = self.step;
+        self.step = (self.step * 2).min(BACKOFF_MAX);
+        let half = step / 2;
+        let jitter_ms = random % (half.as_millis() as u64 + 1);
+        half + Duration::from_millis(jitter_ms)
+    }
+
+    /// After a successful connection: start again from the shortest step.
+    pub fn reset(&mut self) {
+        self.step = BACKOFF_MIN;
+    }
+}
+
+/// Everything the MQTT task needs.
+pub struct MqttTask {
+    pub settings: MqttSettings,
+    pub device_id: String,
+    pub info: Info,
+    pub control: Arc<Control>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl MqttTask {
+    /// Checks the TLS files and starts the task on `tracker`; it runs until `shutdown`,
+    /// then publishes `stopped` and disconnects.
+    pub fn spawn(
+        self,
+        tracker: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Result<(), MqttError> {
+        let options = options(&self.settings, &self.device_id)?;
+        let (client, eventloop) = AsyncClient::new(options, QUEUE);
+        let topics = Topics::new(&self.settings.prefix, &self.device_id);
+        let session = Session::new(
+            topics,
+            &self.info,
+            self.settings.stats_interval,
+            self.settings.home_assistant,
+        );
+        tracing::info!(broker = %self.settings.broker, id = %self.device_id, "MQTT: connecting");
+        tracker.spawn(run(
+            self,
+            client,
+            eventloop,
+            session,
+            tracker.clone(),
+            shutdown,
+        ));
+        Ok(())
+    }
+}
+
+fn read_pem(key: &'static str, path: &Path, marker: &str) -> Result<Vec<u8>, MqttError> {
+    let bytes = std::fs::read(path).map_err(|e| MqttError::Tls {
+        key,
+        reason: format!("cannot read {}: {e}", path.display()),
+    })?;
+    if !String::from_utf8_lossy(&bytes).contains(marker) {
+        return Err(MqttError::Tls {
+            key,
+            reason: format!("{} holds no PEM `{marker}`", path.display()),
+        });
+    }
+    Ok(bytes)
+}
+
+/// Debian's bundle of trusted roots, used for `mqtts://` without `mqtt.ca_file`.
+const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+fn options(s: &MqttSettings, device_id: &str) -> Result<MqttOptions, MqttError> {
+    let b = &s.broker;
+    let mut o = MqttOptions::new(format!("focusd-{device_id}"), b.host.clone(), b.port);
+    o.set_keep_alive(s.keep_alive);
+    o.set_clean_session(true);
+    o.set_max_packet_size(256 * 1024, 256 * 1024);
+    let available = Topics::new(&s.prefix, device_id).available;
+    o.set_last_will(LastWill::new(available, "offline", QoS::AtLeastOnce, true));
+    if let Some(user) = &b.username {
+        o.set_credentials(user.clone(), b.password.clone().unwrap_or_default());
+    }
+    if b.tls {
+        let ca = match &s.ca_file {
+            Some(path) => read_pem("mqtt.ca_file", path, "BEGIN CERTIFICATE")?,
+            None => read_pem("mqtt.ca_file", Path::new(SYSTEM_ROOTS), "BEGIN CERTIFICATE")?,
+        };
+        let client_auth = match &s.client_auth {
+            Some((cert, key)) => Some((
+                read_pem("mqtt.cert_file", cert, "BEGIN CERTIFICATE")?,
+                read_pem("mqtt.key_file", key, "PRIVATE KEY")?,
+            )),
+            None => None,
+        };
+        o.set_transport(Transport::Tls(TlsConfiguration::Simple {
+            ca,
+            alpn: None,
+            client_auth,
+        }));
+    }
+    Ok(o)
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Queues `outs` without waiting. A full queue drops the message and counts it; a
+/// dropped state is marked to be published again.
+fn send(client: &AsyncClient, session: &mut Session, metrics: &Metrics, outs: Vec<Out>) {
+    for out in outs {
+        let queued = match out {
+            Out::Subscribe(topic) => client.try_subscribe(topic, QoS::AtLeastOnce).is_ok(),
+            Out::Publish {
+                topic,
+                payload,
+                retain,
+                kind,
+            } => {
+                // Telemetry may be lost; everything else is acknowledged by the broker.
+                let qos = match kind {
+                    Kind::Stats | Kind::Event => QoS::AtMostOnce,
+                    _ => QoS::AtLeastOnce,
+                };
+                let ok = client.try_publish(topic, qos, retain, payload).is_ok();
+                if !ok && kind == Kind::State {
+                    session.state_dropped();
+                }
+                ok
+            }
+        };
+        if !queued {
+            metrics.mqtt_dropped.inc();
+        }
+    }
+}
+
+fn describe(e: &ConnectionError) -> String {
+    match e {
+        ConnectionError::ConnectionRefused(code) => {
+            format!("broker refused the connection: {code:?}")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// What the connection task reports to the session task.
+#[derive(Debug)]
+enum Net {
+    /// The broker accepted a (re)connection.
+    Connected,
+    /// A command arrived.
+    Command(bytes::Bytes),
+    /// The connection failed or dropped; the next attempt is in the given time.
+    Lost { error: String, retry_in: Duration },
+    /// Our DISCONNECT went out (clean shutdown).
+    Disconnected,
+}
+
+/// Polls rumqttc's event loop and nothing else, so that a slow connect or TLS handshake
+/// is never cancelled by other work; backs off between failed attempts.
+async fn connection(
+    mut eventloop: EventLoop,
+    cmd_topic: String,
+    tx: mpsc::Sender<Net>,
+    stop: CancellationToken,
+) {
+    let mut backoff = Backoff::default();
+    loop {
+        let event = tokio::select! {
+            _ = stop.cancelled() => return,
+            e = eventloop.poll() => e,
+        };
+        let report = match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                backoff.reset();
+                Net::Connected
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) if p.topic == cmd_topic => {
+                Net::Command(p.payload)
+            }
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => Net::Disconnected,
+            Ok(_) => continue,
+            Err(e) => {
+                let retry_in = backoff.next(getrandom::u64().unwrap_or(0));
+                let _ = tx
+                    .send(Net::Lost {
+                        error: describe(&e),
+                        retry_in,
+                    })
+                    .await;
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(retry_in) => {}
+                }
+                continue;
+            }
+        };
+        if tx.send(report).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn run(
+    task: MqttTask,
+    client: AsyncClient,
+    eventloop: EventLoop,
+    mut session: Session,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+) {
+    let MqttTask {
+        settings,
+        control,
+        metrics,
+        ..
+    } = task;
+    let (tx, mut net) = mpsc::channel(QUEUE);
+    let stop = CancellationToken::new();
+    tracker.spawn(connection(
+        eventloop,
+        session.topics().cmd.clone(),
+        tx,
+        stop.clone(),
+    ));
+    let mut changes = control.subscribe();
+    let mut telemetry = Telemetry::new(Instant::now(), &metrics);
+    let mut failures = 0u32;
+    loop {
+        let now = Instant::now();
+        let wake = session
+            .next_deadline()
+            .unwrap_or(now + Duration::from_secs(3600));
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(report) = net.recv() => match report {
+                Net::Connected => {
+                    if failures > 0 {
+                        tracing::info!(broker = %settings.broker, "MQTT: reconnected after {failures} failed attempts");
+                    } else {
+                        tracing::info!(broker = %settings.broker, "MQTT: connected");
+                    }
+                    failures = 0;
+                    metrics.mqtt_connects.inc();
+                    let outs = session.connected(Instant::now(), &control.snapshot());
+                    send(&client, &mut session, &metrics, outs);
+                }
+                Net::Command(payload) => {
+                    let outs = session.command(Instant::now(), &payload, &control);
+                    send(&client, &mut session, &metrics, outs);
+                }
+                Net::Lost { error, retry_in } => {
+                    session.disconnected();
+                    failures += 1;
+                    if failures == 1 {
+                        tracing::warn!(broker = %settings.broker, %error, ?retry_in, "MQTT: connection lost; video is unaffected");
+                    } else {
+                        tracing::debug!(%error, ?retry_in, "MQTT: still unreachable");
+                    }
+                }
+                Net::Disconnected => {}
+            },
+            Ok(()) = changes.changed() => {
+                changes.mark_unchanged();
+                session.state_changed(&control.snapshot());
+            }
+            _ = tokio::time::sleep_until(wake.into()) => {}
+        }
+        let now = Instant::now();
+        let outs = session.poll(now, &control.snapshot(), unix_ms());
+        send(&client, &mut session, &metrics, outs);
+        if session.stats_due(now) {
+            let stats = telemetry.stats(now, &control, &metrics, metrics.mqtt_dropped.get());
+            let out = session.stats(&stats);
+            send(&client, &mut session, &metrics, vec![out]);
+        }
+    }
+    // Clean shutdown: `stopped`, then DISCONNECT (so the broker does not send the will).
+    if session.is_connected() {
+        let out = session.stopping();
+        send(&client, &mut session, &metrics, vec![out]);
+        let _ = client.try_disconnect();
+        let sent = tokio::time::timeout(STOP_GRACE, async {
+            while let Some(report) = net.recv().await {
+                if matches!(report, Net::Disconnected | Net::Lost { .. }) {
+                    return matches!(report, Net::Disconnected);
+                }
+            }
+            false
+        })
+        .await;
+        if sent == Ok(true) {
+            tracing::info!("MQTT: published `stopped` and disconnected");
+        } else {
+            tracing::warn!("MQTT: `stopped` may not have reached the broker");
+        }
+    }
+    stop.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_a_cap_with_jitter_and_resets() {
+        let mut b = Backoff::default();
+        let lows: Vec<Duration> = (0..10).map(|_| b.next(0)).collect();
+        assert_eq!(lows[0], BACKOFF_MIN / 2);
+        assert_eq!(lows[1], BACKOFF_MIN);
+        assert_eq!(*lows.last().unwrap(), BACKOFF_MAX / 2, "capped");
+        let mut b = Backoff::default();
+        let high = b.next(u64::MAX - 1);
+        assert!(high >= BACKOFF_MIN / 2 && high <= BACKOFF_MIN, "{high:?}");
+        for _ in 0..20 {
+            assert!(b.next(getrandom::u64().unwrap()) <= BACKOFF_MAX);
+        }
+        b.reset();
+        assert!(b.next(0) <= BACKOFF_MIN);
+    }
+}
