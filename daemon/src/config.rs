@@ -52,6 +52,45 @@ pub enum Subcmd {
     /// Measure latency, time to first frame, CPU and memory against an encoder-only
     /// baseline, on loopback with the test source.
     Bench(BenchFlags),
+    /// Fleet console: list devices, watch them, change their mode or rectangle over MQTT.
+    Ctl(CtlFlags),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct CtlFlags {
+    /// Broker URL (mqtt:// or mqtts://) [default: mqtt.url of --config].
+    #[arg(long, value_name = "URL")]
+    pub broker: Option<String>,
+    /// CA certificate (PEM) for an mqtts:// broker [default: mqtt.ca_file of --config, else
+    /// the system's roots].
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Topic prefix [default: mqtt.prefix of --config, else focusd].
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// Seconds to wait for an answer (or, for `list`, for registrations).
+    #[arg(long, default_value_t = 5.0, value_name = "S")]
+    pub timeout: f64,
+    #[command(subcommand)]
+    pub action: CtlAction,
+}
+
+#[derive(Debug, Subcommand, Clone)]
+pub enum CtlAction {
+    /// Devices known to the broker: retained registration and availability.
+    List,
+    /// Print state, stats, events and availability as they arrive (all devices, or one).
+    Watch { id: Option<String> },
+    /// Set a device's mode: LOW, HIGH, VISION or HYBRID.
+    Mode { id: String, mode: String },
+    /// Set a device's HYBRID rectangle, in percent of the frame.
+    Rect {
+        id: String,
+        x1: f64,
+        y1: f64,
+        x2: f64,
+        y2: f64,
+    },
 }
 
 #[derive(Debug, Args, Clone)]
@@ -378,7 +417,7 @@ impl Settings {
     }
 }
 
-fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+pub(crate) fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => return bad("config", format!("cannot read {}: {e}", path.display())),
@@ -447,7 +486,7 @@ fn parse_size(s: &str) -> Result<(u32, u32), ConfigError> {
     }
 }
 
-fn resolve_mqtt(
+pub(crate) fn resolve_mqtt(
     flag_url: Option<&str>,
     file: MqttFile,
     device_id: &str,

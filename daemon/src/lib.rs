@@ -25,6 +25,7 @@
 pub mod bench;
 pub mod command;
 pub mod config;
+pub mod ctl;
 pub mod http;
 pub mod mask;
 pub mod metrics;

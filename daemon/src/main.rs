@@ -37,6 +37,15 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Some(Subcmd::Ctl(ctl)) = &flags.command {
+        return match runtime.block_on(focusd::ctl::run(ctl, flags.config.as_deref())) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("focusd ctl: {e}");
+                ExitCode::from(e.exit_code())
+            }
+        };
+    }
     if let Some(Subcmd::Bench(bench)) = &flags.command {
         return match runtime.block_on(focusd::bench::run(bench.clone())) {
             Ok(()) => ExitCode::SUCCESS,

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
-    TlsConfiguration, Transport,
+    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, NetworkOptions,
+    Outgoing, Packet, QoS, TlsConfiguration, Transport,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -84,7 +84,8 @@ impl MqttTask {
         shutdown: CancellationToken,
     ) -> Result<(), MqttError> {
         let options = options(&self.settings, &self.device_id)?;
-        let (client, eventloop) = AsyncClient::new(options, QUEUE);
+        let (client, mut eventloop) = AsyncClient::new(options, QUEUE);
+        low_latency(&mut eventloop);
         let topics = Topics::new(&self.settings.prefix, &self.device_id);
         let session = Session::new(
             topics,
@@ -130,6 +131,21 @@ fn options(s: &MqttSettings, device_id: &str) -> Result<MqttOptions, MqttError> 
     o.set_max_packet_size(256 * 1024, 256 * 1024);
     let available = Topics::new(&s.prefix, device_id).available;
     o.set_last_will(LastWill::new(available, "offline", QoS::AtLeastOnce, true));
+    login(&mut o, s)?;
+    Ok(o)
+}
+
+/// Commands and their results are tiny: send them at once (TCP_NODELAY), not after
+/// Nagle's wait for the previous packet's acknowledgement.
+pub(crate) fn low_latency(eventloop: &mut EventLoop) {
+    let mut net = NetworkOptions::new();
+    net.set_tcp_nodelay(true);
+    eventloop.set_network_options(net);
+}
+
+/// Credentials and, for `mqtts://`, TLS with the configured or the system's roots.
+pub(crate) fn login(o: &mut MqttOptions, s: &MqttSettings) -> Result<(), MqttError> {
+    let b = &s.broker;
     if let Some(user) = &b.username {
         o.set_credentials(user.clone(), b.password.clone().unwrap_or_default());
     }
@@ -151,7 +167,7 @@ fn options(s: &MqttSettings, device_id: &str) -> Result<MqttOptions, MqttError> 
             client_auth,
         }));
     }
-    Ok(o)
+    Ok(())
 }
 
 fn unix_ms() -> u64 {
