@@ -6,6 +6,8 @@
 
 #![allow(dead_code)] // each test file uses its own part of this
 
+pub mod broker;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -118,4 +120,71 @@ pub fn sigterm(pid: u32) {
         .status()
         .expect("kill runs");
     assert!(status.success(), "kill -TERM {pid}");
+}
+
+/// A daemon process whose log goes to a file in the test's directory.
+pub struct DaemonProcess {
+    pub child: std::process::Child,
+    pub addr: std::net::SocketAddr,
+    log: PathBuf,
+}
+
+impl DaemonProcess {
+    /// Starts `bin` with `args` (plus `--listen 127.0.0.1:0`) and waits until it serves.
+    pub fn start(bin: &Binary, dir: &Path, args: &[&str]) -> DaemonProcess {
+        let log = dir.join(format!("focusd-{:x}.log", getrandom::u64().unwrap()));
+        let child = bin
+            .command()
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("focusd starts");
+        let end = std::time::Instant::now() + bin.patience(Duration::from_secs(5));
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(addr) = text
+                .lines()
+                .find_map(|l| l.split("viewer at http://").nth(1))
+                .and_then(|rest| rest.split('/').next())
+                .and_then(|a| a.parse().ok())
+            {
+                return DaemonProcess { child, addr, log };
+            }
+            assert!(
+                std::time::Instant::now() < end,
+                "daemon did not start serving: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then the exit status and how long it took.
+    pub fn terminate(&mut self, within: Duration) -> (std::process::ExitStatus, Duration) {
+        let started = std::time::Instant::now();
+        sigterm(self.child.id());
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return (s, started.elapsed());
+            }
+            assert!(
+                started.elapsed() < within,
+                "still running {within:?} after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -1,0 +1,351 @@
+//! The MQTT control plane against a real mosquitto started by each test, with the daemon
+//! as a process and, where the video matters, a str0m viewer in this process.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use focusd::minihttp;
+use focusd::receiver::{Receiver, ReceiverOptions};
+use serde_json::Value;
+use support::broker::{Mosquitto, Watcher};
+use support::{Binary, DaemonProcess, TempDir};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+fn json(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("JSON {s:?}: {e}"))
+}
+
+/// A daemon on the test source, talking to `broker` as device `id`, with `extra` config.
+fn daemon(dir: &TempDir, broker: &Mosquitto, id: &str, extra: &str) -> DaemonProcess {
+    let conf = dir.path().join(format!("{id}.toml"));
+    std::fs::write(
+        &conf,
+        format!(
+            "[mqtt]\nurl = \"{}\"\nstats_interval_s = 0.5\n{extra}\n",
+            broker.url()
+        ),
+    )
+    .unwrap();
+    DaemonProcess::start(
+        &Binary::under_test(),
+        dir.path(),
+        &[
+            "--config",
+            conf.to_str().unwrap(),
+            "--device-id",
+            id,
+            "--source",
+            "test",
+            "--size",
+            "640x360",
+        ],
+    )
+}
+
+fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
+    let r = minihttp::request(addr, "GET", "/metrics", None, b"").unwrap();
+    String::from_utf8(r.body)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+}
+
+#[test]
+fn registration_availability_state_and_stats() {
+    let dir = TempDir::new("mqtt-reg");
+    let broker = Mosquitto::start(dir.path(), "");
+    let d = daemon(&dir, &broker, "cam-a", "name = \"Front door\"");
+    // A console that connects later still gets the retained messages.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut w = Watcher::connect(broker.port, &["focusd/cam-a/#"]);
+    let avail = w.wait_for("focusd/cam-a/available", 5 * SECOND, |_| true);
+    assert_eq!(avail.payload, "online");
+    assert!(avail.retain);
+    let mut w = Watcher::connect(broker.port, &["focusd/cam-a/info", "focusd/cam-a/state"]);
+    let info = w.wait_for("focusd/cam-a/info", 5 * SECOND, |m| m.retain);
+    let info = json(&info.payload);
+    assert_eq!(info["id"], "cam-a");
+    assert_eq!(info["name"], "Front door");
+    assert_eq!(info["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(info["encoder"], "openh264");
+    let base = format!("http://{}", d.addr);
+    assert_eq!(info["signaling_url"], format!("{base}/offer"));
+    assert_eq!(info["whep_url"], format!("{base}/whep"));
+    assert_eq!(info["viewer_url"], format!("{base}/"));
+    assert_eq!(info["tracks"]["source"]["width"], 640);
+    assert_eq!(info["tracks"]["context"]["width"], 320);
+    assert_eq!(
+        info["modes"],
+        serde_json::json!(["LOW", "HIGH", "VISION", "HYBRID"])
+    );
+    assert!(info["board"].as_str().is_some_and(|b| !b.is_empty()));
+    let state = w.wait_for("focusd/cam-a/state", 5 * SECOND, |m| m.retain);
+    assert_eq!(json(&state.payload)["mode"], "HIGH");
+
+    let mut w = Watcher::connect(broker.port, &["focusd/cam-a/stats", "focusd/cam-a/events"]);
+    let stats = json(
+        &w.wait_for("focusd/cam-a/stats", 3 * SECOND, |_| true)
+            .payload,
+    );
+    for key in [
+        "fps",
+        "kbps",
+        "viewers",
+        "encode_ms",
+        "dropped_frames",
+        "detector_fps",
+        "cpu_percent",
+        "rss_mb",
+    ] {
+        assert!(!stats[key].is_null(), "stats has {key}: {stats}");
+    }
+    assert!(stats["rss_mb"].as_f64().unwrap() > 1.0);
+    // The test source's shapes move: the detector reports them as events.
+    let event = json(
+        &w.wait_for("focusd/cam-a/events", 5 * SECOND, |_| true)
+            .payload,
+    );
+    assert_eq!(event["type"], "roi");
+    assert!(!event["roi"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn a_command_over_mqtt_changes_the_video_the_retained_state_and_the_other_doors() {
+    let dir = TempDir::new("mqtt-cmd");
+    let broker = Mosquitto::start(dir.path(), "");
+    let d = daemon(&dir, &broker, "cam-b", "");
+    let viewer = Receiver::connect(
+        d.addr,
+        ReceiverOptions {
+            decode: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(
+        viewer
+            .wait_for(5 * SECOND, |s| s.tracks.iter().all(|t| t.frames > 5))
+            .1,
+        "viewer receives both tracks"
+    );
+    let mut w = Watcher::connect(
+        broker.port,
+        &["focusd/cam-b/cmd/result", "focusd/cam-b/state"],
+    );
+
+    // LOW: the source track stops.
+    w.publish("focusd/cam-b/cmd", r#"{"mode":"LOW","id":"m1"}"#);
+    let sent = Instant::now();
+    let r = json(
+        &w.wait_for("focusd/cam-b/cmd/result", 5 * SECOND, |_| true)
+            .payload,
+    );
+    assert_eq!(r, serde_json::json!({"id":"m1","ok":true}));
+    w.wait_for("focusd/cam-b/state", 2 * SECOND, |m| {
+        json(&m.payload)["mode"] == "LOW"
+    });
+    // Frames already in flight may still arrive; then nothing more.
+    std::thread::sleep(Duration::from_millis(300));
+    let before = viewer.stats().tracks[1].frames;
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        viewer.stats().tracks[1].frames,
+        before,
+        "no source frames in LOW"
+    );
+    println!("LOW applied within {:?} of the command", sent.elapsed());
+
+    // The other doors see it: HTTP state and the viewer's DataChannel.
+    let http_state = minihttp::request(d.addr, "GET", "/api/state", None, b"").unwrap();
+    assert_eq!(
+        json(std::str::from_utf8(&http_state.body).unwrap())["mode"],
+        "LOW"
+    );
+    assert!(
+        viewer
+            .wait_for(2 * SECOND, |s| s
+                .messages
+                .iter()
+                .any(|m| m.contains("\"LOW\"")))
+            .1,
+        "DataChannel pushed the state"
+    );
+
+    // A change through HTTP is republished over MQTT as retained state.
+    let r = minihttp::request(
+        d.addr,
+        "POST",
+        "/api/command",
+        Some("application/json"),
+        br#"{"mode":"HIGH"}"#,
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    w.wait_for("focusd/cam-b/state", 2 * SECOND, |m| {
+        json(&m.payload)["mode"] == "HIGH"
+    });
+    let later = Watcher::connect(broker.port, &["focusd/cam-b/state"])
+        .wait_for("focusd/cam-b/state", 2 * SECOND, |m| m.retain)
+        .payload;
+    assert_eq!(json(&later)["mode"], "HIGH", "retained state follows");
+    assert!(
+        viewer
+            .wait_for(3 * SECOND, |s| s.tracks[1].frames > before + 5)
+            .1,
+        "source resumes in HIGH"
+    );
+}
+
+#[test]
+fn malformed_and_oversized_commands_are_refused_and_change_nothing() {
+    let dir = TempDir::new("mqtt-bad");
+    let broker = Mosquitto::start(dir.path(), "");
+    let d = daemon(&dir, &broker, "cam-c", "");
+    let mut w = Watcher::connect(
+        broker.port,
+        &["focusd/cam-c/cmd/result", "focusd/cam-c/state"],
+    );
+    w.wait_for("focusd/cam-c/state", 5 * SECOND, |m| m.retain);
+    let big = format!(
+        r#"{{"mode":"HIGH","id":"big","pad":"{}"}}"#,
+        "x".repeat(5000)
+    );
+    for (payload, id, why) in [
+        (
+            r#"{"mode":"ULTRA","id":"u1"}"#.to_string(),
+            Value::from("u1"),
+            "unknown mode",
+        ),
+        ("{not json".to_string(), Value::Null, "not valid JSON"),
+        (
+            r#"{"hybrid_rect":{"x1":80,"y1":0,"x2":20,"y2":50},"id":"r1"}"#.to_string(),
+            Value::from("r1"),
+            "x1 < x2",
+        ),
+        (
+            r#"{"hybrid_rect":{"x1":0,"y1":0,"x2":120,"y2":50},"id":"r2"}"#.to_string(),
+            Value::from("r2"),
+            "0 to 100",
+        ),
+        (big, Value::Null, "limit is 4096"),
+        (r#"["mode","LOW"]"#.to_string(), Value::Null, "JSON object"),
+    ] {
+        w.publish("focusd/cam-c/cmd", payload.clone());
+        let r = json(
+            &w.wait_for("focusd/cam-c/cmd/result", 3 * SECOND, |_| true)
+                .payload,
+        );
+        assert_eq!(r["ok"], false, "{payload:.60}");
+        assert_eq!(r["id"], id, "{payload:.60}");
+        let error = r["error"].as_str().unwrap();
+        assert!(error.contains(why), "`{error}` should say {why}");
+    }
+    let state = minihttp::request(d.addr, "GET", "/api/state", None, b"").unwrap();
+    let state = json(std::str::from_utf8(&state.body).unwrap());
+    assert_eq!(state["mode"], "HIGH");
+    assert_eq!(state["hybrid_rect"], Value::Null);
+    let health = minihttp::request(d.addr, "GET", "/healthz", None, b"").unwrap();
+    assert_eq!(health.status, 200, "still serving");
+}
+
+#[test]
+fn sigkill_leaves_the_last_will_and_sigterm_says_stopped() {
+    let dir = TempDir::new("mqtt-will");
+    let broker = Mosquitto::start(dir.path(), "");
+    let mut w = Watcher::connect(broker.port, &["focusd/+/available"]);
+
+    let mut killed = daemon(&dir, &broker, "cam-k", "");
+    w.wait_for("focusd/cam-k/available", 5 * SECOND, |m| {
+        m.payload == "online"
+    });
+    killed.child.kill().unwrap();
+    killed.child.wait().unwrap();
+    let will = w.wait_for("focusd/cam-k/available", 3 * SECOND, |m| {
+        m.payload != "online"
+    });
+    assert_eq!(
+        will.payload, "offline",
+        "the broker published the last will"
+    );
+
+    let mut stopped = daemon(&dir, &broker, "cam-t", "");
+    w.wait_for("focusd/cam-t/available", 5 * SECOND, |m| {
+        m.payload == "online"
+    });
+    let (status, took) = stopped.terminate(5 * SECOND);
+    assert!(status.success(), "{status:?}: {}", stopped.log());
+    assert!(took < 2 * SECOND, "SIGTERM to exit took {took:?}");
+    let last = w.wait_for("focusd/cam-t/available", 2 * SECOND, |m| {
+        m.payload != "online"
+    });
+    assert_eq!(last.payload, "stopped", "clean exit, not the will");
+    // And it stays retained as `stopped`.
+    let retained = Watcher::connect(broker.port, &["focusd/cam-t/available"])
+        .wait_for("focusd/cam-t/available", 2 * SECOND, |m| m.retain)
+        .payload;
+    assert_eq!(retained, "stopped");
+}
+
+#[test]
+fn the_broker_restarting_loses_no_frames_and_everything_is_republished() {
+    let dir = TempDir::new("mqtt-restart");
+    let mut broker = Mosquitto::start(dir.path(), "");
+    let d = daemon(&dir, &broker, "cam-r", "");
+    let viewer = Receiver::connect(
+        d.addr,
+        ReceiverOptions {
+            decode: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(viewer.wait_for(5 * SECOND, |s| s.tracks[0].frames > 10).1);
+    Watcher::connect(broker.port, &["focusd/cam-r/available"]).wait_for(
+        "focusd/cam-r/available",
+        5 * SECOND,
+        |m| m.payload == "online",
+    );
+    let connects = metric(d.addr, "focusd_mqtt_connects_total");
+
+    // Count frames over a window that spans the outage.
+    let enc0 = metric(d.addr, "focusd_frames_encoded_total{track=\"context\"}");
+    let got0 = viewer.stats().tracks[0].frames;
+    broker.kill();
+    std::thread::sleep(Duration::from_millis(1500));
+    let health = minihttp::request(d.addr, "GET", "/api/state", None, b"").unwrap();
+    assert_eq!(health.status, 200, "HTTP serves while the broker is gone");
+    broker.restart();
+    let back = Instant::now();
+    // The new broker knows nothing: the daemon must republish what is retained.
+    let mut w = Watcher::connect(broker.port, &["focusd/cam-r/#"]);
+    w.wait_for("focusd/cam-r/available", 10 * SECOND, |m| {
+        m.payload == "online"
+    });
+    w.wait_for("focusd/cam-r/info", 2 * SECOND, |_| true);
+    w.wait_for("focusd/cam-r/state", 2 * SECOND, |_| true);
+    println!(
+        "republished {:?} after the broker came back",
+        back.elapsed()
+    );
+    assert!(metric(d.addr, "focusd_mqtt_connects_total") > connects);
+    std::thread::sleep(Duration::from_millis(300));
+    let enc1 = metric(d.addr, "focusd_frames_encoded_total{track=\"context\"}");
+    let got1 = viewer.stats().tracks[0].frames;
+    let (encoded, received) = (enc1 - enc0, (got1 - got0) as f64);
+    println!("during the outage window: {encoded} encoded, {received} received");
+    assert!(encoded > 30.0, "frames kept flowing: {encoded}");
+    // Up to a couple of frames may be in flight at either end of the window.
+    assert!(
+        (encoded - received).abs() <= 3.0,
+        "viewer lost frames: encoded {encoded}, received {received}"
+    );
+    let dropped = metric(
+        d.addr,
+        "focusd_frames_dropped_total{track=\"context\",reason=\"hub_busy\"}",
+    );
+    assert_eq!(dropped, 0.0, "no frame dropped for the hub");
+}
