@@ -349,3 +349,249 @@ fn the_broker_restarting_loses_no_frames_and_everything_is_republished() {
     );
     assert_eq!(dropped, 0.0, "no frame dropped for the hub");
 }
+
+/// Runs `focusd ctl` with `args`; (exit code, stdout, stderr).
+fn ctl(args: &[&str]) -> (i32, String, String) {
+    let out = Binary::under_test()
+        .command()
+        .arg("ctl")
+        .args(args)
+        .output()
+        .expect("focusd ctl runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn ctl_lists_devices_and_changes_them_waiting_for_the_result() {
+    let dir = TempDir::new("mqtt-ctl");
+    let broker = Mosquitto::start(dir.path(), "");
+    let d = daemon(&dir, &broker, "cam-x", "");
+    let url = broker.url();
+    let b = ["--broker", url.as_str()];
+    Watcher::connect(broker.port, &["focusd/cam-x/info"]).wait_for(
+        "focusd/cam-x/info",
+        5 * SECOND,
+        |_| true,
+    );
+
+    let (code, out, err) = ctl(&[&b[..], &["list"]].concat());
+    assert_eq!(code, 0, "{err}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("cam-x "))
+        .unwrap_or_else(|| panic!("cam-x listed: {out}"));
+    assert!(
+        row.contains("online") && row.contains(&format!("http://{}/", d.addr)),
+        "{row}"
+    );
+
+    let (code, out, err) = ctl(&[&b[..], &["mode", "cam-x", "vision"]].concat());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("cam-x: ok"), "{out}");
+    let state = minihttp::request(d.addr, "GET", "/api/state", None, b"").unwrap();
+    assert_eq!(
+        json(std::str::from_utf8(&state.body).unwrap())["mode"],
+        "VISION"
+    );
+
+    let (code, _, err) = ctl(&[&b[..], &["rect", "cam-x", "10", "20", "60", "70"]].concat());
+    assert_eq!(code, 0, "{err}");
+    let state = minihttp::request(d.addr, "GET", "/api/state", None, b"").unwrap();
+    let state = json(std::str::from_utf8(&state.body).unwrap());
+    assert_eq!(state["hybrid_rect"]["x2"], 60.0);
+
+    // Refused before sending: an inverted rectangle, an unknown mode (exit 2).
+    let (code, _, err) = ctl(&[&b[..], &["rect", "cam-x", "60", "0", "50", "50"]].concat());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("x1 < x2"), "{err}");
+    let (code, _, err) = ctl(&[&b[..], &["mode", "cam-x", "ULTRA"]].concat());
+    assert_eq!(code, 2, "{err}");
+    // No answer: a device that does not exist (exit 1, says so).
+    let (code, _, err) = ctl(&[&b[..], &["--timeout", "0.5", "mode", "nobody", "HIGH"]].concat());
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no answer from `nobody`"), "{err}");
+    // No broker (exit 1), no broker given (exit 2).
+    let (code, _, err) = ctl(&["--broker", "mqtt://127.0.0.1:1", "list"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cannot reach the broker"), "{err}");
+    let (code, _, err) = ctl(&["list"]);
+    assert_eq!(code, 2, "{err}");
+}
+
+/// Writes a CA and a certificate it signs for 127.0.0.1 (server) or a client, with the
+/// openssl command-line tool. Returns (ca, cert, key) paths.
+fn pki(
+    dir: &std::path::Path,
+    name: &str,
+    ca: Option<(&std::path::Path, &std::path::Path)>,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let (ca_cert, ca_key) = match ca {
+        Some((c, k)) => (c.to_owned(), k.to_owned()),
+        None => {
+            let (c, k) = (format!("{name}-ca.pem"), format!("{name}-ca.key"));
+            run(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &k,
+                "-out",
+                &c,
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={name} test CA"),
+            ]);
+            (dir.join(c), dir.join(k))
+        }
+    };
+    let (cert, key, csr) = (
+        format!("{name}.pem"),
+        format!("{name}.key"),
+        format!("{name}.csr"),
+    );
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &key,
+        "-out",
+        &csr,
+        "-subj",
+        &format!("/CN={name}"),
+    ]);
+    let ext = dir.join(format!("{name}.ext"));
+    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        ca_cert.to_str().unwrap(),
+        "-CAkey",
+        ca_key.to_str().unwrap(),
+        "-CAcreateserial",
+        "-out",
+        &cert,
+        "-days",
+        "2",
+        "-extfile",
+        ext.to_str().unwrap(),
+    ]);
+    (ca_cert, dir.join(cert), dir.join(key))
+}
+
+#[test]
+fn mqtts_with_a_private_ca_and_a_client_certificate() {
+    let dir = TempDir::new("mqtt-tls");
+    let (ca, server_cert, server_key) = pki(dir.path(), "server", None);
+    let ca_key = dir.path().join("server-ca.key");
+    let (_, client_cert, client_key) = pki(dir.path(), "client", Some((&ca, &ca_key)));
+    let tls_port = support::broker::free_port();
+    let broker = Mosquitto::start(
+        dir.path(),
+        &format!(
+            "listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
+            ca.display(),
+            server_cert.display(),
+            server_key.display()
+        ),
+    );
+    let mut w = Watcher::connect(broker.port, &["focusd/+/available"]);
+    let tls = |id: &str, ca: &std::path::Path| {
+        let conf = dir.path().join(format!("{id}.toml"));
+        std::fs::write(
+            &conf,
+            format!(
+                "[mqtt]\nurl = \"mqtts://127.0.0.1:{tls_port}\"\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+                ca.display(),
+                client_cert.display(),
+                client_key.display()
+            ),
+        )
+        .unwrap();
+        DaemonProcess::start(
+            &Binary::under_test(),
+            dir.path(),
+            &[
+                "--config",
+                conf.to_str().unwrap(),
+                "--device-id",
+                id,
+                "--source",
+                "test",
+                "--size",
+                "320x240",
+            ],
+        )
+    };
+    let good = tls("cam-tls", &ca);
+    w.wait_for("focusd/cam-tls/available", 5 * SECOND, |m| {
+        m.payload == "online"
+    });
+
+    // A broker certificate from another CA is refused; video and HTTP carry on.
+    let (other_ca, _, _) = pki(dir.path(), "other", None);
+    let bad = tls("cam-untrusted", &other_ca);
+    assert!(
+        w.next(2 * SECOND)
+            .is_none_or(|m| m.topic != "focusd/cam-untrusted/available"),
+        "an untrusted broker must not be used"
+    );
+    let health = minihttp::request(bad.addr, "GET", "/healthz", None, b"").unwrap();
+    assert_eq!(health.status, 200);
+    assert!(bad.log().contains("MQTT: connection lost"), "{}", bad.log());
+    drop(good);
+
+    // A file that is not PEM is a configuration error: exit 2, the key named.
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate").unwrap();
+    let conf = dir.path().join("junk.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[mqtt]\nurl = \"mqtts://127.0.0.1:{tls_port}\"\nca_file = \"{}\"\n",
+            junk.display()
+        ),
+    )
+    .unwrap();
+    let out = Binary::under_test()
+        .command()
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--source",
+            "test",
+            "--config",
+            conf.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mqtt.ca_file"));
+}
