@@ -142,16 +142,23 @@ impl DaemonProcess {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("focusd starts");
+        // Owned at once, so that a failed start below still kills and reaps it.
+        let mut me = DaemonProcess {
+            child,
+            addr: ([0, 0, 0, 0], 0).into(),
+            log,
+        };
         let end = std::time::Instant::now() + bin.patience(Duration::from_secs(5));
         loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let text = me.log();
             if let Some(addr) = text
                 .lines()
                 .find_map(|l| l.split("viewer at http://").nth(1))
                 .and_then(|rest| rest.split('/').next())
                 .and_then(|a| a.parse().ok())
             {
-                return DaemonProcess { child, addr, log };
+                me.addr = addr;
+                return me;
             }
             assert!(
                 std::time::Instant::now() < end,
