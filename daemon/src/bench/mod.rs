@@ -7,7 +7,11 @@
 //!   `/proc`, viewed by headless str0m receivers in this process (viewer 1 decodes and reads
 //!   the stamp for latency; the others only receive);
 //! * **cold start**: the daemon started afresh, timed from exec to `READY=1` on a
-//!   notification socket of the bench's own, as systemd would see it.
+//!   notification socket of the bench's own, as systemd would see it;
+//! * **MQTT** ([`mqtt`]): `focusd ctl mode` to the first frame in the new mode, and the
+//!   control plane's CPU cost.
+
+mod mqtt;
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::net::UnixDatagram;
@@ -228,7 +232,7 @@ fn bench(flags: &BenchFlags) -> anyhow::Result<()> {
         daemon.stop()?;
         print_modes(&format!("real footage {}", path.display()), &rates);
     }
-    Ok(())
+    mqtt::run(secs)
 }
 
 fn print_modes(title: &str, rates: &[(&str, f64, f64)]) {
