@@ -18,6 +18,8 @@ command -v node >/dev/null || need+=(nodejs npm)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v dpkg-deb >/dev/null || need+=(dpkg)
 command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v mosquitto >/dev/null || need+=(mosquitto)
+command -v openssl >/dev/null || need+=(openssl)
 command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
 command -v aarch64-linux-gnu-gcc >/dev/null ||
   need+=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross)

@@ -613,6 +613,61 @@ mod tests {
     }
 
     #[test]
+    fn mqtt_settings_resolve_and_name_the_bad_key() {
+        let ok = Settings::resolve(
+            &flags(&["--device-id", "cam-9"]),
+            file("[mqtt]\nurl = \"mqtt://u:p@broker:1999\"\nstats_interval_s = 2\n"),
+        )
+        .unwrap();
+        let m = ok.mqtt.unwrap();
+        assert_eq!((m.broker.host.as_str(), m.broker.port), ("broker", 1999));
+        assert_eq!(m.broker.username.as_deref(), Some("u"));
+        assert_eq!((m.prefix.as_str(), m.name.as_str()), ("focusd", "cam-9"));
+        assert_eq!(m.stats_interval, std::time::Duration::from_secs(2));
+        assert!(!m.home_assistant);
+        let flag_wins = Settings::resolve(
+            &flags(&["--mqtt", "mqtts://other"]),
+            file("[mqtt]\nurl = \"mqtt://broker\"\n"),
+        )
+        .unwrap();
+        assert!(flag_wins.mqtt.unwrap().broker.tls);
+        for (text, key) in [
+            ("[mqtt]\nurl = \"tcp://b\"\n", "mqtt.url"),
+            (
+                "[mqtt]\nurl = \"mqtt://b\"\npassword = \"x\"\n",
+                "mqtt.password",
+            ),
+            (
+                "[mqtt]\nurl = \"mqtt://b\"\nca_file = \"/etc/hostname\"\n",
+                "mqtt.ca_file",
+            ),
+            (
+                "[mqtt]\nurl = \"mqtts://b\"\nca_file = \"/nonexistent.pem\"\n",
+                "mqtt.ca_file",
+            ),
+            (
+                "[mqtt]\nurl = \"mqtts://b\"\ncert_file = \"/etc/hostname\"\n",
+                "mqtt.key_file",
+            ),
+            (
+                "[mqtt]\nurl = \"mqtt://b\"\nprefix = \"a/#\"\n",
+                "mqtt.prefix",
+            ),
+            (
+                "[mqtt]\nurl = \"mqtt://b\"\nkeep_alive_s = 1\n",
+                "mqtt.keep_alive_s",
+            ),
+            (
+                "[mqtt]\nurl = \"mqtt://b\"\nstats_interval_s = 0\n",
+                "mqtt.stats_interval_s",
+            ),
+        ] {
+            let err = Settings::resolve(&flags(&[]), file(text)).unwrap_err();
+            assert_eq!(err.key, key, "{text}: {err}");
+        }
+    }
+
+    #[test]
     fn the_packaged_config_spells_out_the_built_in_defaults() {
         // The .deb installs this file as /etc/focusd/focusd.toml: it must parse, and it
         // must not change behaviour from a daemon started without it.
