@@ -260,10 +260,11 @@ fn registration(
         host
     };
     let base = format!("http://{host}:{}", http_addr.port());
-    let track = |(width, height): (u32, u32)| TrackInfo {
+    let track = |(width, height): (u32, u32), kbps| TrackInfo {
         width,
         height,
         fps: pipeline.fps,
+        kbps,
     };
     Info {
         id: settings.device_id.clone(),
@@ -276,8 +277,8 @@ fn registration(
         whep_url: format!("{base}/whep"),
         viewer_url: format!("{base}/"),
         tracks: Tracks {
-            context: track(pipeline.lores_size),
-            source: track(pipeline.main_size),
+            context: track(pipeline.lores_size, settings.video.context_kbps),
+            source: track(pipeline.main_size, settings.video.source_kbps),
         },
         modes: Mode::ALL.map(Mode::as_str).to_vec(),
     }

@@ -78,6 +78,8 @@ fn registration_availability_state_and_stats() {
     assert_eq!(info["viewer_url"], format!("{base}/"));
     assert_eq!(info["tracks"]["source"]["width"], 640);
     assert_eq!(info["tracks"]["context"]["width"], 320);
+    assert_eq!(info["tracks"]["source"]["kbps"], 2500);
+    assert_eq!(info["tracks"]["context"]["fps"], 30.0);
     assert_eq!(
         info["modes"],
         serde_json::json!(["LOW", "HIGH", "VISION", "HYBRID"])

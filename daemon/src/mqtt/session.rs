@@ -52,6 +52,8 @@ pub struct TrackInfo {
     pub width: u32,
     pub height: u32,
     pub fps: f64,
+    /// Target bitrate of the track's encoder.
+    pub kbps: u32,
 }
 
 /// The retained registration (`info`).
@@ -396,6 +398,7 @@ mod tests {
             width: 320,
             height: 180,
             fps: 30.0,
+            kbps: 300,
         };
         Info {
             id: "cam-1".into(),
