@@ -406,6 +406,37 @@ fn ctl_lists_devices_and_changes_them_waiting_for_the_result() {
     let state = json(std::str::from_utf8(&state.body).unwrap());
     assert_eq!(state["hybrid_rect"]["x2"], 60.0);
 
+    // watch: live lines `topic payload`, starting with what is retained.
+    let mut watch = Binary::under_test()
+        .command()
+        .args(["ctl", "--broker", url.as_str(), "watch", "cam-x"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = std::io::BufRead::lines(std::io::BufReader::new(watch.stdout.take().unwrap()));
+    let mut seen = std::collections::BTreeSet::new();
+    for line in lines.map_while(Result::ok) {
+        let topic = line.split(' ').next().unwrap_or("").to_string();
+        if topic == "focusd/cam-x/state" {
+            assert!(
+                line.contains("\"mode\":\"HYBRID\"") || line.contains("\"mode\":\"VISION\""),
+                "{line}"
+            );
+        }
+        seen.insert(topic);
+        if seen.contains("focusd/cam-x/stats") && seen.contains("focusd/cam-x/state") {
+            break;
+        }
+    }
+    support::sigterm(watch.id());
+    let status = watch.wait().unwrap();
+    assert!(seen.contains("focusd/cam-x/available"), "{seen:?}");
+    assert!(
+        status.code() == Some(0) || status.code().is_none(),
+        "{status:?}"
+    );
+
     // Refused before sending: an inverted rectangle, an unknown mode (exit 2).
     let (code, _, err) = ctl(&[&b[..], &["rect", "cam-x", "60", "0", "50", "50"]].concat());
     assert_eq!(code, 2, "{err}");
