@@ -126,6 +126,8 @@ pub struct Session {
     /// The state changed since it was last published.
     state_dirty: bool,
     last_state: Option<Instant>,
+    /// The last state published, so that an unchanged one is not sent twice.
+    last_state_payload: Vec<u8>,
     /// ROI waiting to be published as an event, and the last one published.
     pending_roi: Option<Vec<RoiBox>>,
     published_roi: Vec<RoiBox>,
@@ -150,6 +152,7 @@ impl Session {
             connected: false,
             state_dirty: false,
             last_state: None,
+            last_state_payload: Vec::new(),
             pending_roi: None,
             published_roi: Vec::new(),
             last_event: None,
@@ -242,7 +245,13 @@ impl Session {
             .last_state
             .is_none_or(|t| now.duration_since(t) >= STATE_INTERVAL);
         if self.state_dirty && state_due {
-            out.push(self.state_now(now, state));
+            // Serializing plain data cannot fail.
+            let payload = serde_json::to_vec(state).expect("state serializes");
+            if payload == self.last_state_payload {
+                self.state_dirty = false;
+            } else {
+                out.push(self.state_now(now, state));
+            }
         }
         let event_due = self
             .last_event
@@ -312,10 +321,11 @@ impl Session {
     fn state_now(&mut self, now: Instant, state: &State) -> Out {
         self.state_dirty = false;
         self.last_state = Some(now);
+        // State is plain data: serializing cannot fail.
+        self.last_state_payload = serde_json::to_vec(state).expect("state serializes");
         self.publish(
             &self.topics.state,
-            // State is plain data: serializing cannot fail.
-            serde_json::to_vec(state).expect("state serializes"),
+            self.last_state_payload.clone(),
             true,
             Kind::State,
         )
@@ -508,6 +518,9 @@ mod tests {
         assert_eq!(p[1].0, "focusd/cam-1/state");
         assert!(p[1].1.contains("\"mode\":\"VISION\""));
         assert_eq!(c.snapshot().mode, Mode::Vision);
+        // The command's own change notification does not publish the same state again.
+        s.state_changed(&c.snapshot());
+        assert!(s.poll(t0 + STATE_INTERVAL, &c.snapshot(), 0).is_empty());
 
         for (bad, id) in [
             (br#"{"mode":"ULTRA","id":"b2"}"#.to_vec(), json!("b2")),
