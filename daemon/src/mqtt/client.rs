@@ -68,10 +68,15 @@ impl Backoff {
 
 /// Everything the MQTT task needs.
 pub struct MqttTask {
+    /// Broker, TLS files, prefix and intervals.
     pub settings: MqttSettings,
+    /// The `<id>` level of every topic, and the client id `focusd-<id>`.
     pub device_id: String,
+    /// The registration published (retained) on every connect.
     pub info: Info,
+    /// The one state: commands are applied to it, its changes are published.
     pub control: Arc<Control>,
+    /// Counters for `stats`, and where MQTT's own connects and drops are counted.
     pub metrics: Arc<Metrics>,
 }
 

@@ -59,16 +59,26 @@ pub struct TrackInfo {
 /// The retained registration (`info`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Info {
+    /// Device id (the topic level).
     pub id: String,
+    /// Human name (`mqtt.name`, else the id).
     pub name: String,
+    /// focusd's version.
     pub version: String,
+    /// The board found at run time, e.g. `Raspberry Pi 5` or `linux x86_64`.
     pub board: String,
+    /// The H.264 encoder in use.
     pub encoder: String,
+    /// The frame source in use.
     pub source: String,
+    /// `POST` an SDP offer here (the `/offer` of the contract).
     pub signaling_url: String,
+    /// WHEP endpoint.
     pub whep_url: String,
+    /// The viewer page.
     pub viewer_url: String,
     pub tracks: Tracks,
+    /// Modes the `cmd` topic accepts.
     pub modes: Vec<&'static str>,
 }
 
