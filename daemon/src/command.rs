@@ -1,4 +1,4 @@
-//! The one command schema shared by the DataChannel, `POST /api/command` and (later) MQTT:
+//! The one command schema shared by the DataChannel, `POST /api/command` and MQTT `cmd`:
 //! `{"mode":"LOW|HIGH|VISION|HYBRID", "hybrid_rect":{"x1":..,"y1":..,"x2":..,"y2":..}, "id":".."}`.
 //!
 //! Every door parses with [`Command::parse`], so they accept and reject exactly the same

@@ -5,19 +5,21 @@
 //! viewers: a cheap low-res **context** track of the full frame, and a high-res **source**
 //! track shaped by a [`command::Mode`] (LOW: nothing; HIGH: full frame; VISION: only the
 //! ROI, black elsewhere; HYBRID: the ROI limited to a user rectangle). A `commands`
-//! DataChannel, `POST /api/command` and (later) MQTT change the mode.
+//! DataChannel, `POST /api/command` and MQTT ([`mqtt`]) change the mode.
 //!
 //! ## Shape
 //! ```text
 //! source ─► capture ─► context encoder ─┐
 //!              │    ─► source encoder ───┼─► hub (sans-IO, str0m) ─► every viewer
-//!              └──► ROI detector ─► Control ◄── HTTP · DataChannel
+//!              └──► ROI detector ─► Control ◄── HTTP · DataChannel · MQTT
 //! ```
 //! * [`pipeline`] owns the threads that capture and encode; nothing there waits for a
 //!   viewer.
 //! * [`webrtc::Hub`] is a state machine holding every viewer; [`webrtc::server`] drives it.
 //! * [`state::Control`] is the one owner of mode, rectangle, ROI and counters.
 //! * [`http`] is the HTTP door; [`command`] the one command schema all doors share.
+//! * [`mqtt`] registers with a broker, obeys `cmd` and publishes state and telemetry;
+//!   [`ctl`] is the fleet console on the other side.
 //! * [`sd_notify`] tells systemd when the daemon is ready and that frames still flow.
 //!
 //! Start it with [`Daemon::start`], stop it by cancelling the token you passed in.
