@@ -251,9 +251,13 @@ async fn watch(settings: &MqttSettings, id: Option<&str>) -> Result<(), CtlError
         .map(|leaf| format!("{p}/{who}/{leaf}"))
         .collect();
     let (_client, mut eventloop) = connect(settings, &topics).await?;
+    // Ends cleanly on Ctrl-C or SIGTERM.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| CtlError::Failed(format!("cannot watch for SIGTERM: {e}")))?;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = term.recv() => return Ok(()),
             next = next_publish(&mut eventloop, Duration::from_secs(3600)) => {
                 if let Some((topic, payload)) = next? {
                     println!("{topic} {}", String::from_utf8_lossy(&payload));
