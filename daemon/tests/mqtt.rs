@@ -9,7 +9,7 @@ use focusd::minihttp;
 use focusd::receiver::{Receiver, ReceiverOptions};
 use serde_json::Value;
 use support::broker::{Mosquitto, Watcher};
-use support::{Binary, DaemonProcess, TempDir};
+use support::{Binary, DaemonProcess, TempDir, metric};
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -19,15 +19,17 @@ fn json(s: &str) -> Value {
 
 /// A daemon on the test source, talking to `broker` as device `id`, with `extra` config.
 fn daemon(dir: &TempDir, broker: &Mosquitto, id: &str, extra: &str) -> DaemonProcess {
+    let mqtt = format!(
+        "url = \"{}\"\nstats_interval_s = 0.5\n{extra}\n",
+        broker.url()
+    );
+    daemon_with(dir, id, &mqtt, "640x360")
+}
+
+/// A daemon on the test source at `size`, device `id`, with `mqtt` as its `[mqtt]` table.
+fn daemon_with(dir: &TempDir, id: &str, mqtt: &str, size: &str) -> DaemonProcess {
     let conf = dir.path().join(format!("{id}.toml"));
-    std::fs::write(
-        &conf,
-        format!(
-            "[mqtt]\nurl = \"{}\"\nstats_interval_s = 0.5\n{extra}\n",
-            broker.url()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&conf, format!("[mqtt]\n{mqtt}")).unwrap();
     DaemonProcess::start(
         &Binary::under_test(),
         dir.path(),
@@ -39,19 +41,9 @@ fn daemon(dir: &TempDir, broker: &Mosquitto, id: &str, extra: &str) -> DaemonPro
             "--source",
             "test",
             "--size",
-            "640x360",
+            size,
         ],
     )
-}
-
-fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
-    let r = minihttp::request(addr, "GET", "/metrics", None, b"").unwrap();
-    String::from_utf8(r.body)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(name))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics"))
 }
 
 #[test]
@@ -553,31 +545,13 @@ fn mqtts_with_a_private_ca_and_a_client_certificate() {
     );
     let mut w = Watcher::connect(broker.port, &["focusd/+/available"]);
     let tls = |id: &str, ca: &std::path::Path| {
-        let conf = dir.path().join(format!("{id}.toml"));
-        std::fs::write(
-            &conf,
-            format!(
-                "[mqtt]\nurl = \"mqtts://127.0.0.1:{tls_port}\"\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
-                ca.display(),
-                client_cert.display(),
-                client_key.display()
-            ),
-        )
-        .unwrap();
-        DaemonProcess::start(
-            &Binary::under_test(),
-            dir.path(),
-            &[
-                "--config",
-                conf.to_str().unwrap(),
-                "--device-id",
-                id,
-                "--source",
-                "test",
-                "--size",
-                "320x240",
-            ],
-        )
+        let mqtt = format!(
+            "url = \"mqtts://127.0.0.1:{tls_port}\"\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            ca.display(),
+            client_cert.display(),
+            client_key.display()
+        );
+        daemon_with(&dir, id, &mqtt, "320x240")
     };
     let good = tls("cam-tls", &ca);
     w.wait_for("focusd/cam-tls/available", 5 * SECOND, |m| {

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use focusd::minihttp;
-use support::{Binary, TempDir, sigterm};
+use support::{Binary, TempDir, metric, sigterm};
 
 /// The service manager's end: the socket `NOTIFY_SOCKET` names.
 struct Manager {
@@ -183,15 +183,6 @@ fn wait_exit(child: &mut Child, within: Duration) -> (std::process::ExitStatus, 
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-}
-
-fn metric(addr: std::net::SocketAddr, line_start: &str) -> f64 {
-    let r = minihttp::request(addr, "GET", "/metrics", None, b"").expect("GET /metrics");
-    let text = String::from_utf8(r.body).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(line_start))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no `{line_start}` in /metrics"))
 }
 
 #[test]

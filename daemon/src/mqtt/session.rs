@@ -260,7 +260,7 @@ impl Session {
             if payload == self.last_state_payload {
                 self.state_dirty = false;
             } else {
-                out.push(self.state_now(now, state));
+                out.push(self.state_payload(now, payload));
             }
         }
         let event_due = self
@@ -329,10 +329,16 @@ impl Session {
     }
 
     fn state_now(&mut self, now: Instant, state: &State) -> Out {
+        // State is plain data: serializing cannot fail.
+        let payload = serde_json::to_vec(state).expect("state serializes");
+        self.state_payload(now, payload)
+    }
+
+    /// Publishes an already serialized state and remembers it.
+    fn state_payload(&mut self, now: Instant, payload: Vec<u8>) -> Out {
         self.state_dirty = false;
         self.last_state = Some(now);
-        // State is plain data: serializing cannot fail.
-        self.last_state_payload = serde_json::to_vec(state).expect("state serializes");
+        self.last_state_payload = payload;
         self.publish(
             &self.topics.state,
             self.last_state_payload.clone(),

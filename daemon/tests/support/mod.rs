@@ -195,3 +195,14 @@ impl Drop for DaemonProcess {
         let _ = self.child.wait();
     }
 }
+
+/// The value of the `/metrics` line that starts with `line_start` (name and labels).
+pub fn metric(addr: std::net::SocketAddr, line_start: &str) -> f64 {
+    let r = focusd::minihttp::request(addr, "GET", "/metrics", None, b"").expect("GET /metrics");
+    String::from_utf8(r.body)
+        .expect("UTF-8 metrics")
+        .lines()
+        .find_map(|l| l.strip_prefix(line_start))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no `{line_start}` in /metrics"))
+}
