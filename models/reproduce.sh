@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Rebuilds models/ from the packages they come from: the person detector from PyPI's
+# mediapipe 0.10.14 wheel, converted to ONNX (tflite_to_onnx.py), checked against
+# tflite-runtime, and the reference outputs the unit tests use. Needs python3 and network
+# access to PyPI and Debian (opencv-doc for the reference image). Run from anywhere.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+python3 -m venv "$work/venv"
+pip=("$work/venv/bin/pip" install -q --disable-pip-version-check)
+"${pip[@]}" "numpy==1.26.4" "tflite==2.18.0" "onnx==1.17.0" "tflite-runtime==2.14.0" \
+    "onnxruntime==1.20.1" "pillow==11.0.0"
+"$work/venv/bin/pip" download -q --no-deps --only-binary=:all: -d "$work" \
+    --platform manylinux_2_17_x86_64 --python-version 3.11 mediapipe==0.10.14
+wheel=$(ls "$work"/mediapipe-0.10.14-*.whl)
+(cd "$work" && python3 -m zipfile -e "$wheel" wheel >/dev/null)
+tfl="$work/wheel/mediapipe/modules/pose_detection/pose_detection.tflite"
+echo "$(cat "$here/pose_detection.tflite.sha256")  $tfl" | sha256sum -c --quiet
+
+py="$work/venv/bin/python"
+"$py" "$here/tflite_to_onnx.py" "$tfl" "$work/person_detection.onnx"
+"$py" "$here/tflite_to_onnx.py" "$tfl" "$work/person_detection_yolo.onnx" --yolo-head
+# -n: no name or time stamp in the gzip header, so the output is byte-for-byte repeatable.
+gzip -9 -n -c "$work/person_detection.onnx" >"$here/person_detection.onnx.gz"
+gzip -9 -n -c "$work/person_detection_yolo.onnx" >"$here/testdata/person_detection_yolo.onnx.gz"
+
+(cd "$work" && apt-get download opencv-doc >/dev/null 2>&1 && dpkg -x opencv-doc_*.deb doc)
+data="$work/doc/usr/share/doc/opencv-doc/examples/data"
+(cd "$here" && "$py" reference.py "$tfl" "$work/person_detection.onnx" "$data/basketball1.png" testdata)
+"$py" "$here/test_models.py" "$here/testdata"
+(cd "$here" && sha256sum person_detection.onnx.gz testdata/*)
