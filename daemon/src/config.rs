@@ -153,6 +153,10 @@ pub struct ControlFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoiFile {
+    pub kind: Option<String>,
+    pub model: Option<PathBuf>,
+    pub labels: Option<Vec<String>>,
+    pub threshold: Option<f32>,
     pub fps: Option<f64>,
     pub margin_percent: Option<f64>,
 }
@@ -244,10 +248,39 @@ pub struct WebRtcSettings {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct RoiSettings {
-    /// How often the detector looks at a frame.
+    /// Which detector finds the ROI.
+    pub kind: DetectorKind,
+    /// Model file for `kind = model`; `None` is the built-in person detector.
+    pub model: Option<PathBuf>,
+    /// Model labels to keep.
+    pub labels: Vec<String>,
+    /// Score a model detection needs, 0–1.
+    pub threshold: f32,
+    /// How often the detector looks at a frame (its rate).
     pub fps: f64,
     /// Margin added around each detection, percent of the frame width.
     pub margin_percent: f64,
+}
+
+/// Which ROI detector runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DetectorKind {
+    /// Background subtraction on the lores frame.
+    Motion,
+    /// Motion proposes, a detection model confirms.
+    Model,
+    /// No detector: the ROI stays empty (VISION sends only the stamp band).
+    Off,
+}
+
+impl DetectorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DetectorKind::Motion => "motion",
+            DetectorKind::Model => "model",
+            DetectorKind::Off => "off",
+        }
+    }
 }
 
 /// A configuration value that cannot be used. Displays as one line naming the key.
@@ -373,10 +406,44 @@ impl Settings {
                 Err(e) => return bad("control.hybrid_rect", e.0),
             },
         };
+        let kind = match file.roi.kind.as_deref() {
+            None | Some("motion") => DetectorKind::Motion,
+            Some("model") => DetectorKind::Model,
+            Some("off") => DetectorKind::Off,
+            Some(k) => {
+                return bad(
+                    "roi.kind",
+                    format!("unknown kind `{k}`: use motion, model or off"),
+                );
+            }
+        };
         let roi = RoiSettings {
-            fps: file.roi.fps.unwrap_or(15.0),
+            kind,
+            model: file.roi.model,
+            labels: file.roi.labels.unwrap_or_else(|| vec!["person".into()]),
+            threshold: file.roi.threshold.unwrap_or(0.5),
+            // The model costs tens of milliseconds a crop: 5 looks a second is plenty.
+            fps: file.roi.fps.unwrap_or(if kind == DetectorKind::Model {
+                5.0
+            } else {
+                15.0
+            }),
             margin_percent: file.roi.margin_percent.unwrap_or(4.0),
         };
+        if !(0.05..=1.0).contains(&roi.threshold) {
+            return bad("roi.threshold", "must be between 0.05 and 1");
+        }
+        if roi.labels.is_empty() || roi.labels.iter().any(|l| l.trim().is_empty()) {
+            return bad("roi.labels", "must list at least one non-empty label");
+        }
+        if let Some(model) = &roi.model
+            && kind != DetectorKind::Model
+        {
+            return bad(
+                "roi.model",
+                format!("{} is set but roi.kind is not `model`", model.display()),
+            );
+        }
         if !(0.5..=120.0).contains(&roi.fps) {
             return bad("roi.fps", "must be between 0.5 and 120");
         }

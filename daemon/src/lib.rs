@@ -141,10 +141,8 @@ impl Daemon {
             0
         };
         roi::spawn(
-            Box::new(roi::MotionDetector::new(
-                stamp_rows,
-                settings.roi.margin_percent,
-            )),
+            settings.roi.clone(),
+            stamp_rows,
             detector_frames,
             control.clone(),
             metrics.clone(),

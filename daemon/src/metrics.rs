@@ -77,6 +77,10 @@ pub struct Metrics {
     pub frames_captured: Counter,
     pub capture_errors: Counter,
     pub detector_runs: Counter,
+    /// Time the ROI detector spent detecting, in microseconds.
+    pub detector_busy_us: Counter,
+    /// Configured models that could not be used (motion ran instead).
+    pub detector_fallback: Counter,
     pub sessions_started: Counter,
     pub sessions_ended: Counter,
     pub bad_requests: Counter,
@@ -125,6 +129,16 @@ impl Metrics {
             "detector_runs_total",
             "ROI detector runs.",
             &plain(&self.detector_runs),
+        );
+        counter(
+            "detector_busy_microseconds_total",
+            "Time the ROI detector spent detecting.",
+            &plain(&self.detector_busy_us),
+        );
+        counter(
+            "detector_fallback_total",
+            "Configured ROI models that could not be used; motion detection ran instead.",
+            &plain(&self.detector_fallback),
         );
         counter(
             "sessions_started_total",

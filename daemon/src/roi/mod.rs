@@ -1,32 +1,77 @@
-//! Region-of-interest detection. A [`Detector`] looks at lores frames and returns boxes;
-//! [`spawn`] runs one on its own thread, always on the latest frame, so detection never
-//! delays video. The ML detector of a later version joins behind the same trait.
+//! Region-of-interest detection. A [`Detector`] looks at frames and returns boxes;
+//! [`spawn`] builds the configured one and runs it on its own thread, always on the latest
+//! frame, so detection never delays video.
+//!
+//! Detectors: [`MotionDetector`] (background subtraction on the lores frame) and
+//! [`ModelDetector`] (motion proposes, a detection [`model`] confirms). A model that cannot
+//! be used is reported once, clearly, and motion runs in its place.
 
+pub mod model;
+mod model_detector;
 mod motion;
+mod tracker;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use focusd_board::frame::PooledFrame;
+use focusd_board::frame::{I420Image, PooledFrame};
 use tokio_util::sync::CancellationToken;
 
+pub use model::{Model, ModelError};
+pub use model_detector::{ModelDetector, ModelOptions};
 pub use motion::MotionDetector;
 
+use crate::config::{DetectorKind, RoiSettings};
 use crate::metrics::Metrics;
 use crate::slot::LatestSlot;
 use crate::state::{Control, RoiBox};
 
-/// Finds regions of interest in lores frames.
+/// Finds regions of interest in frames.
 pub trait Detector: Send {
-    /// Looks at one lores luma plane (`width` x `height`, tightly packed) and returns the
-    /// current boxes in percent of the frame.
-    fn detect(&mut self, luma: &[u8], width: u32, height: u32) -> Vec<RoiBox>;
+    /// Looks at one frame (`main` at full size, `lores` as the context track has it) and
+    /// returns the current boxes in percent of the frame.
+    fn detect(&mut self, main: &I420Image, lores: &I420Image) -> Vec<RoiBox>;
 }
 
-/// Runs `detector` on its own thread until `shutdown`, at most `fps` times a second, and
-/// writes its boxes into `control`.
+/// Builds the detector `settings` ask for. A model that cannot be loaded gives the motion
+/// detector and the reason, for the caller to report.
+pub fn build(
+    settings: &RoiSettings,
+    stamp_rows: u32,
+) -> (Option<Box<dyn Detector>>, Option<ModelError>) {
+    let motion = || Box::new(MotionDetector::new(stamp_rows, settings.margin_percent));
+    match settings.kind {
+        DetectorKind::Off => (None, None),
+        DetectorKind::Motion => (Some(motion()), None),
+        DetectorKind::Model => {
+            let loaded = match &settings.model {
+                Some(path) => Model::load(path),
+                None => Model::default_model(),
+            };
+            match loaded {
+                Ok(model) => {
+                    let options = ModelOptions {
+                        labels: settings.labels.clone(),
+                        threshold: settings.threshold,
+                        margin_percent: settings.margin_percent,
+                        // About a second, whatever the rate.
+                        hold_runs: settings.fps.ceil() as u32,
+                        ignore_top: stamp_rows,
+                    };
+                    (Some(Box::new(ModelDetector::new(model, options))), None)
+                }
+                Err(e) => (Some(motion()), Some(e)),
+            }
+        }
+    }
+}
+
+/// Builds the configured detector on its own thread (a model takes a moment to plan, and
+/// video must not wait for it), then runs it until `shutdown`, at most `fps` times a
+/// second, writing its boxes into `control`.
 pub fn spawn(
-    mut detector: Box<dyn Detector>,
+    settings: RoiSettings,
+    stamp_rows: u32,
     frames: Arc<LatestSlot<Arc<PooledFrame>>>,
     control: Arc<Control>,
     metrics: Arc<Metrics>,
@@ -37,6 +82,24 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("focusd-roi".into())
         .spawn(move || {
+            let started = Instant::now();
+            let (detector, failure) = build(&settings, stamp_rows);
+            let running = match (&failure, &detector) {
+                (Some(e), _) => {
+                    tracing::error!("ROI model not used, falling back to motion detection: {e}");
+                    metrics.detector_fallback.inc();
+                    "motion"
+                }
+                (None, None) => "off",
+                (None, Some(_)) => settings.kind.as_str(),
+            };
+            tracing::info!(
+                "ROI detector: {running} ({} ms to load)",
+                started.elapsed().as_millis()
+            );
+            let Some(mut detector) = detector else {
+                return;
+            };
             let mut next = Instant::now();
             while !shutdown.is_cancelled() {
                 let now = Instant::now();
@@ -47,10 +110,13 @@ pub fn spawn(
                 let Some(frame) = frames.take_timeout(Duration::from_millis(200)) else {
                     continue;
                 };
-                let lores = &frame.lores;
-                let boxes = detector.detect(lores.y(), lores.width(), lores.height());
+                let begun = Instant::now();
+                let boxes = detector.detect(&frame.main, &frame.lores);
                 drop(frame);
                 metrics.detector_runs.inc();
+                metrics
+                    .detector_busy_us
+                    .add(begun.elapsed().as_micros() as u64);
                 control.set_roi(boxes);
             }
         })

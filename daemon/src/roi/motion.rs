@@ -8,7 +8,10 @@
 //! background: that clears "ghosts" (background revealed where something stood when the
 //! model started) and, in time, objects that stop.
 
+use focusd_board::frame::I420Image;
+
 use super::Detector;
+use super::tracker::{Track, Tracker};
 use crate::state::RoiBox;
 
 /// Side of a motion cell in lores pixels.
@@ -23,46 +26,7 @@ const LEARN_FOREGROUND: i32 = 1;
 /// Runs a foreground pixel may stay unchanged before it becomes background (1.3 s at 15 Hz).
 const ABSORB_RUNS: u8 = 20;
 /// How many detector runs a box outlives the motion that made it.
-const HOLD_RUNS: u32 = 4;
-/// Fraction of the gap an edge moves inward per run when a box shrinks.
-const SHRINK: f64 = 0.5;
-
-/// A tracked box in lores pixels.
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct Track {
-    x0: f64,
-    y0: f64,
-    x1: f64,
-    y1: f64,
-    /// Runs since motion last touched this box.
-    idle: u32,
-}
-
-impl Track {
-    fn overlaps(&self, o: &Track) -> bool {
-        self.x0 < o.x1 && o.x0 < self.x1 && self.y0 < o.y1 && o.y0 < self.y1
-    }
-
-    fn area(&self) -> f64 {
-        (self.x1 - self.x0).max(0.0) * (self.y1 - self.y0).max(0.0)
-    }
-
-    fn overlap_area(&self, o: &Track) -> f64 {
-        let w = self.x1.min(o.x1) - self.x0.max(o.x0);
-        let h = self.y1.min(o.y1) - self.y0.max(o.y0);
-        w.max(0.0) * h.max(0.0)
-    }
-
-    fn union(&self, o: &Track) -> Track {
-        Track {
-            x0: self.x0.min(o.x0),
-            y0: self.y0.min(o.y0),
-            x1: self.x1.max(o.x1),
-            y1: self.y1.max(o.y1),
-            idle: self.idle.min(o.idle),
-        }
-    }
-}
+pub(crate) const HOLD_RUNS: u32 = 4;
 
 /// The motion detector.
 #[derive(Debug)]
@@ -77,7 +41,7 @@ pub struct MotionDetector {
     ignore_top: usize,
     /// Margin added around each box, as a fraction of the frame width.
     margin: f64,
-    tracks: Vec<Track>,
+    tracker: Tracker,
 }
 
 impl MotionDetector {
@@ -89,7 +53,7 @@ impl MotionDetector {
             still: Vec::new(),
             ignore_top: ignore_top as usize,
             margin: margin_percent / 100.0,
-            tracks: Vec::new(),
+            tracker: Tracker::new(HOLD_RUNS),
         }
     }
 
@@ -162,91 +126,35 @@ impl MotionDetector {
                     }
                 }
             }
-            out.push(Track {
-                x0: (x0 * CELL) as f64,
-                y0: (y0 * CELL) as f64,
-                x1: (x1 * CELL) as f64,
-                y1: (y1 * CELL) as f64,
-                idle: 0,
-            });
+            out.push(Track::new(
+                (x0 * CELL) as f64,
+                (y0 * CELL) as f64,
+                (x1 * CELL) as f64,
+                (y1 * CELL) as f64,
+                1.0,
+            ));
         }
         out
     }
-
-    fn update_tracks(&mut self, blobs: Vec<Track>) {
-        // Each track follows the one blob it overlaps most; a blob no track follows starts
-        // a track of its own. Following a union of blobs instead would keep one box
-        // spanning two objects long after they parted.
-        let mut claimed = vec![false; blobs.len()];
-        let mut next: Vec<Track> = Vec::new();
-        for track in &self.tracks {
-            let best = blobs
-                .iter()
-                .enumerate()
-                .filter(|(_, b)| b.overlaps(track))
-                .max_by(|(_, a), (_, b)| a.overlap_area(track).total_cmp(&b.overlap_area(track)));
-            let Some((i, target)) = best else {
-                if track.idle < HOLD_RUNS {
-                    next.push(Track {
-                        idle: track.idle + 1,
-                        ..*track
-                    });
-                }
-                continue;
-            };
-            claimed[i] = true;
-            // Grow at once to cover the motion; shrink each edge part of the way.
-            let ease = |now: f64, want: f64, grows: bool| {
-                if grows {
-                    want
-                } else {
-                    now + (want - now) * SHRINK
-                }
-            };
-            next.push(Track {
-                x0: ease(track.x0, target.x0, target.x0 < track.x0),
-                y0: ease(track.y0, target.y0, target.y0 < track.y0),
-                x1: ease(track.x1, target.x1, target.x1 > track.x1),
-                y1: ease(track.y1, target.y1, target.y1 > track.y1),
-                idle: 0,
-            });
-        }
-        next.extend(
-            blobs
-                .iter()
-                .zip(&claimed)
-                .filter(|(_, c)| !**c)
-                .map(|(b, _)| *b),
-        );
-        // Merge tracks that mostly cover each other (two tracks on one object).
-        let mut merged: Vec<Track> = Vec::new();
-        for t in next {
-            match merged
-                .iter_mut()
-                .find(|m| m.overlap_area(&t) > 0.5 * m.area().min(t.area()))
-            {
-                Some(m) => *m = m.union(&t),
-                None => merged.push(t),
-            }
-        }
-        self.tracks = merged;
-    }
 }
 
-impl Detector for MotionDetector {
-    fn detect(&mut self, luma: &[u8], width: u32, height: u32) -> Vec<RoiBox> {
+impl MotionDetector {
+    /// Looks at one luma plane (`width` x `height`, tightly packed) and returns the tracked
+    /// motion boxes in percent of the frame.
+    pub fn detect_luma(&mut self, luma: &[u8], width: u32, height: u32) -> Vec<RoiBox> {
         let (w, h) = (width as usize, height as usize);
         if self.background.len() != luma.len() {
             self.background = luma.iter().map(|&p| (p as u16) << 8).collect();
             self.previous = luma.to_vec();
             self.still = vec![0; luma.len()];
-            self.tracks.clear();
+            self.tracker.clear();
             return Vec::new();
         }
         let (active, cols, rows) = self.active_cells(luma, w, h);
-        self.update_tracks(Self::blobs(&active, cols, rows));
+        self.tracker.update(&Self::blobs(&active, cols, rows));
         let pad = self.margin * w as f64;
-        self.tracks
+        self.tracker
+            .tracks()
             .iter()
             .map(|t| RoiBox {
                 x1: ((t.x0 - pad) / w as f64 * 100.0).clamp(0.0, 100.0),
@@ -254,20 +162,21 @@ impl Detector for MotionDetector {
                 x2: ((t.x1 + pad) / w as f64 * 100.0).clamp(0.0, 100.0),
                 y2: ((t.y1 + pad) / h as f64 * 100.0).clamp(0.0, 100.0),
                 label: "motion".into(),
-                score: if t.idle == 0 {
-                    1.0
-                } else {
-                    1.0 - t.idle as f32 / (HOLD_RUNS + 1) as f32
-                },
+                score: self.tracker.freshness(t),
             })
             .collect()
+    }
+}
+
+impl Detector for MotionDetector {
+    fn detect(&mut self, _main: &I420Image, lores: &I420Image) -> Vec<RoiBox> {
+        self.detect_luma(lores.y(), lores.width(), lores.height())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use focusd_board::frame::I420Image;
     use focusd_board::source::{TestPattern, scene_boxes};
 
     fn covers(roi: &[RoiBox], x: f64, y: f64) -> bool {
@@ -280,7 +189,7 @@ mod tests {
         let mut d = MotionDetector::new(10, 4.0);
         let luma = vec![90u8; 320 * 180];
         for _ in 0..5 {
-            assert!(d.detect(&luma, 320, 180).is_empty());
+            assert!(d.detect_luma(&luma, 320, 180).is_empty());
         }
     }
 
@@ -294,7 +203,7 @@ mod tests {
         for i in 0..20 {
             let ms = start + i * 66;
             pattern.draw(&mut img, ms);
-            roi = d.detect(img.y(), 320, 180);
+            roi = d.detect_luma(img.y(), 320, 180);
         }
         let last = start + 19 * 66;
         for b in scene_boxes(last as u32) {
@@ -325,11 +234,11 @@ mod tests {
         let mut d = MotionDetector::new(0, 0.0);
         let empty = vec![50u8; 160 * 96];
         let mut luma = empty.clone();
-        d.detect(&luma, 160, 96);
+        d.detect_luma(&luma, 160, 96);
         for y in 40..56 {
             luma[y * 160 + 40..y * 160 + 56].fill(200);
         }
-        let roi = d.detect(&luma, 160, 96);
+        let roi = d.detect_luma(&luma, 160, 96);
         assert_eq!(roi.len(), 1);
         assert!(
             (roi[0].x1 - 25.0).abs() < 0.1 && (roi[0].x2 - 35.0).abs() < 0.1,
@@ -337,9 +246,9 @@ mod tests {
         );
         // An object that stops is absorbed after a while.
         let mut stopped = MotionDetector::new(0, 0.0);
-        stopped.detect(&empty, 160, 96);
+        stopped.detect_luma(&empty, 160, 96);
         let runs = (0..100)
-            .take_while(|_| !stopped.detect(&luma, 160, 96).is_empty())
+            .take_while(|_| !stopped.detect_luma(&luma, 160, 96).is_empty())
             .count();
         assert!(
             (ABSORB_RUNS as usize..ABSORB_RUNS as usize + HOLD_RUNS as usize + 2).contains(&runs),
@@ -347,8 +256,11 @@ mod tests {
         );
         // The object leaves: its box is held a little, then dropped.
         for _ in 0..HOLD_RUNS {
-            assert_eq!(d.detect(&empty, 160, 96).len(), 1, "held");
+            assert_eq!(d.detect_luma(&empty, 160, 96).len(), 1, "held");
         }
-        assert!(d.detect(&empty, 160, 96).is_empty(), "dropped after hold");
+        assert!(
+            d.detect_luma(&empty, 160, 96).is_empty(),
+            "dropped after hold"
+        );
     }
 }

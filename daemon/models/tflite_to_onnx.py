@@ -9,8 +9,9 @@ the MediaPipe detectors use are supported; anything else stops the conversion by
 
 usage: tflite_to_onnx.py MODEL.tflite OUT.onnx [--yolo-head]
   --yolo-head  also decodes anchors and keypoints in the graph and ends in one YOLOv8-style
-               output [1, 5, N] (cx, cy, w, h in input pixels, then the person score), to
-               test focusd's YOLO decoding with a model we export ourselves.
+               output [1, 5, N] (cx, cy, w, h in input pixels, then the person score), and
+               takes 0..1 pixels as YOLO exports do: a YOLO-layout model we export ourselves,
+               to test focusd's YOLO decoding on a real detector.
 """
 import sys
 
@@ -151,12 +152,17 @@ class Converter:
             out_info.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, self.tensor(o).ShapeAsNumpy().tolist()))
         if yolo_head:
             out_info = [self.yolo_head(outputs, h)]
+            # YOLO exports take 0..1 pixels; the pose weights want -1..1.
+            self.init("two", np.array(2, np.float32), raw=True)
+            self.init("one", np.array(1, np.float32), raw=True)
+            self.nodes[:0] = [helper.make_node("Mul", ["pixels", "two"], ["pixels2"]),
+                              helper.make_node("Sub", ["pixels2", "one"], ["image"])]
         graph = helper.make_graph(
             self.nodes, "detector",
-            [helper.make_tensor_value_info("image", TensorProto.FLOAT, [n, c, h, w])],
+            [helper.make_tensor_value_info("pixels" if yolo_head else "image", TensorProto.FLOAT, [n, c, h, w])],
             out_info, self.inits)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)],
-                                  producer_name="focusd models/tflite_to_onnx.py")
+                                  producer_name="focusd daemon/models/tflite_to_onnx.py")
         model.ir_version = 8
         onnx.checker.check_model(model)
         return model

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuilds models/ from the packages they come from: the person detector from PyPI's
+# Rebuilds daemon/models/ from the packages they come from: the person detector from PyPI's
 # mediapipe 0.10.14 wheel, converted to ONNX (tflite_to_onnx.py), checked against
 # tflite-runtime, and the reference outputs the unit tests use. Needs python3 and network
 # access to PyPI and Debian (opencv-doc for the reference image). Run from anywhere.

@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper, save
 def model(nodes, inputs, outputs, inits=(), opsets=(("", 13),)):
     graph = helper.make_graph(nodes, "test", inputs, outputs, list(inits))
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets],
-                          producer_name="focusd models/test_models.py")
+                          producer_name="focusd daemon/models/test_models.py")
     m.ir_version = 8
     return m
 

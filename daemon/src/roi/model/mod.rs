@@ -1,0 +1,497 @@
+//! Running a detection model on the CPU with tract.
+//!
+//! [`Model::load`] reads an ONNX model (`.onnx`, or `.onnx.gz` as the default one ships)
+//! with tract-onnx or a TFLite model (`.tflite`) with tract-tflite, checks that it takes
+//! one image and that its outputs are in a [`Layout`] focusd can decode, and plans it for
+//! that input size. [`Model::detect`] runs it on an RGB image of that size.
+//!
+//! fp16 TFLite models as MediaPipe ships them (weights behind `DEQUANTIZE`, often sparse
+//! behind `DENSIFY`) do not load in tract-tflite: convert them once with
+//! `daemon/models/tflite_to_onnx.py`, as the default model was (see `daemon/models/README.md`).
+
+mod decode;
+pub mod input;
+
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+
+use tract_onnx::prelude::*;
+
+pub use decode::{Detection, Layout, pose_anchors, suppress};
+
+/// The default person detector, embedded (see `daemon/models/README.md`).
+pub const DEFAULT_MODEL: &[u8] = include_bytes!("../../../models/person_detection.onnx.gz");
+/// Name the default model goes by in logs and errors.
+pub const DEFAULT_MODEL_NAME: &str = "person_detection (built in)";
+
+/// COCO's 80 class names, for YOLO models trained on it (the common case).
+const COCO: [&str; 80] = [
+    "person",
+    "bicycle",
+    "car",
+    "motorcycle",
+    "airplane",
+    "bus",
+    "train",
+    "truck",
+    "boat",
+    "traffic light",
+    "fire hydrant",
+    "stop sign",
+    "parking meter",
+    "bench",
+    "bird",
+    "cat",
+    "dog",
+    "horse",
+    "sheep",
+    "cow",
+    "elephant",
+    "bear",
+    "zebra",
+    "giraffe",
+    "backpack",
+    "umbrella",
+    "handbag",
+    "tie",
+    "suitcase",
+    "frisbee",
+    "skis",
+    "snowboard",
+    "sports ball",
+    "kite",
+    "baseball bat",
+    "baseball glove",
+    "skateboard",
+    "surfboard",
+    "tennis racket",
+    "bottle",
+    "wine glass",
+    "cup",
+    "fork",
+    "knife",
+    "spoon",
+    "bowl",
+    "banana",
+    "apple",
+    "sandwich",
+    "orange",
+    "broccoli",
+    "carrot",
+    "hot dog",
+    "pizza",
+    "donut",
+    "cake",
+    "chair",
+    "couch",
+    "potted plant",
+    "bed",
+    "dining table",
+    "toilet",
+    "tv",
+    "laptop",
+    "mouse",
+    "remote",
+    "keyboard",
+    "cell phone",
+    "microwave",
+    "oven",
+    "toaster",
+    "sink",
+    "refrigerator",
+    "book",
+    "clock",
+    "vase",
+    "scissors",
+    "teddy bear",
+    "hair drier",
+    "toothbrush",
+];
+
+/// Why a model cannot be used. Each message names the model.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ModelError {
+    /// The file could not be read.
+    #[error("model {model}: cannot read: {reason}")]
+    Read { model: String, reason: String },
+    /// The file name says neither ONNX nor TFLite.
+    #[error("model {model}: unknown format (expected .onnx, .onnx.gz or .tflite)")]
+    Format { model: String },
+    /// The file does not parse as a model of its format.
+    #[error("model {model}: not a valid {format} model: {reason}")]
+    Corrupt {
+        model: String,
+        format: &'static str,
+        reason: String,
+    },
+    /// The model uses an operator tract does not implement.
+    #[error("model {model}: unsupported operator {operator}{hint}")]
+    UnsupportedOperator {
+        model: String,
+        operator: String,
+        /// Advice for the operators we know a way around, else empty.
+        hint: &'static str,
+    },
+    /// The input is not one image.
+    #[error(
+        "model {model}: input {shape} is not one image ([1,3,H,W] or [1,H,W,3] with fixed H and W)"
+    )]
+    InputShape { model: String, shape: String },
+    /// The outputs are in no layout focusd decodes.
+    #[error(
+        "model {model}: outputs {shapes} match no known layout (MediaPipe pose: [1,N,12] and [1,N,1]; YOLOv8: [1,4+C,N]; YOLOv5: [1,N,5+C])"
+    )]
+    OutputLayout { model: String, shapes: String },
+    /// tract could not plan or run the model.
+    #[error("model {model}: {reason}")]
+    Run { model: String, reason: String },
+}
+
+/// Where the channels are in the input tensor.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Channels {
+    First,
+    Last,
+}
+
+/// A loaded, planned detection model.
+#[derive(Debug)]
+pub struct Model {
+    /// Shown in logs and errors.
+    name: String,
+    plan: Arc<TypedSimplePlan>,
+    /// Input width and height in pixels.
+    size: (usize, usize),
+    channels: Channels,
+    layout: Layout,
+    labels: Vec<String>,
+}
+
+impl Model {
+    /// Loads the built-in person detector.
+    pub fn default_model() -> Result<Model, ModelError> {
+        Model::from_bytes(DEFAULT_MODEL_NAME, "default.onnx.gz", DEFAULT_MODEL)
+    }
+
+    /// Loads a model file; the format is taken from its name.
+    pub fn load(path: &Path) -> Result<Model, ModelError> {
+        let name = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|e| ModelError::Read {
+            model: name.clone(),
+            reason: e.to_string(),
+        })?;
+        Model::from_bytes(&name, &path.to_string_lossy(), &bytes)
+    }
+
+    fn from_bytes(name: &str, file_name: &str, bytes: &[u8]) -> Result<Model, ModelError> {
+        let model = name.to_string();
+        let corrupt = |format, e: &dyn std::fmt::Display| ModelError::Corrupt {
+            model: model.clone(),
+            format,
+            reason: e.to_string(),
+        };
+        let typed = if let Some(_stem) = file_name.strip_suffix(".onnx.gz") {
+            let mut raw = Vec::new();
+            flate2::read::GzDecoder::new(bytes)
+                .read_to_end(&mut raw)
+                .map_err(|e| corrupt("gzip", &e))?;
+            onnx_to_typed(&model, &raw)?
+        } else if file_name.ends_with(".onnx") {
+            onnx_to_typed(&model, bytes)?
+        } else if file_name.ends_with(".tflite") {
+            tflite_to_typed(&model, bytes)?
+        } else {
+            return Err(ModelError::Format { model });
+        };
+        Model::plan(model, typed)
+    }
+
+    fn plan(name: String, typed: TypedModel) -> Result<Model, ModelError> {
+        let run_error = |e: TractError| ModelError::Run {
+            model: name.clone(),
+            reason: format!("{e:#}"),
+        };
+        let input = typed.input_fact(0).map_err(run_error)?;
+        let dims = input.shape.as_concrete().map(|d| d.to_vec());
+        let input_shape = format!("{:?}", input.shape);
+        let (size, channels) = match dims.as_deref() {
+            Some([1, 3, h, w]) if *h >= 16 && *w >= 16 => ((*w, *h), Channels::First),
+            Some([1, h, w, 3]) if *h >= 16 && *w >= 16 => ((*w, *h), Channels::Last),
+            _ if typed.inputs.len() == 1 || dims.is_some() => {
+                return Err(ModelError::InputShape {
+                    model: name,
+                    shape: input_shape,
+                });
+            }
+            _ => unreachable!("a model with no fixed input shape was rejected above"),
+        };
+        if typed.inputs.len() != 1 || input.datum_type != f32::datum_type() {
+            return Err(ModelError::InputShape {
+                model: name,
+                shape: format!(
+                    "{input_shape} ({} inputs, {:?})",
+                    typed.inputs.len(),
+                    input.datum_type
+                ),
+            });
+        }
+        let mut shapes = Vec::new();
+        for i in 0..typed.outputs.len() {
+            let fact = typed.output_fact(i).map_err(run_error)?;
+            shapes.push(
+                fact.shape
+                    .as_concrete()
+                    .map(|d| d.to_vec())
+                    .unwrap_or_default(),
+            );
+        }
+        let Some(layout) = Layout::recognise(&shapes, size) else {
+            return Err(ModelError::OutputLayout {
+                model: name,
+                shapes: format!("{shapes:?}"),
+            });
+        };
+        let labels = match &layout {
+            Layout::MediaPipePose { .. } => vec!["person".to_string()],
+            l if l.classes() == COCO.len() => COCO.iter().map(|s| s.to_string()).collect(),
+            l => (0..l.classes()).map(|c| format!("class{c}")).collect(),
+        };
+        let plan = typed
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(run_error)?;
+        Ok(Model {
+            name,
+            plan,
+            size,
+            channels,
+            layout,
+            labels,
+        })
+    }
+
+    /// Name for logs: the path, or the built-in model's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Input width and height in pixels.
+    pub fn input_size(&self) -> (usize, usize) {
+        self.size
+    }
+
+    /// Class names, indexed by [`Detection::class`].
+    pub fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Runs the model on `rgb` (input width x height x 3, interleaved) and returns the
+    /// boxes scoring at least `min_score`, in input pixels.
+    pub fn detect(&self, rgb: &[u8], min_score: f32) -> Result<Vec<Detection>, ModelError> {
+        let outputs = self.run(rgb)?;
+        let views: Vec<&[f32]> = outputs
+            .iter()
+            .map(|t| floats(t))
+            .collect::<TractResult<_>>()
+            .map_err(|e| self.run_error(e))?;
+        Ok(self.layout.decode(&views, min_score))
+    }
+
+    /// The raw output tensors for `rgb`.
+    pub fn run(&self, rgb: &[u8]) -> Result<TVec<TValue>, ModelError> {
+        let (w, h) = self.size;
+        assert_eq!(rgb.len(), w * h * 3, "input image size");
+        // MediaPipe models want -1..1, YOLO exports 0..1.
+        let (scale, offset) = match self.layout {
+            Layout::MediaPipePose { .. } => (1.0 / 127.5, -1.0),
+            _ => (1.0 / 255.0, 0.0),
+        };
+        let norm = |v: u8| v as f32 * scale + offset;
+        let tensor: Tensor = match self.channels {
+            Channels::Last => tract_ndarray::Array4::from_shape_fn((1, h, w, 3), |(_, y, x, c)| {
+                norm(rgb[(y * w + x) * 3 + c])
+            })
+            .into(),
+            Channels::First => {
+                tract_ndarray::Array4::from_shape_fn((1, 3, h, w), |(_, c, y, x)| {
+                    norm(rgb[(y * w + x) * 3 + c])
+                })
+                .into()
+            }
+        };
+        self.plan
+            .run(tvec!(tensor.into()))
+            .map_err(|e| self.run_error(e))
+    }
+
+    fn run_error(&self, e: TractError) -> ModelError {
+        ModelError::Run {
+            model: self.name.clone(),
+            reason: format!("{e:#}"),
+        }
+    }
+}
+
+/// The f32 values of an output tensor.
+fn floats(t: &TValue) -> TractResult<&[f32]> {
+    t.try_as_plain_ram()?.as_slice::<f32>()
+}
+
+fn onnx_to_typed(model: &str, bytes: &[u8]) -> Result<TypedModel, ModelError> {
+    let inference = tract_onnx::onnx()
+        .model_for_read(&mut &*bytes)
+        .map_err(|e| ModelError::Corrupt {
+            model: model.to_string(),
+            format: "ONNX",
+            reason: format!("{e:#}"),
+        })?;
+    // tract-onnx stands an unknown operator in as Unimplemented(name): name it.
+    if let Some(node) = inference
+        .nodes()
+        .iter()
+        .find(|n| n.op().name().starts_with("Unimplemented("))
+    {
+        let op = node.op().name();
+        return Err(ModelError::UnsupportedOperator {
+            model: model.to_string(),
+            operator: op["Unimplemented(".len()..op.len() - 1].to_string(),
+            hint: "",
+        });
+    }
+    inference.into_typed().map_err(|e| ModelError::Run {
+        model: model.to_string(),
+        reason: format!("{e:#}"),
+    })
+}
+
+fn tflite_to_typed(model: &str, bytes: &[u8]) -> Result<TypedModel, ModelError> {
+    let tflite = tract_tflite::tflite();
+    let proto = tflite
+        .proto_model_for_read(&mut &*bytes)
+        .map_err(|e| ModelError::Corrupt {
+            model: model.to_string(),
+            format: "TFLite",
+            reason: format!("{e:#}"),
+        })?;
+    tflite.model_for_proto_model(&proto).map_err(|e| {
+        let text = format!("{e:#}");
+        // tract-tflite says "Unsupported: DEQUANTIZE, inputs: ...".
+        match text.split_once("Unsupported: ") {
+            Some((_, rest)) => {
+                let operator: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                let hint = if operator == "DEQUANTIZE" || operator == "DENSIFY" {
+                    " (an fp16 or sparse model: convert it with daemon/models/tflite_to_onnx.py)"
+                } else {
+                    ""
+                };
+                ModelError::UnsupportedOperator {
+                    model: model.to_string(),
+                    operator,
+                    hint,
+                }
+            }
+            None => ModelError::Run {
+                model: model.to_string(),
+                reason: text,
+            },
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference_input() -> &'static [u8] {
+        include_bytes!("../../../models/testdata/basketball1.input.u8")
+    }
+
+    /// tract on the converted model gives what tflite-runtime gave on the original.
+    #[test]
+    fn default_model_matches_its_own_runtime() {
+        let model = Model::default_model().unwrap();
+        assert_eq!(model.input_size(), (224, 224));
+        let out = model.run(reference_input()).unwrap();
+        let got: Vec<f32> = out
+            .iter()
+            .flat_map(|t| floats(t).unwrap().to_vec())
+            .collect();
+        let bytes = include_bytes!("../../../models/testdata/basketball1.output.f32");
+        let want: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        assert_eq!(got.len(), want.len());
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 0.05, "max |tract - tflite-runtime| = {worst}");
+        let found = model.detect(reference_input(), 0.5).unwrap();
+        assert_eq!(found.len(), 1, "{found:?}");
+    }
+
+    /// The same detector exported with a YOLOv8 head finds the same person.
+    #[test]
+    fn yolo_export_decodes_like_the_original() {
+        let bytes = include_bytes!("../../../models/testdata/person_detection_yolo.onnx.gz");
+        let yolo = Model::from_bytes("yolo", "yolo.onnx.gz", bytes).unwrap();
+        assert_eq!(yolo.layout(), &Layout::YoloV8 { classes: 1 });
+        assert_eq!(yolo.labels(), ["class0"]);
+        let pose = Model::default_model().unwrap();
+        let want = pose.detect(reference_input(), 0.5).unwrap();
+        let got = yolo.detect(reference_input(), 0.5).unwrap();
+        assert_eq!(got.len(), want.len(), "{got:?} vs {want:?}");
+        assert!(got[0].iou(&want[0]) > 0.98, "{got:?} vs {want:?}");
+        assert!((got[0].score - want[0].score).abs() < 0.01);
+    }
+
+    fn testdata(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("models/testdata")
+            .join(name)
+    }
+
+    #[test]
+    fn bad_models_are_named_clearly() {
+        let err = Model::load(&testdata("unsupported_op.onnx")).unwrap_err();
+        assert!(
+            matches!(&err, ModelError::UnsupportedOperator { operator, .. } if operator == "FancyUpsample"),
+            "{err}"
+        );
+        let err = Model::load(&testdata("wrong_input.onnx")).unwrap_err();
+        assert!(matches!(err, ModelError::InputShape { .. }), "{err}");
+        assert!(err.to_string().contains("not one image"), "{err}");
+        let err = Model::load(&testdata("missing.onnx")).unwrap_err();
+        assert!(matches!(err, ModelError::Read { .. }), "{err}");
+        let err = Model::load(&testdata("basketball1.input.u8")).unwrap_err();
+        assert!(matches!(err, ModelError::Format { .. }), "{err}");
+        let err =
+            Model::from_bytes("junk", "junk.onnx", b"\x08\x07not protobuf at all").unwrap_err();
+        assert!(matches!(err, ModelError::Corrupt { .. }), "{err}");
+        let err = Model::from_bytes("junk", "junk.tflite", b"TFL3 nope").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ModelError::Corrupt {
+                    format: "TFLite",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let half = &DEFAULT_MODEL[..DEFAULT_MODEL.len() / 2];
+        let err = Model::from_bytes("half", "half.onnx.gz", half).unwrap_err();
+        assert!(matches!(err, ModelError::Corrupt { .. }), "{err}");
+    }
+}
