@@ -1,0 +1,97 @@
+//! The default person detector on real photos (opencv-doc's examples, prepared by
+//! tests/media.sh) against people annotated by hand in tests/data/people.json.
+
+use std::path::Path;
+
+use focusd::roi::model::input::Region;
+use focusd::roi::{Model, ModelDetector, ModelOptions};
+use focusd_board::frame::I420Image;
+
+/// Overlap a detection needs with an annotated person to count as finding them. The
+/// model's person box is built from hip and head keypoints, not fitted to the outline.
+const MIN_IOU: f64 = 0.3;
+
+fn iou(a: [f64; 4], b: [f64; 4]) -> f64 {
+    let w = a[2].min(b[2]) - a[0].max(b[0]);
+    let h = a[3].min(b[3]) - a[1].max(b[1]);
+    let inter = w.max(0.0) * h.max(0.0);
+    let area = |r: [f64; 4]| (r[2] - r[0]) * (r[3] - r[1]);
+    inter / (area(a) + area(b) - inter)
+}
+
+fn load_still(name: &str) -> I420Image {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/.media/stills");
+    let file = std::fs::read_dir(&dir)
+        .expect("tests/.media/stills: run tests/media.sh first")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("{name}_")))
+        })
+        .unwrap_or_else(|| panic!("{name} not prepared: run tests/media.sh"));
+    let stem = file.file_stem().unwrap().to_str().unwrap();
+    let (w, h) = stem.rsplit_once('_').unwrap().1.split_once('x').unwrap();
+    let mut img = I420Image::new(w.parse().unwrap(), h.parse().unwrap());
+    let bytes = std::fs::read(&file).unwrap();
+    assert_eq!(bytes.len(), img.as_bytes().len(), "{}", file.display());
+    img.as_bytes_mut().copy_from_slice(&bytes);
+    img
+}
+
+fn boxes(v: &serde_json::Value) -> Vec<[f64; 4]> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            let b: Vec<f64> = b.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+            [b[0], b[1], b[2], b[3]]
+        })
+        .collect()
+}
+
+#[test]
+fn default_model_finds_the_annotated_people_and_no_one_else() {
+    let people: serde_json::Value =
+        serde_json::from_str(include_str!("data/people.json")).unwrap();
+    let options = ModelOptions {
+        labels: vec!["person".into()],
+        threshold: 0.5,
+        margin_percent: 0.0,
+        hold_runs: 1,
+        ignore_top: 0,
+    };
+    let mut detector = ModelDetector::new(Model::default_model().unwrap(), options);
+    for (name, truth) in people.as_object().unwrap() {
+        if name.starts_with('_') {
+            continue;
+        }
+        let img = load_still(name);
+        let whole = Region {
+            x: 0.0,
+            y: 0.0,
+            w: img.width() as f64,
+            h: img.height() as f64,
+        };
+        let found: Vec<([f64; 4], f32)> = detector
+            .look(&img, whole, 0.5)
+            .iter()
+            .map(|d| ([d.x0, d.y0, d.x1, d.y1].map(f64::from), d.score))
+            .collect();
+        let (required, optional) = (boxes(&truth["required"]), boxes(&truth["optional"]));
+        println!("{name}: found {found:?}");
+        for person in &required {
+            let best = found.iter().map(|f| iou(f.0, *person)).fold(0.0, f64::max);
+            assert!(best >= MIN_IOU, "{name}: person {person:?} not found (best IoU {best:.2}): {found:?}");
+        }
+        for (f, score) in &found {
+            let best = required
+                .iter()
+                .chain(&optional)
+                .map(|p| iou(*f, *p))
+                .fold(0.0, f64::max);
+            assert!(best >= MIN_IOU, "{name}: {f:?} (score {score}) is no annotated person");
+        }
+    }
+}
