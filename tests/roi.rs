@@ -7,16 +7,17 @@ use focusd::roi::model::input::Region;
 use focusd::roi::{Model, ModelDetector, ModelOptions};
 use focusd_board::frame::I420Image;
 
-/// Overlap a detection needs with an annotated person to count as finding them. The
-/// model's person box is built from hip and head keypoints, not fitted to the outline.
-const MIN_IOU: f64 = 0.3;
-
-fn iou(a: [f64; 4], b: [f64; 4]) -> f64 {
-    let w = a[2].min(b[2]) - a[0].max(b[0]);
-    let h = a[3].min(b[3]) - a[1].max(b[1]);
+/// Whether detection `d` finds annotated person `p`. The model's person box is built from
+/// hip and head keypoints, not fitted to the outline, and the annotation spans outstretched
+/// arms and legs: so either they overlap well (IoU >= 0.3), or the detection lies mostly
+/// within the person (70% of it) and still overlaps (IoU >= 0.2).
+fn finds(d: [f64; 4], p: [f64; 4]) -> bool {
+    let w = d[2].min(p[2]) - d[0].max(p[0]);
+    let h = d[3].min(p[3]) - d[1].max(p[1]);
     let inter = w.max(0.0) * h.max(0.0);
     let area = |r: [f64; 4]| (r[2] - r[0]) * (r[3] - r[1]);
-    inter / (area(a) + area(b) - inter)
+    let iou = inter / (area(d) + area(p) - inter);
+    iou >= 0.3 || (iou >= 0.2 && inter >= 0.7 * area(d))
 }
 
 fn load_still(name: &str) -> I420Image {
@@ -45,7 +46,12 @@ fn boxes(v: &serde_json::Value) -> Vec<[f64; 4]> {
         .unwrap()
         .iter()
         .map(|b| {
-            let b: Vec<f64> = b.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+            let b: Vec<f64> = b
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect();
             [b[0], b[1], b[2], b[3]]
         })
         .collect()
@@ -53,8 +59,7 @@ fn boxes(v: &serde_json::Value) -> Vec<[f64; 4]> {
 
 #[test]
 fn default_model_finds_the_annotated_people_and_no_one_else() {
-    let people: serde_json::Value =
-        serde_json::from_str(include_str!("data/people.json")).unwrap();
+    let people: serde_json::Value = serde_json::from_str(include_str!("data/people.json")).unwrap();
     let options = ModelOptions {
         labels: vec!["person".into()],
         threshold: 0.5,
@@ -82,16 +87,16 @@ fn default_model_finds_the_annotated_people_and_no_one_else() {
         let (required, optional) = (boxes(&truth["required"]), boxes(&truth["optional"]));
         println!("{name}: found {found:?}");
         for person in &required {
-            let best = found.iter().map(|f| iou(f.0, *person)).fold(0.0, f64::max);
-            assert!(best >= MIN_IOU, "{name}: person {person:?} not found (best IoU {best:.2}): {found:?}");
+            assert!(
+                found.iter().any(|f| finds(f.0, *person)),
+                "{name}: person {person:?} not found: {found:?}"
+            );
         }
         for (f, score) in &found {
-            let best = required
-                .iter()
-                .chain(&optional)
-                .map(|p| iou(*f, *p))
-                .fold(0.0, f64::max);
-            assert!(best >= MIN_IOU, "{name}: {f:?} (score {score}) is no annotated person");
+            assert!(
+                required.iter().chain(&optional).any(|p| finds(*f, *p)),
+                "{name}: {f:?} (score {score}) is no annotated person"
+            );
         }
     }
 }

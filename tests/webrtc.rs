@@ -244,6 +244,20 @@ fn datachannel_commands_change_mode_and_answer_with_state() {
         s.messages[before..].iter().any(|m| m.contains("\"LOW\""))
     });
     assert!(ok, "state pushed to viewers on change");
+
+    // The moving shapes give ROI boxes, pushed as their own messages too.
+    let roi_with_boxes = |m: &String| {
+        serde_json::from_str::<serde_json::Value>(m).is_ok_and(|v| {
+            v["type"] == "roi"
+                && v["at_ms"].as_u64().is_some()
+                && v["roi"].as_array().is_some_and(|r| !r.is_empty())
+        })
+    };
+    let (s, ok) = r.wait_for(WAIT, |s| s.messages.iter().any(roi_with_boxes));
+    assert!(ok, "an ROI message: {:?}", s.messages);
+    let roi: serde_json::Value =
+        serde_json::from_str(s.messages.iter().find(|m| roi_with_boxes(m)).unwrap()).unwrap();
+    assert_eq!(roi["roi"][0]["label"], "motion");
 }
 
 #[test]

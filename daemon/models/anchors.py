@@ -19,3 +19,13 @@ def pose_anchors(size=224):
                 out += [((x + 0.5) / cells, (y + 0.5) / cells)] * per_cell
         i = j
     return np.array(out, np.float64)
+
+
+def person_box(hip, top):
+    """The person box focusd builds from the pose detector's keypoints 0 (hips) and 1 (above
+    the head, at the distance MediaPipe uses for the body's extent): from 0.9 d above the
+    hips to d below, 0.7 d wide, d being their distance. Fitted by eye to opencv-doc's
+    photos and vtest.avi's pedestrians."""
+    import math
+    d = math.hypot(top[0] - hip[0], top[1] - hip[1])
+    return [hip[0] - 0.35 * d, hip[1] - 0.9 * d, hip[0] + 0.35 * d, hip[1] + d]

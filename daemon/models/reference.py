@@ -7,7 +7,7 @@ usage: reference.py MODEL.tflite MODEL.onnx IMAGE OUTDIR
 Writes OUTDIR/<image>.input.u8 (the 224x224 RGB input, letterboxed), <image>.output.f32
 (tflite-runtime's raw outputs: regressors [2254x12] then logits [2254], little-endian) and
 <image>.detections.json (the decoding of those outputs below: sigmoid scores >= 0.5, person
-boxes around the hips, greedy NMS at IoU 0.3, in input pixels)."""
+boxes around the hips (anchors.person_box), greedy NMS at IoU 0.3, in input pixels)."""
 import json
 import os
 import sys
@@ -17,7 +17,7 @@ import onnxruntime
 import tflite_runtime.interpreter as tfl
 from PIL import Image
 
-from anchors import pose_anchors
+from anchors import person_box, pose_anchors
 
 SIZE = 224
 
@@ -38,8 +38,7 @@ def decode(reg, logits, threshold=0.5, iou=0.3):
     for k in np.flatnonzero(scores >= threshold):
         hip = reg[k, 4:6] + anchors[k]
         top = reg[k, 6:8] + anchors[k]
-        d = float(np.hypot(*(top - hip)))
-        boxes.append((float(scores[k]), [hip[0] - 0.5 * d, hip[1] - d, hip[0] + 0.5 * d, hip[1] + d]))
+        boxes.append((float(scores[k]), [float(v) for v in person_box(hip, top)]))
     boxes.sort(key=lambda b: -b[0])
     kept = []
     for score, b in boxes:

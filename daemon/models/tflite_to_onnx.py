@@ -274,11 +274,15 @@ class Converter:
         self.inits.append(numpy_helper.from_array(np.array([2], np.int64), "sum_axes"))
         mk(helper.make_node("ReduceSum", ["span2", "sum_axes"], ["dist2"], keepdims=1))
         mk(helper.make_node("Sqrt", ["dist2"], ["dist"]))
-        # A standing person: as wide as the hip-to-top distance, twice as tall.
-        self.inits.append(numpy_helper.from_array(np.array([1.0, 2.0], np.float32), "wh_scale"))
+        # The person box of anchors.py's person_box(): from 0.9 d above the hips to d below,
+        # 0.7 d wide, d being the hip-to-top distance.
+        self.inits.append(numpy_helper.from_array(np.array([0.7, 1.9], np.float32), "wh_scale"))
+        self.inits.append(numpy_helper.from_array(np.array([0.0, 0.05], np.float32), "c_shift"))
         mk(helper.make_node("Mul", ["dist", "wh_scale"], ["wh"]))
+        mk(helper.make_node("Mul", ["dist", "c_shift"], ["shift"]))
+        mk(helper.make_node("Add", ["hip", "shift"], ["centre"]))
         mk(helper.make_node("Sigmoid", [logit], ["score"]))
-        mk(helper.make_node("Concat", ["hip", "wh", "score"], ["boxes_nc"], axis=2))
+        mk(helper.make_node("Concat", ["centre", "wh", "score"], ["boxes_nc"], axis=2))
         mk(helper.make_node("Transpose", ["boxes_nc"], ["output0"], perm=[0, 2, 1]))
         return helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 5, len(a)])
 

@@ -422,13 +422,21 @@ impl Settings {
             model: file.roi.model,
             labels: file.roi.labels.unwrap_or_else(|| vec!["person".into()]),
             threshold: file.roi.threshold.unwrap_or(0.5),
-            // The model costs tens of milliseconds a crop: 5 looks a second is plenty.
+            // The model costs tens of milliseconds a crop: 4 looks a second is plenty.
             fps: file.roi.fps.unwrap_or(if kind == DetectorKind::Model {
                 5.0
             } else {
                 15.0
             }),
-            margin_percent: file.roi.margin_percent.unwrap_or(4.0),
+            // A model's box already spans the person; motion's cells lag a moving object.
+            margin_percent: file
+                .roi
+                .margin_percent
+                .unwrap_or(if kind == DetectorKind::Model {
+                    1.0
+                } else {
+                    4.0
+                }),
         };
         if !(0.05..=1.0).contains(&roi.threshold) {
             return bad("roi.threshold", "must be between 0.05 and 1");

@@ -53,7 +53,10 @@ fn falls_back_to_motion(model: &Path, reason: &str) {
         .find(|l| l.contains("falling back"))
         .unwrap()
         .to_string();
-    assert!(line.contains(&model.display().to_string()), "names the model: {line}");
+    assert!(
+        line.contains(&model.display().to_string()),
+        "names the model: {line}"
+    );
     assert!(line.contains(reason), "says why ({reason}): {line}");
     assert_eq!(metric(d.addr, "focusd_detector_fallback_total"), 1.0);
     // Motion runs instead: the test pattern's moving shapes become ROI boxes.
@@ -130,7 +133,14 @@ fn bad_detector_settings_exit_2_naming_the_key() {
         let cfg = config(dir.path(), roi);
         let out = Binary::under_test()
             .command()
-            .args(["--config", &cfg, "--source", "test", "--listen", "127.0.0.1:0"])
+            .args([
+                "--config",
+                &cfg,
+                "--source",
+                "test",
+                "--listen",
+                "127.0.0.1:0",
+            ])
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);

@@ -4,7 +4,7 @@
 use openh264::OpenH264API;
 use openh264::encoder::{
     BitRate, Complexity, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, Level,
-    Profile, RateControlMode, SpsPpsStrategy, UsageType,
+    Profile, QpRange, RateControlMode, SpsPpsStrategy, UsageType,
 };
 use openh264::formats::YUVSource;
 
@@ -25,6 +25,9 @@ impl std::fmt::Debug for OpenH264Encoder {
     }
 }
 
+/// The lowest quantiser the rate control may use.
+const MIN_QP: u8 = 18;
+
 impl OpenH264Encoder {
     pub fn new(settings: &EncoderSettings) -> Result<Self, EncodeError> {
         let config = EncoderConfig::new()
@@ -33,6 +36,9 @@ impl OpenH264Encoder {
             .level(Level::Level_3_1)
             .complexity(Complexity::Low)
             .rate_control_mode(RateControlMode::Bitrate)
+            // Below QP 18 the picture gains nothing visible: under its budget (a small
+            // VISION region) the encoder stops there instead of spending the rest.
+            .qp(QpRange::new(MIN_QP, 51))
             .bitrate(BitRate::from_bps(
                 settings.bitrate_kbps.saturating_mul(1000),
             ))

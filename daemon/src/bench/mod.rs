@@ -8,9 +8,12 @@
 //!   the stamp for latency; the others only receive);
 //! * **cold start**: the daemon started afresh, timed from exec to `READY=1` on a
 //!   notification socket of the bench's own, as systemd would see it;
+//! * **ROI model** ([`detector`]): inferences per second on one core; on real footage, the
+//!   model against motion detection: added CPU and VISION's source bitrate against HIGH's;
 //! * **MQTT** ([`mqtt`]): `focusd ctl mode` to the first frame in the new mode, and the
 //!   control plane's CPU cost.
 
+mod detector;
 mod mqtt;
 
 use std::net::{SocketAddr, TcpListener};
@@ -232,6 +235,7 @@ fn bench(flags: &BenchFlags) -> anyhow::Result<()> {
         daemon.stop()?;
         print_modes(&format!("real footage {}", path.display()), &rates);
     }
+    detector::run(secs, flags.footage.as_deref())?;
     mqtt::run(secs)
 }
 
@@ -452,6 +456,16 @@ impl DaemonProcess {
             std::thread::sleep(Duration::from_millis(20));
         }
         bail!("daemon did not become healthy")
+    }
+
+    /// The value of an unlabelled counter in the daemon's /metrics.
+    fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        let r = minihttp::request(self.addr, "GET", "/metrics", None, b"")?;
+        let text = String::from_utf8(r.body)?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+            .with_context(|| format!("no {name} in /metrics"))
     }
 
     fn cpu_ticks(&self) -> anyhow::Result<u64> {

@@ -10,6 +10,11 @@
 //! the frame, feed a [`Tracker`] with hysteresis: a new track needs the score threshold,
 //! a tracked person stays with half of it, and is held for a second after the last
 //! sighting. Boxes under a minimum size are ignored and the margin pads what is sent.
+//!
+//! The ROI is the tracked people plus every motion region that holds one of them. The
+//! default model finds one person per crop (it is made for one person in view), so two
+//! people walking together would otherwise leave one of them out; motion without a
+//! person in it (leaves, shadows, lights) is left out.
 
 use focusd_board::frame::I420Image;
 
@@ -20,7 +25,7 @@ use super::motion::MotionDetector;
 use super::tracker::{Track, Tracker};
 use crate::state::RoiBox;
 
-/// Crops per run at most, largest proposals first: bounds the run time.
+/// Crops per run at most: bounds the run time.
 const MAX_CROPS: usize = 4;
 /// Smallest crop side, as a fraction of the frame height.
 const MIN_CROP: f64 = 1.0 / 3.0;
@@ -30,6 +35,8 @@ const CROP_GROWTH: f64 = 1.4;
 const FULL_FRAME_EVERY: u64 = 10;
 /// Detections smaller than this (percent of the frame height) are ignored.
 const MIN_SIDE_PERCENT: f64 = 3.0;
+/// Slack under this fraction of a person's box is kept: each move of a mask edge costs bits.
+const DEAD_BAND: f64 = 0.2;
 /// A tracked box stays while sightings score at least this fraction of the threshold.
 const KEEP_FRACTION: f32 = 0.5;
 
@@ -75,7 +82,7 @@ impl ModelDetector {
             model,
             keep,
             motion: MotionDetector::new(options.ignore_top, 0.0),
-            tracker: Tracker::new(options.hold_runs),
+            tracker: Tracker::new(options.hold_runs, DEAD_BAND),
             options,
             runs: 0,
             rgb: Vec::new(),
@@ -113,7 +120,8 @@ impl ModelDetector {
             .collect()
     }
 
-    /// Regions to look at this run, in frame pixels.
+    /// Regions to look at this run, in frame pixels: motion no tracked person explains
+    /// first (largest first), then the tracked people, least recently seen first.
     fn regions(&self, proposals: &[RoiBox], w: f64, h: f64) -> Vec<Region> {
         let whole = Region {
             x: 0.0,
@@ -121,7 +129,8 @@ impl ModelDetector {
             w,
             h,
         };
-        let mut boxes: Vec<(f64, f64, f64, f64)> = proposals
+        let tracks = self.tracker.tracks();
+        let mut fresh: Vec<(f64, f64, f64, f64)> = proposals
             .iter()
             .map(|b| {
                 (
@@ -131,14 +140,17 @@ impl ModelDetector {
                     b.y2 / 100.0 * h,
                 )
             })
-            .chain(
-                self.tracker
-                    .tracks()
-                    .iter()
-                    .map(|t| (t.x0, t.y0, t.x1, t.y1)),
-            )
+            .filter(|&(x0, y0, x1, y1)| {
+                let m = Track::new(x0, y0, x1, y1, 0.0);
+                !tracks.iter().any(|t| t.overlaps(&m))
+            })
             .collect();
-        boxes.sort_by(|a, b| ((b.2 - b.0) * (b.3 - b.1)).total_cmp(&((a.2 - a.0) * (a.3 - a.1))));
+        fresh.sort_by(|a, b| ((b.2 - b.0) * (b.3 - b.1)).total_cmp(&((a.2 - a.0) * (a.3 - a.1))));
+        let mut known: Vec<&Track> = tracks.iter().collect();
+        known.sort_by_key(|t| std::cmp::Reverse(t.idle));
+        let boxes = fresh
+            .into_iter()
+            .chain(known.iter().map(|t| (t.x0, t.y0, t.x1, t.y1)));
         let mut regions: Vec<Region> = Vec::new();
         for (x0, y0, x1, y1) in boxes {
             let side = ((x1 - x0).max(y1 - y0) * CROP_GROWTH)
@@ -162,7 +174,7 @@ impl ModelDetector {
             }
         }
         regions.truncate(MAX_CROPS);
-        if self.runs % FULL_FRAME_EVERY == 0 {
+        if self.runs.is_multiple_of(FULL_FRAME_EVERY) {
             regions.push(whole);
         }
         regions
@@ -196,17 +208,40 @@ impl Detector for ModelDetector {
             .collect();
         self.tracker.update(&sightings);
         let pad = self.options.margin_percent / 100.0 * w;
-        self.tracker
-            .tracks()
+        let roi_box = |t: &Track, score: f32| RoiBox {
+            x1: ((t.x0 - pad) / w * 100.0).clamp(0.0, 100.0),
+            y1: ((t.y0 - pad) / h * 100.0).clamp(0.0, 100.0),
+            x2: ((t.x1 + pad) / w * 100.0).clamp(0.0, 100.0),
+            y2: ((t.y1 + pad) / h * 100.0).clamp(0.0, 100.0),
+            label: self.model.labels()[t.class].clone(),
+            score,
+        };
+        let people = self.tracker.tracks();
+        let mut roi: Vec<RoiBox> = people
             .iter()
-            .map(|t| RoiBox {
-                x1: ((t.x0 - pad) / w * 100.0).clamp(0.0, 100.0),
-                y1: ((t.y0 - pad) / h * 100.0).clamp(0.0, 100.0),
-                x2: ((t.x1 + pad) / w * 100.0).clamp(0.0, 100.0),
-                y2: ((t.y1 + pad) / h * 100.0).clamp(0.0, 100.0),
-                label: self.model.labels()[t.class].clone(),
-                score: t.score * self.tracker.freshness(t),
-            })
-            .collect()
+            .map(|t| roi_box(t, t.score * self.tracker.freshness(t)))
+            .collect();
+        // A motion region with a person in it is kept whole: the model finds one person
+        // per crop, and people walking together move as one region.
+        for p in &proposals {
+            let region = Track::new(
+                p.x1 / 100.0 * w,
+                p.y1 / 100.0 * h,
+                p.x2 / 100.0 * w,
+                p.y2 / 100.0 * h,
+                0.0,
+            );
+            if let Some(person) = people.iter().find(|t| t.overlaps(&region)) {
+                let confirmed = Track {
+                    class: person.class,
+                    ..region
+                };
+                roi.push(roi_box(
+                    &confirmed,
+                    person.score * self.tracker.freshness(person),
+                ));
+            }
+        }
+        roi
     }
 }

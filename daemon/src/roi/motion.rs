@@ -53,7 +53,8 @@ impl MotionDetector {
             still: Vec::new(),
             ignore_top: ignore_top as usize,
             margin: margin_percent / 100.0,
-            tracker: Tracker::new(HOLD_RUNS),
+            // Moving shapes: a dead band would leave their trailing edges behind.
+            tracker: Tracker::new(HOLD_RUNS, 0.0),
         }
     }
 

@@ -1,6 +1,6 @@
 //! Box tracking shared by the detectors, so the ROI does not flicker: each track follows
 //! the new box it overlaps most, grows at once to cover it, shrinks part of the way per
-//! run, outlives its last sighting by a few runs, and tracks that mostly cover each other
+//! run once the slack is worth it, outlives its last sighting by a few runs, and tracks that mostly cover each other
 //! merge into one.
 
 /// Fraction of the gap an edge moves inward per run when a box shrinks.
@@ -76,13 +76,16 @@ impl Track {
 pub struct Tracker {
     /// How many runs a track outlives its last sighting.
     hold_runs: u32,
+    /// Slack under this fraction of a box's size is kept rather than taken in.
+    dead_band: f64,
     tracks: Vec<Track>,
 }
 
 impl Tracker {
-    pub fn new(hold_runs: u32) -> Self {
+    pub fn new(hold_runs: u32, dead_band: f64) -> Self {
         Self {
             hold_runs,
+            dead_band,
             tracks: Vec::new(),
         }
     }
@@ -123,18 +126,23 @@ impl Tracker {
                 continue;
             };
             claimed[i] = true;
-            let ease = |now: f64, want: f64, grows: bool| {
+            // Every move of an edge reveals or hides a strip the encoder must code anew:
+            // slack smaller than the dead band is kept.
+            let (w, h) = (track.x1 - track.x0, track.y1 - track.y0);
+            let ease = |now: f64, want: f64, grows: bool, size: f64| {
                 if grows {
                     want
-                } else {
+                } else if (want - now).abs() > self.dead_band * size {
                     now + (want - now) * SHRINK
+                } else {
+                    now
                 }
             };
             next.push(Track {
-                x0: ease(track.x0, target.x0, target.x0 < track.x0),
-                y0: ease(track.y0, target.y0, target.y0 < track.y0),
-                x1: ease(track.x1, target.x1, target.x1 > track.x1),
-                y1: ease(track.y1, target.y1, target.y1 > track.y1),
+                x0: ease(track.x0, target.x0, target.x0 < track.x0, w),
+                y0: ease(track.y0, target.y0, target.y0 < track.y0, h),
+                x1: ease(track.x1, target.x1, target.x1 > track.x1, w),
+                y1: ease(track.y1, target.y1, target.y1 > track.y1, h),
                 score: target.score,
                 class: target.class,
                 idle: 0,
@@ -167,7 +175,7 @@ mod tests {
 
     #[test]
     fn grows_at_once_shrinks_gently_and_is_held() {
-        let mut t = Tracker::new(2);
+        let mut t = Tracker::new(2, 0.2);
         t.update(&[Track::new(10.0, 10.0, 20.0, 20.0, 0.9)]);
         t.update(&[Track::new(8.0, 10.0, 16.0, 20.0, 0.8)]);
         let got = t.tracks()[0];
@@ -177,6 +185,12 @@ mod tests {
             "left grows, right shrinks halfway"
         );
         assert_eq!(got.score, 0.8);
+        t.update(&[Track::new(8.0, 10.0, 17.0, 20.0, 0.8)]);
+        assert_eq!(
+            t.tracks()[0].x1,
+            18.0,
+            "1 of slack in 10 is under the dead band"
+        );
         t.update(&[]);
         t.update(&[]);
         assert_eq!(t.tracks().len(), 1, "held for 2 runs");
@@ -187,7 +201,7 @@ mod tests {
 
     #[test]
     fn overlapping_tracks_merge_and_separate_ones_do_not() {
-        let mut t = Tracker::new(2);
+        let mut t = Tracker::new(2, 0.2);
         t.update(&[
             Track::new(0.0, 0.0, 10.0, 10.0, 0.6),
             Track::new(2.0, 2.0, 11.0, 11.0, 0.7),

@@ -14,7 +14,7 @@ use super::{Hub, HubEvent, OfferError, SessionId};
 use crate::command::Command;
 use crate::metrics::Metrics;
 use crate::pipeline::KeyframeRequest;
-use crate::state::Control;
+use crate::state::{Control, RoiBox};
 use crate::track::EncodedFrame;
 
 /// Viewers are told of state changes at most this often.
@@ -197,6 +197,7 @@ impl Driver {
         let mut changes = self.control.subscribe();
         let mut last_push = Instant::now();
         let mut push_pending = false;
+        let mut sent_roi = Vec::new();
         loop {
             let now = Instant::now();
             let wake = self.hub.poll_timeout(now);
@@ -218,6 +219,11 @@ impl Driver {
                     changes.mark_unchanged();
                     let text = state_message(&self.control, None);
                     self.hub.broadcast_text(last_push, &text);
+                    let roi = self.control.snapshot().roi;
+                    if roi != sent_roi {
+                        self.hub.broadcast_text(last_push, &roi_message(&roi));
+                        sent_roi = roi;
+                    }
                 }
                 _ = tokio::time::sleep_until(wake.into()) => self.hub.handle_timeout(Instant::now()),
             }
@@ -280,6 +286,16 @@ impl Driver {
             }
         }
     }
+}
+
+/// `{"type":"roi","at_ms":..,"roi":[..]}` for the DataChannel, as MQTT's ROI events: for
+/// viewers that draw the boxes and want nothing else.
+fn roi_message(roi: &[RoiBox]) -> String {
+    let at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    serde_json::json!({"type": "roi", "at_ms": at_ms, "roi": roi}).to_string()
 }
 
 /// `{"type":"state", ...state, "id"?}` for the DataChannel.

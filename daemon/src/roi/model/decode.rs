@@ -36,7 +36,8 @@ impl Detection {
 pub enum Layout {
     /// MediaPipe's pose (person) detector: `[1, N, 12]` offsets of a face box and four
     /// keypoints from SSD anchors, and `[1, N, 1]` logits. The person box is built around
-    /// keypoint 0 (hips) from its distance to keypoint 1 (above the head).
+    /// keypoint 0 (hips) from its distance d to keypoint 1 (above the head): 0.9 d above
+    /// the hips to d below, 0.7 d wide.
     MediaPipePose {
         /// Anchor centres in input pixels, one per row.
         anchors: Vec<[f32; 2]>,
@@ -136,11 +137,13 @@ impl Layout {
                     let r = &raw[k * stride..];
                     let hip = [r[4] + anchor[0], r[5] + anchor[1]];
                     let top = [r[6] + anchor[0], r[7] + anchor[1]];
+                    // From 0.9 d above the hips to d below, 0.7 d wide (as
+                    // daemon/models/anchors.py's person_box).
                     let d = (top[0] - hip[0]).hypot(top[1] - hip[1]);
                     found.push(Detection {
-                        x0: hip[0] - 0.5 * d,
-                        y0: hip[1] - d,
-                        x1: hip[0] + 0.5 * d,
+                        x0: hip[0] - 0.35 * d,
+                        y0: hip[1] - 0.9 * d,
+                        x1: hip[0] + 0.35 * d,
                         y1: hip[1] + d,
                         score,
                         class: 0,
