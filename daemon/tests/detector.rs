@@ -103,6 +103,20 @@ fn missing_model_file_falls_back_to_motion() {
 }
 
 #[test]
+fn labels_the_model_does_not_know_fall_back_to_motion() {
+    let bin = Binary::under_test();
+    let dir = TempDir::new("detector-labels");
+    let cfg = config(dir.path(), "kind = \"model\"\nlabels = [\"car\"]");
+    let d = DaemonProcess::start(&bin, dir.path(), &["--config", &cfg, "--source", "test"]);
+    let log = wait_for_log(&d, "falling back to motion detection");
+    assert!(
+        log.contains(r#"none of the labels ["car"] is among its classes ["person"]"#),
+        "{log}"
+    );
+    assert_eq!(metric(d.addr, "focusd_detector_fallback_total"), 1.0);
+}
+
+#[test]
 fn default_model_runs_and_reports_its_load_time() {
     let bin = Binary::under_test();
     let dir = TempDir::new("detector-default");

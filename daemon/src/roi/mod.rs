@@ -47,7 +47,19 @@ pub fn build(
             let loaded = match &settings.model {
                 Some(path) => Model::load(path),
                 None => Model::default_model(),
-            };
+            }
+            .and_then(|m| {
+                if m.labels().iter().any(|l| settings.labels.contains(l)) {
+                    Ok(m)
+                } else {
+                    Err(ModelError::Labels {
+                        model: m.name().to_string(),
+                        wanted: settings.labels.clone(),
+                        // The first few are enough to show what the model calls things.
+                        known: m.labels().iter().take(8).cloned().collect(),
+                    })
+                }
+            });
             match loaded {
                 Ok(model) => {
                     let options = ModelOptions {

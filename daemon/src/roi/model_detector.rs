@@ -19,7 +19,7 @@
 use focusd_board::frame::I420Image;
 
 use super::Detector;
-use super::model::input::{Placement, Region, letterbox};
+use super::model::input::{Region, letterbox};
 use super::model::{Detection, Model};
 use super::motion::MotionDetector;
 use super::tracker::{Track, Tracker};
@@ -67,6 +67,8 @@ pub struct ModelDetector {
     runs: u64,
     /// Reused input buffer.
     rgb: Vec<u8>,
+    /// Whether a failed run was logged (once is enough: it fails the same way each run).
+    warned: bool,
 }
 
 impl ModelDetector {
@@ -86,20 +88,19 @@ impl ModelDetector {
             options,
             runs: 0,
             rgb: Vec::new(),
+            warned: false,
         }
-    }
-
-    pub fn model(&self) -> &Model {
-        &self.model
     }
 
     /// Runs the model on `region` of `img` and returns kept detections in frame pixels.
     pub fn look(&mut self, img: &I420Image, region: Region, min_score: f32) -> Vec<Detection> {
-        let placement: Placement = letterbox(img, region, self.model.input_size(), &mut self.rgb);
+        let placement = letterbox(img, region, self.model.input_size(), &mut self.rgb);
         let found = match self.model.detect(&self.rgb, min_score) {
             Ok(found) => found,
             Err(e) => {
-                tracing::warn!("{e}");
+                if !std::mem::replace(&mut self.warned, true) {
+                    tracing::warn!("ROI model run failed (logged once): {e}");
+                }
                 return Vec::new();
             }
         };

@@ -144,6 +144,13 @@ pub enum ModelError {
         "model {model}: outputs {shapes} match no known layout (MediaPipe pose: [1,N,12] and [1,N,1]; YOLOv8: [1,4+C,N]; YOLOv5: [1,N,5+C])"
     )]
     OutputLayout { model: String, shapes: String },
+    /// None of the labels to keep is one the model knows.
+    #[error("model {model}: none of the labels {wanted:?} is among its classes {known:?}")]
+    Labels {
+        model: String,
+        wanted: Vec<String>,
+        known: Vec<String>,
+    },
     /// tract could not plan or run the model.
     #[error("model {model}: {reason}")]
     Run { model: String, reason: String },
