@@ -6,6 +6,7 @@ use std::path::Path;
 use focusd::roi::model::input::Region;
 use focusd::roi::{Model, ModelDetector, ModelOptions};
 use focusd_board::frame::I420Image;
+use focusd_e2e::json_boxes;
 
 /// Whether detection `d` finds annotated person `p`. The model's person box is built from
 /// hip and head keypoints, not fitted to the outline, and the annotation spans outstretched
@@ -41,22 +42,6 @@ fn load_still(name: &str) -> I420Image {
     img
 }
 
-fn boxes(v: &serde_json::Value) -> Vec<[f64; 4]> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|b| {
-            let b: Vec<f64> = b
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap())
-                .collect();
-            [b[0], b[1], b[2], b[3]]
-        })
-        .collect()
-}
-
 #[test]
 fn default_model_finds_the_annotated_people_and_no_one_else() {
     let people: serde_json::Value = serde_json::from_str(include_str!("data/people.json")).unwrap();
@@ -84,7 +69,10 @@ fn default_model_finds_the_annotated_people_and_no_one_else() {
             .iter()
             .map(|d| ([d.x0, d.y0, d.x1, d.y1].map(f64::from), d.score))
             .collect();
-        let (required, optional) = (boxes(&truth["required"]), boxes(&truth["optional"]));
+        let (required, optional) = (
+            json_boxes(&truth["required"]),
+            json_boxes(&truth["optional"]),
+        );
         println!("{name}: found {found:?}");
         for person in &required {
             assert!(

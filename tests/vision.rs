@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use focusd::receiver::{Picture, Receiver, ReceiverOptions};
-use focusd_e2e::TestDaemon;
+use focusd_e2e::{TestDaemon, json_boxes};
 
 /// Every this many pixels in x and y are compared when matching a picture to a frame.
 const STEP: usize = 4;
@@ -111,23 +111,7 @@ fn vision_with_the_model_keeps_the_people_of_real_footage() {
         .unwrap()
         .iter()
         .filter_map(|(k, v)| Some((k.parse().ok()?, v)))
-        .map(|(k, v)| {
-            let boxes = v["people"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|b| {
-                    let b: Vec<f64> = b
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|x| x.as_f64().unwrap())
-                        .collect();
-                    [b[0], b[1], b[2], b[3]]
-                })
-                .collect();
-            (k, boxes)
-        })
+        .map(|(k, v)| (k, json_boxes(&v["people"])))
         .collect();
     let keys: Vec<usize> = annotated.keys().copied().collect();
     let (frames, originals) = footage_lumas(&path, &keys);

@@ -134,3 +134,16 @@ pub fn real_footage() -> Option<PathBuf> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/.media/vtest.y4m");
     p.exists().then_some(p)
 }
+
+/// Boxes `[[x1, y1, x2, y2], ...]` of a hand annotation in tests/data/.
+pub fn json_boxes(v: &serde_json::Value) -> Vec<[f64; 4]> {
+    let num = |x: &serde_json::Value| x.as_f64().expect("a number");
+    v.as_array()
+        .expect("a list of boxes")
+        .iter()
+        .map(|b| {
+            let b = b.as_array().expect("a box");
+            [num(&b[0]), num(&b[1]), num(&b[2]), num(&b[3])]
+        })
+        .collect()
+}

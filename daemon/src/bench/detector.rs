@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use focusd_board::frame::I420Image;
 
-use super::{DaemonProcess, mode_bitrates};
+use super::{DaemonProcess, mode_bitrates, print_modes};
 use crate::receiver::{Receiver, ReceiverOptions};
 use crate::roi::Model;
 use crate::roi::model::input::{Region, letterbox};
@@ -71,6 +71,10 @@ pub fn run(secs: u64, footage: Option<&Path>) -> anyhow::Result<()> {
         drop(viewer);
         daemon.stop()?;
         let _ = std::fs::remove_dir_all(&dir);
+        print_modes(
+            &format!("real footage {}, ROI by {kind}", footage.display()),
+            &rates,
+        );
         report.push((kind, cpu, rates, busy / runs.max(1.0) / 1000.0));
     }
     println!();

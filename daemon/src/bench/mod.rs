@@ -218,23 +218,6 @@ fn bench(flags: &BenchFlags) -> anyhow::Result<()> {
         &mode_rates,
     );
 
-    if let Some(path) = &flags.footage {
-        let source = format!("file:{}", path.display());
-        let daemon = DaemonProcess::spawn(&["--source", &source])?;
-        let viewer = Receiver::connect(
-            daemon.addr,
-            ReceiverOptions {
-                decode: false,
-                ..Default::default()
-            },
-        )?;
-        // Let the motion model learn the scene before measuring.
-        std::thread::sleep(Duration::from_secs(3));
-        let rates = mode_bitrates(daemon.addr, &viewer, secs)?;
-        drop(viewer);
-        daemon.stop()?;
-        print_modes(&format!("real footage {}", path.display()), &rates);
-    }
     detector::run(secs, flags.footage.as_deref())?;
     mqtt::run(secs)
 }
