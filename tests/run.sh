@@ -54,8 +54,11 @@ tests() {
   "$@" 2>&1 | grep -v '^\[OpenH264\]' | tee -a "$log" || status=1
 }
 
-step "tests (unit + end-to-end, release build)"
-tests cargo test --workspace --release
+step "tests (unit + end-to-end, optimised build: profile ci)"
+tests cargo test --workspace --profile ci
+
+step "the release build (what ships; for the .deb, systemd and benchmark steps)"
+cargo build --release --locked -p focusd
 
 step "the amd64 .deb under a real systemd (debootstrap root, systemd as PID 1 of a namespace)"
 deb=$(bash packaging/deb/assemble.sh target/release/focusd amd64 target/debian)
@@ -72,9 +75,9 @@ bash cross/build.sh "${boards[@]}"
 
 for target in "${boards[@]}"; do
   step "$target: unit tests under qemu-user"
-  tests cargo test --release --target "$target" -p focusd-board -p focusd --lib
+  tests cargo test --profile ci --target "$target" -p focusd-board -p focusd --lib
   step "$target: binary and package tests (smoke, sd_notify, exit codes, .deb) under qemu-user"
-  FOCUSD_TARGET=$target tests cargo test --release -p focusd --test cli --test service --test package
+  FOCUSD_TARGET=$target tests cargo test --profile ci -p focusd --test cli --test service --test package
 done
 
 step "benchmark (short; figures only, no pass/fail)"

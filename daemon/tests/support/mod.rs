@@ -43,8 +43,8 @@ impl Binary {
         let path = if target.is_empty() {
             native
         } else {
-            // target/release/focusd -> target/<triple>/release/focusd
-            let target_dir = native.ancestors().nth(2).expect("target/release/focusd");
+            // target/<profile>/focusd -> target/<triple>/release/focusd (cross/build.sh)
+            let target_dir = native.ancestors().nth(2).expect("target/<profile>/focusd");
             target_dir.join(&target).join("release").join("focusd")
         };
         assert!(
