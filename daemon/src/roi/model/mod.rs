@@ -226,13 +226,12 @@ impl Model {
         let (size, channels) = match dims.as_deref() {
             Some([1, 3, h, w]) if *h >= 16 && *w >= 16 => ((*w, *h), Channels::First),
             Some([1, h, w, 3]) if *h >= 16 && *w >= 16 => ((*w, *h), Channels::Last),
-            _ if typed.inputs.len() == 1 || dims.is_some() => {
+            _ => {
                 return Err(ModelError::InputShape {
                     model: name,
                     shape: input_shape,
                 });
             }
-            _ => unreachable!("a model with no fixed input shape was rejected above"),
         };
         if typed.inputs.len() != 1 || input.datum_type != f32::datum_type() {
             return Err(ModelError::InputShape {
