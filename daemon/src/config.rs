@@ -422,7 +422,7 @@ impl Settings {
             model: file.roi.model,
             labels: file.roi.labels.unwrap_or_else(|| vec!["person".into()]),
             threshold: file.roi.threshold.unwrap_or(0.5),
-            // The model costs tens of milliseconds a crop: 4 looks a second is plenty.
+            // The model costs tens of milliseconds a crop: 5 looks a second is plenty.
             fps: file.roi.fps.unwrap_or(if kind == DetectorKind::Model {
                 5.0
             } else {
