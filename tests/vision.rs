@@ -82,8 +82,9 @@ fn which_frame(pic: &Picture, frames: &[Vec<u8>]) -> (usize, f64) {
 
 /// Share of a person's pixels that VISION masked: in the middle of the box (half its
 /// width, 60% of its height, so slack in the hand annotation does not count), pixels
-/// visible in the footage (luma > 40) that arrive black. Dark clothes stay out of it.
-fn masked_share(pic: &Picture, original: &[u8], b: [f64; 4]) -> f64 {
+/// visible in the footage (luma > 40) that arrive black. Dark clothes stay out of it, and
+/// so do `occluders`, things in front of the person.
+fn masked_share(pic: &Picture, original: &[u8], b: [f64; 4], occluders: &[[f64; 4]]) -> f64 {
     let (w, h) = (b[2] - b[0], b[3] - b[1]);
     let (x0, x1) = ((b[0] + w * 0.25) as usize, (b[2] - w * 0.25) as usize);
     let (y0, y1) = ((b[1] + h * 0.2) as usize, (b[3] - h * 0.2) as usize);
@@ -91,7 +92,11 @@ fn masked_share(pic: &Picture, original: &[u8], b: [f64; 4]) -> f64 {
     for y in y0..y1 {
         for x in x0..x1 {
             let i = y * pic.width as usize + x;
-            if original[i] > 40 {
+            let (fx, fy) = (x as f64, y as f64);
+            let hidden = occluders
+                .iter()
+                .any(|o| fx >= o[0] && fx < o[2] && fy >= o[1] && fy < o[3]);
+            if original[i] > 40 && !hidden {
                 masked += usize::from(pic.y[i] <= 16);
                 n += 1;
             }
@@ -100,18 +105,21 @@ fn masked_share(pic: &Picture, original: &[u8], b: [f64; 4]) -> f64 {
     masked as f64 / n.max(1) as f64
 }
 
+/// One annotated frame: the people, and the things in front of them.
+type Annotation = (Vec<[f64; 4]>, Vec<[f64; 4]>);
+
 #[test]
 fn vision_with_the_model_keeps_the_people_of_real_footage() {
     let path =
         focusd_e2e::real_footage().expect("tests/.media/vtest.y4m: run tests/media.sh first");
     let truth: serde_json::Value =
         serde_json::from_str(include_str!("data/vtest_people.json")).unwrap();
-    let annotated: BTreeMap<usize, Vec<[f64; 4]>> = truth
+    let annotated: BTreeMap<usize, Annotation> = truth
         .as_object()
         .unwrap()
         .iter()
         .filter_map(|(k, v)| Some((k.parse().ok()?, v)))
-        .map(|(k, v)| (k, json_boxes(&v["people"])))
+        .map(|(k, v)| (k, (json_boxes(&v["people"]), json_boxes(&v["occluders"]))))
         .collect();
     let keys: Vec<usize> = annotated.keys().copied().collect();
     let (frames, originals) = footage_lumas(&path, &keys);
@@ -145,7 +153,7 @@ fn vision_with_the_model_keeps_the_people_of_real_footage() {
         let pic = s.tracks[1].last.clone().unwrap();
         seen += 1;
         let (k, diff) = which_frame(&pic, &frames);
-        let Some(people) = annotated.get(&k) else {
+        let Some((people, occluders)) = annotated.get(&k) else {
             continue;
         };
         if checked.contains_key(&k) || diff > 12.0 {
@@ -156,7 +164,7 @@ fn vision_with_the_model_keeps_the_people_of_real_footage() {
             k,
             people
                 .iter()
-                .map(|b| masked_share(&pic, original, *b))
+                .map(|b| masked_share(&pic, original, *b, occluders))
                 .collect(),
         );
         // Most of the frame is black: VISION is doing its job.

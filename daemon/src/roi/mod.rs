@@ -6,6 +6,7 @@
 //! [`ModelDetector`] (motion proposes, a detection [`model`] confirms). A model that cannot
 //! be used is reported once, clearly, and motion runs in its place.
 
+mod confirmed;
 pub mod model;
 mod model_detector;
 mod motion;

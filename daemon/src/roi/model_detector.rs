@@ -13,12 +13,15 @@
 //!
 //! The ROI is the tracked people plus every motion region that holds one of them. The
 //! default model finds one person per crop (it is made for one person in view), so two
-//! people walking together would otherwise leave one of them out; motion without a
-//! person in it (leaves, shadows, lights) is left out.
+//! people walking together would otherwise leave one of them out. Such a region stays
+//! confirmed while motion follows it ([`ConfirmedMotion`]), over the runs in which the
+//! model misses the person; motion that never held a person (leaves, shadows, lights) is
+//! left out.
 
 use focusd_board::frame::I420Image;
 
 use super::Detector;
+use super::confirmed::ConfirmedMotion;
 use super::model::input::{Region, letterbox};
 use super::model::{Detection, Model};
 use super::motion::MotionDetector;
@@ -37,6 +40,8 @@ const FULL_FRAME_EVERY: u64 = 10;
 const MIN_SIDE_PERCENT: f64 = 3.0;
 /// Slack under this fraction of a person's box is kept: each move of a mask edge costs bits.
 const DEAD_BAND: f64 = 0.2;
+/// A moving region stays confirmed this many holds after a person was last seen in it.
+const CONFIRMED_HOLDS: u32 = 3;
 /// A tracked box stays while sightings score at least this fraction of the threshold.
 const KEEP_FRACTION: f32 = 0.5;
 
@@ -64,6 +69,8 @@ pub struct ModelDetector {
     options: ModelOptions,
     motion: MotionDetector,
     tracker: Tracker,
+    /// Motion regions that held a person, followed while they move.
+    confirmed: ConfirmedMotion,
     runs: u64,
     /// Reused input buffer.
     rgb: Vec<u8>,
@@ -85,6 +92,7 @@ impl ModelDetector {
             keep,
             motion: MotionDetector::new(options.ignore_top, 0.0),
             tracker: Tracker::new(options.hold_runs, DEAD_BAND),
+            confirmed: ConfirmedMotion::new(options.hold_runs * CONFIRMED_HOLDS),
             options,
             runs: 0,
             rgb: Vec::new(),
@@ -123,7 +131,7 @@ impl ModelDetector {
 
     /// Regions to look at this run, in frame pixels: motion no tracked person explains
     /// first (largest first), then the tracked people, least recently seen first.
-    fn regions(&self, proposals: &[RoiBox], w: f64, h: f64) -> Vec<Region> {
+    fn regions(&self, motion: &[Track], w: f64, h: f64) -> Vec<Region> {
         let whole = Region {
             x: 0.0,
             y: 0.0,
@@ -131,29 +139,15 @@ impl ModelDetector {
             h,
         };
         let tracks = self.tracker.tracks();
-        let mut fresh: Vec<(f64, f64, f64, f64)> = proposals
+        let mut fresh: Vec<&Track> = motion
             .iter()
-            .map(|b| {
-                (
-                    b.x1 / 100.0 * w,
-                    b.y1 / 100.0 * h,
-                    b.x2 / 100.0 * w,
-                    b.y2 / 100.0 * h,
-                )
-            })
-            .filter(|&(x0, y0, x1, y1)| {
-                let m = Track::new(x0, y0, x1, y1, 0.0);
-                !tracks.iter().any(|t| t.overlaps(&m))
-            })
+            .filter(|m| !tracks.iter().any(|t| t.overlaps(m)))
             .collect();
-        fresh.sort_by(|a, b| ((b.2 - b.0) * (b.3 - b.1)).total_cmp(&((a.2 - a.0) * (a.3 - a.1))));
+        fresh.sort_by(|a, b| b.area().total_cmp(&a.area()));
         let mut known: Vec<&Track> = tracks.iter().collect();
         known.sort_by_key(|t| std::cmp::Reverse(t.idle));
-        let boxes = fresh
-            .into_iter()
-            .chain(known.iter().map(|t| (t.x0, t.y0, t.x1, t.y1)));
         let mut regions: Vec<Region> = Vec::new();
-        for (x0, y0, x1, y1) in boxes {
+        for &Track { x0, y0, x1, y1, .. } in fresh.into_iter().chain(known) {
             let side = ((x1 - x0).max(y1 - y0) * CROP_GROWTH)
                 .max(h * MIN_CROP)
                 .min(w.min(h));
@@ -184,13 +178,25 @@ impl ModelDetector {
 
 impl Detector for ModelDetector {
     fn detect(&mut self, main: &I420Image, lores: &I420Image) -> Vec<RoiBox> {
-        let proposals = self
-            .motion
-            .detect_luma(lores.y(), lores.width(), lores.height());
         let (w, h) = (main.width() as f64, main.height() as f64);
+        // Motion regions in frame pixels.
+        let motion: Vec<Track> = self
+            .motion
+            .detect_luma(lores.y(), lores.width(), lores.height())
+            .iter()
+            .map(|p| {
+                Track::new(
+                    p.x1 / 100.0 * w,
+                    p.y1 / 100.0 * h,
+                    p.x2 / 100.0 * w,
+                    p.y2 / 100.0 * h,
+                    0.0,
+                )
+            })
+            .collect();
         let keep_score = self.options.threshold * KEEP_FRACTION;
         let mut found = Vec::new();
-        for region in self.regions(&proposals, w, h) {
+        for region in self.regions(&motion, w, h) {
             found.extend(self.look(main, region, keep_score));
         }
         self.runs += 1;
@@ -223,25 +229,14 @@ impl Detector for ModelDetector {
             .map(|t| roi_box(t, t.score * self.tracker.freshness(t)))
             .collect();
         // A motion region with a person in it is kept whole: the model finds one person
-        // per crop, and people walking together move as one region.
-        for p in &proposals {
-            let region = Track::new(
-                p.x1 / 100.0 * w,
-                p.y1 / 100.0 * h,
-                p.x2 / 100.0 * w,
-                p.y2 / 100.0 * h,
-                0.0,
-            );
-            if let Some(person) = people.iter().find(|t| t.overlaps(&region)) {
-                let confirmed = Track {
-                    class: person.class,
-                    ..region
-                };
-                roi.push(roi_box(
-                    &confirmed,
-                    person.score * self.tracker.freshness(person),
-                ));
-            }
+        // per crop, and people walking together move as one region. It stays confirmed
+        // while it keeps moving, over the runs in which the model misses the person.
+        self.confirmed.update(&motion, people);
+        for c in self.confirmed.regions() {
+            roi.push(roi_box(
+                &c.region,
+                c.region.score * self.confirmed.freshness(c),
+            ));
         }
         roi
     }
