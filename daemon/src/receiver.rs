@@ -6,7 +6,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use focusd_board::stamp;
@@ -18,6 +18,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
 use crate::minihttp;
+use crate::state::unix_ms;
 
 /// How a receiver behaves.
 #[derive(Clone, Debug)]
@@ -237,13 +238,6 @@ struct Worker {
     channel: Option<str0m::channel::ChannelId>,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 impl Worker {
     fn run(&mut self, stop: &AtomicBool, paused: &AtomicBool) {
         let mut buf = vec![0u8; 2048];
@@ -384,7 +378,7 @@ impl Worker {
                     t.first_frame.get_or_insert(elapsed);
                     t.size = Some((p.width, p.height));
                     if let Some(st) = p.stamp {
-                        t.latencies_ms.push(stamp::age_ms(st, now_ms()));
+                        t.latencies_ms.push(stamp::age_ms(st, unix_ms()));
                     }
                     if self.options.keep_frames {
                         t.last = Some(p);

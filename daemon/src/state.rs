@@ -32,6 +32,21 @@ impl RoiBox {
     }
 }
 
+/// The ROI event, as MQTT `events` and the DataChannel carry it:
+/// `{"type":"roi","at_ms":..,"roi":[..]}`, `at_ms` in Unix milliseconds.
+pub fn roi_event(at_ms: u64, roi: &[RoiBox]) -> String {
+    serde_json::json!({"type": "roi", "at_ms": at_ms, "roi": roi}).to_string()
+}
+
+/// Wall-clock milliseconds since the Unix epoch, the time published events carry (0 if the
+/// clock is before 1970).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// Measured rates per track.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct Bitrates {

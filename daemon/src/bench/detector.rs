@@ -22,12 +22,7 @@ pub fn run(secs: u64, footage: Option<&Path>) -> anyhow::Result<()> {
     let mut frame = I420Image::new(768, 576);
     focusd_board::source::TestPattern::new((768, 576), 10.0).draw(&mut frame, 5_000_000);
     let mut rgb = Vec::new();
-    let whole = Region {
-        x: 0.0,
-        y: 0.0,
-        w: 768.0,
-        h: 576.0,
-    };
+    let whole = Region::whole(&frame);
     let started = Instant::now();
     let mut runs = 0u32;
     while started.elapsed() < Duration::from_secs(secs.min(5)) || runs < 5 {

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, NetworkOptions,
@@ -18,7 +18,7 @@ use super::session::{Info, Kind, Out, Session, Topics};
 use super::telemetry::Telemetry;
 use crate::config::MqttSettings;
 use crate::metrics::Metrics;
-use crate::state::Control;
+use crate::state::{Control, unix_ms};
 
 /// Requests rumqttc may hold before `try_*` refuses more.
 const QUEUE: usize = 64;
@@ -173,13 +173,6 @@ pub(crate) fn login(o: &mut MqttOptions, s: &MqttSettings) -> Result<(), MqttErr
         }));
     }
     Ok(())
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Queues `outs` without waiting. A full queue drops the message and counts it; a

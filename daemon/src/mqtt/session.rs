@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::command::{Command, Mode};
-use crate::state::{Control, RoiBox, State};
+use crate::state::{Control, RoiBox, State, roi_event};
 
 /// State is republished at most this often when only the ROI churns; a command's result
 /// is followed by the state at once.
@@ -267,10 +267,9 @@ impl Session {
             .last_event
             .is_none_or(|t| now.duration_since(t) >= EVENT_INTERVAL);
         if event_due && let Some(roi) = self.pending_roi.take() {
-            let payload = json!({"type": "roi", "at_ms": unix_ms, "roi": roi});
             out.push(self.publish(
                 &self.topics.events,
-                payload.to_string().into_bytes(),
+                roi_event(unix_ms, &roi).into_bytes(),
                 false,
                 Kind::Event,
             ));

@@ -131,13 +131,9 @@ impl ModelDetector {
 
     /// Regions to look at this run, in frame pixels: motion no tracked person explains
     /// first (largest first), then the tracked people, least recently seen first.
-    fn regions(&self, motion: &[Track], w: f64, h: f64) -> Vec<Region> {
-        let whole = Region {
-            x: 0.0,
-            y: 0.0,
-            w,
-            h,
-        };
+    fn regions(&self, main: &I420Image, motion: &[Track]) -> Vec<Region> {
+        let whole = Region::whole(main);
+        let (w, h) = (whole.w, whole.h);
         let tracks = self.tracker.tracks();
         let mut fresh: Vec<&Track> = motion
             .iter()
@@ -196,7 +192,7 @@ impl Detector for ModelDetector {
             .collect();
         let keep_score = self.options.threshold * KEEP_FRACTION;
         let mut found = Vec::new();
-        for region in self.regions(&motion, w, h) {
+        for region in self.regions(main, &motion) {
             found.extend(self.look(main, region, keep_score));
         }
         self.runs += 1;

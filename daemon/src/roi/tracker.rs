@@ -1,7 +1,7 @@
 //! Box tracking shared by the detectors, so the ROI does not flicker: each track follows
 //! the new box it overlaps most, grows at once to cover it, shrinks part of the way per
-//! run once the slack is worth it, outlives its last sighting by a few runs, and tracks that mostly cover each other
-//! merge into one.
+//! run once the slack is worth it, outlives its last sighting by a few runs, and tracks
+//! that mostly cover each other merge into one.
 
 /// Fraction of the gap an edge moves inward per run when a box shrinks.
 const SHRINK: f64 = 0.5;

@@ -14,7 +14,7 @@ use super::{Hub, HubEvent, OfferError, SessionId};
 use crate::command::Command;
 use crate::metrics::Metrics;
 use crate::pipeline::KeyframeRequest;
-use crate::state::{Control, RoiBox};
+use crate::state::{Control, roi_event, unix_ms};
 use crate::track::EncodedFrame;
 
 /// Viewers are told of state changes at most this often.
@@ -221,7 +221,7 @@ impl Driver {
                     self.hub.broadcast_text(last_push, &text);
                     let roi = self.control.snapshot().roi;
                     if roi != sent_roi {
-                        self.hub.broadcast_text(last_push, &roi_message(&roi));
+                        self.hub.broadcast_text(last_push, &roi_event(unix_ms(), &roi));
                         sent_roi = roi;
                     }
                 }
@@ -286,16 +286,6 @@ impl Driver {
             }
         }
     }
-}
-
-/// `{"type":"roi","at_ms":..,"roi":[..]}` for the DataChannel, as MQTT's ROI events: for
-/// viewers that draw the boxes and want nothing else.
-fn roi_message(roi: &[RoiBox]) -> String {
-    let at_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    serde_json::json!({"type": "roi", "at_ms": at_ms, "roi": roi}).to_string()
 }
 
 /// `{"type":"state", ...state, "id"?}` for the DataChannel.

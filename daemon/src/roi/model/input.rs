@@ -12,6 +12,18 @@ pub struct Region {
     pub h: f64,
 }
 
+impl Region {
+    /// The whole of `img`.
+    pub fn whole(img: &I420Image) -> Self {
+        Self {
+            x: 0.0,
+            y: 0.0,
+            w: img.width() as f64,
+            h: img.height() as f64,
+        }
+    }
+}
+
 /// How a region was placed in the model's input, to map boxes back.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Placement {
@@ -96,13 +108,7 @@ mod tests {
         let mut img = I420Image::new(64, 32);
         img.fill(235);
         let mut rgb = Vec::new();
-        let region = Region {
-            x: 0.0,
-            y: 0.0,
-            w: 64.0,
-            h: 32.0,
-        };
-        let p = letterbox(&img, region, (16, 16), &mut rgb);
+        let p = letterbox(&img, Region::whole(&img), (16, 16), &mut rgb);
         assert_eq!(rgb.len(), 16 * 16 * 3);
         assert_eq!(&rgb[..3], &[0, 0, 0], "top bar");
         assert_eq!(rgb[(8 * 16 + 8) * 3], 255, "white inside");
