@@ -6,6 +6,7 @@
 #   armv7-unknown-linux-gnueabihf   Pi with 32-bit Raspberry Pi OS     -> armhf .deb
 #   x86_64-unknown-linux-gnu        PCs and servers                    -> amd64 .deb
 # Output: target/TARGET/release/focusd and target/debian/focusd_VERSION_ARCH.deb
+# (under $CARGO_TARGET_DIR instead of target/ when that is set)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,27 +22,39 @@ apt_install() {
   apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
+# Toolchains first, then one cargo run for every target: on few cores, the targets'
+# crates fill each other's gaps (a long single-threaded crate no longer idles a core).
+cargo_targets=()
 for target in "$@"; do
   case "$target" in
     aarch64-unknown-linux-gnu)
-      arch=arm64 gcc=aarch64-linux-gnu-gcc
+      gcc=aarch64-linux-gnu-gcc
       pkgs=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross) ;;
     armv7-unknown-linux-gnueabihf)
-      arch=armhf gcc=arm-linux-gnueabihf-gcc
+      gcc=arm-linux-gnueabihf-gcc
       pkgs=(gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf libc6-dev-armhf-cross) ;;
     x86_64-unknown-linux-gnu)
-      arch=amd64 gcc=x86_64-linux-gnu-gcc
+      gcc=x86_64-linux-gnu-gcc
       pkgs=(gcc g++) ;;
     *) die "unknown target '$target' (aarch64-unknown-linux-gnu, armv7-unknown-linux-gnueabihf, x86_64-unknown-linux-gnu)" ;;
   esac
   command -v "$gcc" >/dev/null || apt_install "${pkgs[@]}"
-  command -v dpkg-deb >/dev/null || apt_install dpkg
   rustup target list --installed | grep -qx "$target" || rustup target add "$target"
+  cargo_targets+=(--target "$target")
+done
+command -v dpkg-deb >/dev/null || apt_install dpkg
 
-  echo "==> cargo build --release --target $target"
-  cargo build --release --locked --target "$target" -p focusd
-  bin="target/$target/release/focusd"
-  deb=$(bash packaging/deb/assemble.sh "$bin" "$arch" target/debian)
+echo "==> cargo build --release ${cargo_targets[*]}"
+cargo build --release --locked "${cargo_targets[@]}" -p focusd
+
+for target in "$@"; do
+  case "$target" in
+    aarch64-unknown-linux-gnu) arch=arm64 ;;
+    armv7-unknown-linux-gnueabihf) arch=armhf ;;
+    x86_64-unknown-linux-gnu) arch=amd64 ;;
+  esac
+  bin="${CARGO_TARGET_DIR:-target}/$target/release/focusd"
+  deb=$(bash packaging/deb/assemble.sh "$bin" "$arch" "${CARGO_TARGET_DIR:-target}/debian")
   stripped=$(dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/bin/focusd | wc -c)
   awk -v t="$target" -v d="$deb" -v b="$stripped" \
     'BEGIN { printf "%s: %s (binary %.1f MB stripped)\n", t, d, b / 1048576 }'

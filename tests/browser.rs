@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use focusd_e2e::TestDaemon;
+use focusd_testkit::TestDaemon;
 
 #[test]
 fn chromium_views_both_tracks_and_controls_the_mode() {

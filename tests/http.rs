@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use focusd::minihttp;
-use focusd::receiver::{Receiver, ReceiverOptions};
-use focusd_e2e::TestDaemon;
+use focusd_testkit::TestDaemon;
+use focusd_testkit::http;
+use focusd_testkit::receiver::{Receiver, ReceiverOptions};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -246,7 +246,7 @@ fn bad_requests_get_clear_errors_while_viewers_keep_receiving() {
         ("GET", "/nope", None, vec![], 404, "not found"),
     ];
     for (method, path, ct, body, status, reason) in cases {
-        let r = minihttp::request(d.addr, method, path, ct, &body).unwrap();
+        let r = http::request(d.addr, method, path, ct, &body).unwrap();
         let text = r.text();
         assert_eq!(r.status, status, "{method} {path} {ct:?}: {text}");
         assert!(
@@ -340,10 +340,10 @@ fn whep_creates_and_deletes_a_session() {
     );
     assert!(!answer.contains("VP8"));
     assert_eq!(d.state()["viewers"], 1);
-    let del = minihttp::request(d.addr, "DELETE", &location, None, b"").unwrap();
+    let del = http::request(d.addr, "DELETE", &location, None, b"").unwrap();
     assert_eq!(del.status, 200);
     assert_eq!(d.state()["viewers"], 0, "deleted session counted out");
-    let again = minihttp::request(d.addr, "DELETE", &location, None, b"").unwrap();
+    let again = http::request(d.addr, "DELETE", &location, None, b"").unwrap();
     assert_eq!(again.status, 404);
 }
 

@@ -6,7 +6,7 @@ use std::path::Path;
 use focusd::roi::model::input::Region;
 use focusd::roi::{Model, ModelDetector, ModelOptions};
 use focusd_board::frame::I420Image;
-use focusd_e2e::json_boxes;
+use focusd_testkit::picture::json_boxes;
 
 /// Whether detection `d` finds annotated person `p`. The model's person box is built from
 /// hip and head keypoints, not fitted to the outline, and the annotation spans outstretched

@@ -2,12 +2,27 @@
 # The whole test suite on a fresh Debian 12 machine: installs what it needs, then runs
 # formatting and lint checks, every unit and end-to-end test, the cross builds for the
 # boards (arm64, armhf) with their packages, the board binaries' tests under qemu-user,
-# and a short benchmark.
+# and a short benchmark. Prints each step's wall time at the end.
 # Usage: tests/run.sh            (from anywhere)
+#
+# Everything is built once per target with the one optimised profile (`release`): the
+# tests, the packages, the systemd boot and the benchmark run the same binaries. The boards'
+# build runs in the background at the lowest priority (in target/boards/, so that neither
+# build waits for the other's lock) and fills the cores the x86 steps leave idle; the
+# benchmark runs alone at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+boards=(aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf)
+step_names=() step_secs=() step_started=$SECONDS
+# Closes the running step (its time is kept for the summary) and opens the next one.
+step() {
+  if [ ${#step_names[@]} -gt 0 ]; then
+    step_secs+=($((SECONDS - step_started)))
+  fi
+  step_names+=("$*") step_started=$SECONDS
+  printf '\n==> %s\n' "$*"
+}
 
 step "system packages"
 need=()
@@ -15,6 +30,7 @@ command -v ffmpeg >/dev/null || need+=(ffmpeg)
 command -v nasm >/dev/null || need+=(nasm)
 [ -x /usr/lib/chromium/chromium ] || need+=(chromium)
 command -v node >/dev/null || need+=(nodejs npm)
+/usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v dpkg-deb >/dev/null || need+=(dpkg)
 command -v debootstrap >/dev/null || need+=(debootstrap)
@@ -25,16 +41,46 @@ command -v aarch64-linux-gnu-gcc >/dev/null ||
   need+=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross)
 command -v arm-linux-gnueabihf-gcc >/dev/null ||
   need+=(gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf libc6-dev-armhf-cross)
-
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+rustup target add "${boards[@]}" >/dev/null
+cargo fetch --locked >/dev/null
 
-step "browser driver (playwright-core, no browser download)"
+# Background work, each job in a process group of its own, ended with the script.
+jobs_to_end=()
+tmp=$(mktemp -d /tmp/focusd-run.XXXXXX)
+log="$tmp/tests.log"
+trap 'for j in "${jobs_to_end[@]}"; do kill -- "-$j" 2>/dev/null; done; rm -rf "$tmp"' EXIT
+
+# The boards' binaries, packages and unit-test binaries, at the lowest priority.
+boards_dir=target/boards
+setsid nice -n 19 bash -c '
+  set -e
+  boards_dir=$1; shift
+  flags=(); for t in "$@"; do flags+=(--target "$t"); done
+  export CARGO_TARGET_DIR=$boards_dir
+  bash cross/build.sh "$@"
+  cargo test --release --locked "${flags[@]}" -p focusd-board -p focusd --lib --no-run
+  echo "boards built in $SECONDS s (background)"
+' boards "$boards_dir" "${boards[@]}" >"$tmp/boards.log" 2>&1 &
+boards_job=$!
+jobs_to_end+=("$boards_job")
+
+# The Debian root of the systemd boot test: the network and the disk, hardly any CPU.
+bootroot="$tmp/bootroot"
+mkdir "$bootroot"
+setsid bash tests/systemd-boot.sh --prepare "$bootroot" >"$tmp/bootroot.log" 2>&1 &
+bootroot_job=$!
+jobs_to_end+=("$bootroot_job")
+
+step "test peers: playwright-core (Chromium driver, no browser download), aiortc (venv)"
 npm ci --prefix tests --no-audit --no-fund --loglevel=error
+[ -x tests/.venv/bin/python ] || /usr/bin/python3 -m venv tests/.venv
+tests/.venv/bin/pip install -q --disable-pip-version-check -r tests/aiortc/requirements.txt
 
 step "real footage (vtest.avi from Debian's opencv-doc)"
 bash tests/media.sh
@@ -43,10 +89,8 @@ step "cargo fmt --check"
 cargo fmt --all --check
 
 step "cargo clippy --all-targets -- -D warnings"
-cargo clippy --workspace --all-targets --release -- -D warnings
+cargo clippy --locked --workspace --all-targets --release -- -D warnings
 
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
 status=0
 # Runs a cargo test command, keeping its output for the summary; a failure is counted,
 # and the remaining steps still run.
@@ -54,41 +98,54 @@ tests() {
   "$@" 2>&1 | grep -v '^\[OpenH264\]' | tee -a "$log" || status=1
 }
 
-step "tests (unit + end-to-end, optimised build: profile ci)"
-tests cargo test --workspace --profile ci
+step "build: x86_64 tests and binaries (release)"
+cargo test --release --locked --workspace --no-run
+cargo build --release --locked --workspace --bins
 
-step "the release build (what ships; for the .deb, systemd and benchmark steps)"
-cargo build --release --locked -p focusd
+step "tests: x86_64 unit and end-to-end"
+tests cargo test --release --locked --workspace
 
 step "the amd64 .deb under a real systemd (debootstrap root, systemd as PID 1 of a namespace)"
 deb=$(bash packaging/deb/assemble.sh target/release/focusd amd64 target/debian)
 boot_passed=0 boot_failed=0
-if bash tests/systemd-boot.sh "$deb" 2>&1 | grep -v '^\[OpenH264\]'; then
+if wait "$bootroot_job" &&
+  bash tests/systemd-boot.sh --root "$bootroot" "$deb" 2>&1 | grep -v '^\[OpenH264\]'; then
   boot_passed=1
 else
+  cat "$tmp/bootroot.log" >&2
   boot_failed=1 status=1
 fi
 
-boards=(aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf)
-step "cross builds and .deb packages for the boards"
-bash cross/build.sh "${boards[@]}"
-
-for target in "${boards[@]}"; do
-  step "$target: unit tests under qemu-user"
-  tests cargo test --profile ci --target "$target" -p focusd-board -p focusd --lib
-  step "$target: binary and package tests (smoke, sd_notify, exit codes, .deb) under qemu-user"
-  FOCUSD_TARGET=$target tests cargo test --profile ci -p focusd --test cli --test service --test package
-done
+step "waiting for the boards' build (background since the start)"
+if wait "$boards_job"; then
+  tail -n 3 "$tmp/boards.log"
+  for target in "${boards[@]}"; do
+    step "tests: $target unit tests under qemu-user"
+    CARGO_TARGET_DIR=$boards_dir tests cargo test --release --locked --target "$target" -p focusd-board -p focusd --lib
+    step "tests: $target binary and package tests (smoke, sd_notify, exit codes, .deb) under qemu-user"
+    FOCUSD_TARGET=$target FOCUSD_BINARY=$boards_dir/$target/release/focusd \
+      tests cargo test --release --locked --workspace --test cli --test service --test package
+  done
+else
+  cat "$tmp/boards.log"
+  echo "the boards' build failed: their tests did not run"
+  status=1
+fi
 
 step "benchmark (short; figures only, no pass/fail)"
-target/release/focusd bench --seconds 4 --viewers 8 --footage tests/.media/vtest.y4m
+target/release/focusd-bench --seconds 4 --viewers 8 --footage tests/.media/vtest.y4m
 
 step "summary"
 passed=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) if ($(i+1) ~ /^passed;?$/) s += $i } END { print s + 0 }' "$log")
 failed=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) if ($(i+1) ~ /^failed;?$/) s += $i } END { print s + 0 }' "$log")
 passed=$((passed + boot_passed)) failed=$((failed + boot_failed))
-echo "tests: $passed passed, $failed failed"
+echo "step times (wall clock):"
+for i in "${!step_secs[@]}"; do
+  printf '  %5d s  %s\n' "${step_secs[$i]}" "${step_names[$i]}"
+done
+printf '  %5d s  total\n' "$SECONDS"
 if [ "$status" != 0 ] && [ "$failed" = 0 ]; then
   echo "a test command failed before reporting results (see above)"
 fi
+echo "tests: $passed passed, $failed failed"
 exit "$status"

@@ -9,10 +9,29 @@
 #   - bad config: exit status 2 and no restart;
 #   - systemctl stop: exit status 0.
 # Usage: tests/systemd-boot.sh PATH/TO/focusd_VERSION_amd64.deb
+#        tests/systemd-boot.sh --prepare DIR          only debootstrap a root into DIR
+#        tests/systemd-boot.sh --root DIR DEB         the test, in a root made by --prepare
+#                                                     (used once: the package goes into it)
 set -euo pipefail
+
+debootstrap_root() {
+  debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,curl \
+    bookworm "$1" http://deb.debian.org/debian >"$1.debootstrap.log" 2>&1 ||
+    { tail -20 "$1.debootstrap.log"; return 1; }
+}
+
+case "${1:-}" in
+  --prepare)
+    debootstrap_root "$2/root"
+    exit 0 ;;
+  --root)
+    prepared="$2/root"
+    shift 2 ;;
+  *) prepared="" ;;
+esac
 deb=$(realpath "$1")
 work=$(mktemp -d /tmp/focusd-boot.XXXXXX)
-root="$work/root"
+root=${prepared:-$work/root}
 init_pid=""
 
 cleanup() {
@@ -31,10 +50,10 @@ fail() {
   exit 1
 }
 
-echo "debootstrap a minimal Debian 12 with systemd"
-debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,curl \
-  bookworm "$root" http://deb.debian.org/debian >"$work/debootstrap.log" 2>&1 ||
-  { tail -20 "$work/debootstrap.log"; exit 1; }
+if [ -z "$prepared" ]; then
+  echo "debootstrap a minimal Debian 12 with systemd"
+  debootstrap_root "$root"
+fi
 
 cp "$deb" "$root/root/focusd.deb"
 chroot "$root" dpkg -i /root/focusd.deb >/dev/null 2>&1 || fail "dpkg -i in the chroot"

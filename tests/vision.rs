@@ -7,8 +7,9 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use focusd::receiver::{Picture, Receiver, ReceiverOptions};
-use focusd_e2e::{TestDaemon, json_boxes};
+use focusd_testkit::TestDaemon;
+use focusd_testkit::picture::json_boxes;
+use focusd_testkit::receiver::{Picture, Receiver, ReceiverOptions};
 
 /// Every this many pixels in x and y are compared when matching a picture to a frame.
 const STEP: usize = 4;
@@ -110,8 +111,8 @@ type Annotation = (Vec<[f64; 4]>, Vec<[f64; 4]>);
 
 #[test]
 fn vision_with_the_model_keeps_the_people_of_real_footage() {
-    let path =
-        focusd_e2e::real_footage().expect("tests/.media/vtest.y4m: run tests/media.sh first");
+    let path = focusd_testkit::picture::real_footage()
+        .expect("tests/.media/vtest.y4m: run tests/media.sh first");
     let truth: serde_json::Value =
         serde_json::from_str(include_str!("data/vtest_people.json")).unwrap();
     let annotated: BTreeMap<usize, Annotation> = truth

@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
-use focusd::receiver::{Receiver, ReceiverOptions, ReceiverStats};
 use focusd_board::source::scene_boxes;
 use focusd_board::stamp;
-use focusd_e2e::{TestDaemon, pattern_luma, psnr};
+use focusd_testkit::TestDaemon;
+use focusd_testkit::picture::{pattern_luma, psnr};
+use focusd_testkit::receiver::{Receiver, ReceiverOptions, ReceiverStats};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -365,8 +366,8 @@ fn offer_with_one_video_line_gets_context_only() {
 
 #[test]
 fn real_footage_streams_end_to_end() {
-    let path =
-        focusd_e2e::real_footage().expect("tests/.media/vtest.y4m: run tests/media.sh first");
+    let path = focusd_testkit::picture::real_footage()
+        .expect("tests/.media/vtest.y4m: run tests/media.sh first");
     let source = format!("file:{}", path.display());
     let d = TestDaemon::start(&["--source", &source]);
     assert!(

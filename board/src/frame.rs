@@ -2,7 +2,7 @@
 
 use std::ops::Deref;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// A planar 4:2:0 image with tightly packed planes (Y, then U, then V).
 ///
@@ -140,6 +140,30 @@ impl PixelRect {
             y0: self.y0 / align * align,
             x1: self.x1.div_ceil(align).saturating_mul(align).min(w),
             y1: self.y1.div_ceil(align).saturating_mul(align).min(h),
+        }
+    }
+}
+
+/// When a picture was taken. Sources stamp it; encoders carry it through to the access
+/// unit made from the picture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CaptureTime {
+    /// Monotonic time of capture: drives RTP timestamps and latency accounting.
+    pub at: Instant,
+    /// Wall-clock time of capture in ms since the Unix epoch (what the test stamp encodes).
+    pub wallclock_ms: u64,
+}
+
+impl CaptureTime {
+    /// The current time, as a capture time.
+    pub fn now() -> Self {
+        let wallclock_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Self {
+            at: Instant::now(),
+            wallclock_ms,
         }
     }
 }

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
+use focusd_board::encode::EncoderSpec;
 use focusd_board::source::SourceSpec;
 use serde::Deserialize;
 
@@ -29,6 +30,10 @@ pub struct Flags {
     /// or auto (first camera found, else test) [default: auto].
     #[arg(long, value_name = "SPEC")]
     pub source: Option<String>,
+    /// H.264 encoder: auto (the board's hardware encoder when found, else openh264),
+    /// openh264, v4l2m2m[:/dev/videoN] or gst:ELEMENT [default: auto].
+    #[arg(long, value_name = "SPEC")]
+    pub encoder: Option<String>,
     /// Main image size; a file is scaled to it when given, else kept at its native size
     /// [default: 1280x720].
     #[arg(long, value_name = "WxH")]
@@ -49,9 +54,6 @@ pub struct Flags {
 
 #[derive(Debug, Subcommand)]
 pub enum Subcmd {
-    /// Measure latency, time to first frame, CPU and memory against an encoder-only
-    /// baseline, on loopback with the test source.
-    Bench(BenchFlags),
     /// Fleet console: list devices, watch them, change their mode or rectangle over MQTT.
     Ctl(CtlFlags),
 }
@@ -93,19 +95,6 @@ pub enum CtlAction {
     },
 }
 
-#[derive(Debug, Args, Clone)]
-pub struct BenchFlags {
-    /// Seconds to measure each phase.
-    #[arg(long, default_value_t = 8)]
-    pub seconds: u64,
-    /// Viewer count of the multi-viewer phase.
-    #[arg(long, default_value_t = 8)]
-    pub viewers: usize,
-    /// Also measure the bitrate of each mode on this real footage (a .y4m file).
-    #[arg(long, value_name = "PATH.y4m")]
-    pub footage: Option<std::path::PathBuf>,
-}
-
 /// The config file. Every key is optional; unknown keys are errors.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -130,6 +119,7 @@ pub struct FileConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VideoFile {
+    pub encoder: Option<String>,
     pub context_width: Option<u32>,
     pub context_kbps: Option<u32>,
     pub source_kbps: Option<u32>,
@@ -228,6 +218,8 @@ pub struct MqttSettings {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct VideoSettings {
+    /// Which encoder both tracks use.
+    pub encoder: EncoderSpec,
     /// Width of the context (lores) track; height follows the main aspect ratio.
     pub context_width: u32,
     /// Target bitrate of the context track, kbit/s.
@@ -347,7 +339,17 @@ impl Settings {
         if !(1..=120).contains(&fps) {
             return bad("fps", format!("{fps} is outside 1..=120"));
         }
+        let encoder = flags
+            .encoder
+            .clone()
+            .or(file.video.encoder)
+            .unwrap_or_else(|| "auto".into());
+        let encoder: EncoderSpec = match encoder.parse() {
+            Ok(e) => e,
+            Err(e) => return bad("video.encoder", e),
+        };
         let video = VideoSettings {
+            encoder,
             context_width: file.video.context_width.unwrap_or(320),
             context_kbps: file.video.context_kbps.unwrap_or(300),
             source_kbps: file.video.source_kbps.unwrap_or(2500),
@@ -668,6 +670,7 @@ mod tests {
         assert!(!s.size_given);
         assert_eq!(s.fps, 30);
         assert_eq!(s.source, SourceSpec::Auto);
+        assert_eq!(s.video.encoder, EncoderSpec::Auto);
         assert_eq!(s.video.context_width, 320);
         assert_eq!(s.mqtt, None);
     }
@@ -760,16 +763,21 @@ mod tests {
         assert!(s.size_given);
         assert_eq!(s.video.source_kbps, 900);
         assert_eq!(s.source, SourceSpec::Test);
+        let f = file("[video]\nencoder = \"gst:x264enc\"\n");
+        let s = Settings::resolve(&flags(&["--encoder", "openh264"]), f).unwrap();
+        assert_eq!(s.video.encoder, EncoderSpec::OpenH264);
     }
 
     #[test]
     fn bad_values_name_their_key() {
-        let cases: [(&[&str], &str, &str); 7] = [
+        let cases: [(&[&str], &str, &str); 9] = [
             (&["--size", "1280"], "", "size"),
             (&["--size", "1281x720"], "", "size"),
             (&["--fps", "0"], "", "fps"),
             (&["--listen", "localhost"], "", "listen"),
             (&["--source", "webcam"], "", "source"),
+            (&["--encoder", "x265"], "", "video.encoder"),
+            (&[], "[video]\nencoder = \"gst:\"\n", "video.encoder"),
             (&["--mqtt", "http://x"], "", "mqtt"),
             (&[], "[control]\nmode = \"ULTRA\"\n", "control.mode"),
         ];

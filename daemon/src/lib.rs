@@ -24,18 +24,15 @@
 //!
 //! Start it with [`Daemon::start`], stop it by cancelling the token you passed in.
 
-pub mod bench;
 pub mod command;
 pub mod config;
 pub mod ctl;
 pub mod http;
 pub mod mask;
 pub mod metrics;
-pub mod minihttp;
 pub mod mqtt;
 pub mod pipeline;
 pub mod procfs;
-pub mod receiver;
 pub mod roi;
 pub mod sd_notify;
 pub mod slot;
@@ -86,10 +83,11 @@ pub enum StartError {
 impl StartError {
     /// Whether this comes from configuration (exit status 2: restarting will not help).
     pub fn is_config(&self) -> bool {
-        matches!(
-            self,
-            StartError::Pipeline(PipelineError::Source(_)) | StartError::Mqtt(_)
-        )
+        match self {
+            StartError::Pipeline(PipelineError::Source(_)) | StartError::Mqtt(_) => true,
+            StartError::Pipeline(PipelineError::Encoder(e)) => e.is_config(),
+            _ => false,
+        }
     }
 }
 
@@ -134,7 +132,7 @@ impl Daemon {
             detector_frames.clone(),
             shutdown.clone(),
         )?;
-        control.set_backends(pipeline.encoder.to_string(), pipeline.source.clone());
+        control.set_backends(pipeline.encoder.clone(), pipeline.source.clone());
         let stamp_rows = if pipeline.has_stamp {
             focusd_board::stamp::band_height(pipeline.lores_size.1)
         } else {
@@ -271,7 +269,7 @@ fn registration(
         name: mqtt.name.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         board: focusd_board::probe::Board::detect().name().to_string(),
-        encoder: pipeline.encoder.to_string(),
+        encoder: pipeline.encoder.clone(),
         source: pipeline.source.clone(),
         signaling_url: format!("{base}/offer"),
         whep_url: format!("{base}/whep"),

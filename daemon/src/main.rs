@@ -46,15 +46,6 @@ fn main() -> ExitCode {
             }
         };
     }
-    if let Some(Subcmd::Bench(bench)) = &flags.command {
-        return match runtime.block_on(focusd::bench::run(bench.clone())) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("focusd bench: {e:#}");
-                ExitCode::from(1)
-            }
-        };
-    }
     let settings = match Settings::load(&flags) {
         Ok(s) => s,
         Err(e) => {

@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use focusd_board::encode::{EncodeError, EncoderSettings, OpenH264Encoder, VideoEncoder};
-use focusd_board::frame::{FramePool, I420Image, PooledFrame};
+use focusd_board::encode::{self, EncodeError, EncoderSettings, VideoEncoder};
+use focusd_board::frame::{CaptureTime, FramePool, I420Image, PooledFrame};
 use focusd_board::scale::{Scaler, lores_size};
 use focusd_board::source::{self, FrameSource, SourceError};
 use focusd_board::stamp;
@@ -37,7 +37,7 @@ pub enum PipelineError {
     /// The configured source cannot be opened (missing file, backend not in this build).
     #[error("source: {0}")]
     Source(#[from] SourceError),
-    /// An encoder cannot be created.
+    /// An encoder cannot be created (not in this build, no device, refused settings).
     #[error("encoder: {0}")]
     Encoder(#[from] EncodeError),
     /// A thread could not be spawned.
@@ -70,8 +70,8 @@ pub struct Pipeline {
     pub fps: f64,
     /// Human description of the source (state JSON).
     pub source: String,
-    /// Encoder name (state JSON).
-    pub encoder: &'static str,
+    /// What the encoders are, from [`VideoEncoder::name`] (state JSON, registration).
+    pub encoder: String,
     /// Whether frames carry the test stamp (its band is not scene content).
     pub has_stamp: bool,
     /// When frames last arrived (for `/healthz`).
@@ -104,10 +104,13 @@ impl Pipeline {
             bitrate_kbps: kbps,
             keyframe_interval,
         };
+        let spec = &settings.video.encoder;
         let context_encoder =
-            OpenH264Encoder::new(&enc_settings(lores, settings.video.context_kbps))?;
+            encode::open(spec, &enc_settings(lores, settings.video.context_kbps))?;
         let source_encoder =
-            OpenH264Encoder::new(&enc_settings(main_size, settings.video.source_kbps))?;
+            encode::open(spec, &enc_settings(main_size, settings.video.source_kbps))?;
+        let encoder_name = source_encoder.name().to_string();
+        tracing::info!(encoder = %encoder_name, "encoders open");
         let description = src.describe();
         let stamp_rows = if src.has_stamp() {
             stamp::band_height(main_size.1)
@@ -136,11 +139,8 @@ impl Pipeline {
         );
 
         for (track, encoder) in [
-            (
-                Track::Context,
-                Box::new(context_encoder) as Box<dyn VideoEncoder>,
-            ),
-            (Track::Source, Box::new(source_encoder)),
+            (Track::Context, context_encoder),
+            (Track::Source, source_encoder),
         ] {
             let worker = EncoderWorker {
                 track,
@@ -169,7 +169,7 @@ impl Pipeline {
             lores_size: lores,
             fps: src_fps,
             source: description,
-            encoder: "openh264",
+            encoder: encoder_name,
             has_stamp: stamp_rows > 0,
             liveness,
             threads,
@@ -377,34 +377,48 @@ impl EncoderWorker {
                 },
             };
             let key = self.keyframe[self.track as usize].take() | force_key;
-            buf.clear();
+            let captured = CaptureTime {
+                at: frame.captured_at,
+                wallclock_ms: frame.wallclock_ms,
+            };
             let started = Instant::now();
-            let info = match self.encoder.encode(image, key, &mut buf) {
-                Ok(info) => info,
+            if let Err(e) = self.encoder.submit(image, captured, key) {
+                tracing::warn!(track = self.track.name(), error = %e, "encode failed");
+                if e.is_fatal() {
+                    // Nothing more comes from this track; the watchdog and /healthz
+                    // report the stall (the context track is the pulse).
+                    tracing::error!(track = self.track.name(), "encoder stopped");
+                    break;
+                }
+                force_key = true;
+                continue;
+            }
+            m.encode_seconds.observe(started.elapsed().as_secs_f64());
+            buf.clear();
+            let unit = match self.encoder.poll(&mut buf) {
+                Ok(Some(unit)) => unit,
+                // Skipped by rate control, or still in a pipelined encoder.
+                Ok(None) => continue,
                 Err(e) => {
                     tracing::warn!(track = self.track.name(), error = %e, "encode failed");
                     force_key = true;
                     continue;
                 }
             };
-            m.encode_seconds.observe(started.elapsed().as_secs_f64());
-            if info.skipped {
-                continue;
-            }
             force_key = false;
             if let Some(l) = &self.liveness {
                 l.frame_encoded();
             }
             m.frames.inc();
             m.bytes.add(buf.len() as u64);
-            if info.keyframe {
+            if unit.keyframe {
                 m.keyframes.inc();
             }
             let encoded = EncodedFrame {
                 track: self.track,
                 data: Arc::from(buf.as_slice()),
-                keyframe: info.keyframe,
-                captured_at: frame.captured_at,
+                keyframe: unit.keyframe,
+                captured_at: unit.captured.at,
             };
             match self.out.try_send(encoded) {
                 Ok(()) => {}
@@ -414,6 +428,19 @@ impl EncoderWorker {
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => break,
             }
+        }
+        // A pipelined encoder still holds pictures: hand them on while the hub listens.
+        let mut rest = Vec::new();
+        if let Err(e) = self.encoder.finish(&mut rest) {
+            tracing::debug!(track = self.track.name(), error = %e, "encoder drain failed");
+        }
+        for (unit, data) in rest {
+            let _ = self.out.try_send(EncodedFrame {
+                track: self.track,
+                data: Arc::from(data),
+                keyframe: unit.keyframe,
+                captured_at: unit.captured.at,
+            });
         }
     }
 }

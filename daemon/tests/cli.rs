@@ -1,16 +1,14 @@
 //! The binary's contract with operators and systemd: exit status 2 and one line naming the
 //! key for bad configuration, a complete `--help`, and a clean exit on SIGTERM.
 
-mod support;
-
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use support::{Binary, sigterm};
+use focusd_testkit::process::{Binary, sigterm};
 
 fn run(args: &[&str]) -> (i32, String) {
-    let out = Binary::under_test()
+    let out = Binary::under_test(env!("CARGO_BIN_EXE_focusd"))
         .command()
         .args(args)
         .output()
@@ -82,7 +80,7 @@ fn bad_config_exits_2_with_one_line_naming_the_key() {
 
 #[test]
 fn help_explains_every_option() {
-    let out = Binary::under_test()
+    let out = Binary::under_test(env!("CARGO_BIN_EXE_focusd"))
         .command()
         .arg("--help")
         .output()
@@ -97,7 +95,8 @@ fn help_explains_every_option() {
         "--fps",
         "--mqtt",
         "--device-id",
-        "bench",
+        "--encoder",
+        "ctl",
     ] {
         assert!(help.contains(opt), "--help mentions {opt}");
     }
@@ -109,7 +108,7 @@ fn help_explains_every_option() {
 
 #[test]
 fn sigterm_stops_the_daemon_cleanly_within_two_seconds() {
-    let bin = Binary::under_test();
+    let bin = Binary::under_test(env!("CARGO_BIN_EXE_focusd"));
     let mut child = bin
         .command()
         .args([

@@ -1,12 +1,11 @@
 //! The ROI detector as configured: a model that cannot be used is named in one clear log
 //! line and the daemon keeps serving with the motion detector in its place.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use support::{Binary, DaemonProcess, TempDir, metric};
+use focusd_testkit::TempDir;
+use focusd_testkit::process::{Binary, DaemonProcess, metric};
 
 fn testdata(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -21,33 +20,20 @@ fn config(dir: &Path, roi: &str) -> String {
 }
 
 fn state(addr: std::net::SocketAddr) -> serde_json::Value {
-    let r = focusd::minihttp::request(addr, "GET", "/api/state", None, b"").expect("GET state");
+    let r = focusd_testkit::http::request(addr, "GET", "/api/state", None, b"").expect("GET state");
     serde_json::from_slice(&r.body).expect("state JSON")
-}
-
-/// Waits until the log has `text`; returns the log.
-fn wait_for_log(d: &DaemonProcess, text: &str) -> String {
-    let end = Instant::now() + Duration::from_secs(20);
-    loop {
-        let log = d.log();
-        if log.contains(text) {
-            return log;
-        }
-        assert!(Instant::now() < end, "no `{text}` in the log: {log}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Starts the daemon on the test pattern with `model` and checks the fallback.
 fn falls_back_to_motion(model: &Path, reason: &str) {
-    let bin = Binary::under_test();
+    let bin = Binary::under_test(env!("CARGO_BIN_EXE_focusd"));
     let dir = TempDir::new("detector");
     let cfg = config(
         dir.path(),
         &format!("kind = \"model\"\nmodel = \"{}\"", model.display()),
     );
     let d = DaemonProcess::start(&bin, dir.path(), &["--config", &cfg, "--source", "test"]);
-    let log = wait_for_log(&d, "falling back to motion detection");
+    let log = d.wait_for_log("falling back to motion detection", Duration::from_secs(20));
     let line = log
         .lines()
         .find(|l| l.contains("falling back"))
@@ -70,7 +56,7 @@ fn falls_back_to_motion(model: &Path, reason: &str) {
         assert!(Instant::now() < end, "no motion ROI after the fallback");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let health = focusd::minihttp::request(d.addr, "GET", "/healthz", None, b"").unwrap();
+    let health = focusd_testkit::http::request(d.addr, "GET", "/healthz", None, b"").unwrap();
     assert_eq!(health.status, 200);
 }
 
@@ -104,11 +90,11 @@ fn missing_model_file_falls_back_to_motion() {
 
 #[test]
 fn labels_the_model_does_not_know_fall_back_to_motion() {
-    let bin = Binary::under_test();
+    let bin = Binary::under_test(env!("CARGO_BIN_EXE_focusd"));
     let dir = TempDir::new("detector-labels");
     let cfg = config(dir.path(), "kind = \"model\"\nlabels = [\"car\"]");
     let d = DaemonProcess::start(&bin, dir.path(), &["--config", &cfg, "--source", "test"]);
-    let log = wait_for_log(&d, "falling back to motion detection");
+    let log = d.wait_for_log("falling back to motion detection", Duration::from_secs(20));
     assert!(
         log.contains(r#"none of the labels ["car"] is among its classes ["person"]"#),
         "{log}"
@@ -118,11 +104,11 @@ fn labels_the_model_does_not_know_fall_back_to_motion() {
 
 #[test]
 fn default_model_runs_and_reports_its_load_time() {
-    let bin = Binary::under_test();
+    let bin = Binary::under_test(env!("CARGO_BIN_EXE_focusd"));
     let dir = TempDir::new("detector-default");
     let cfg = config(dir.path(), "kind = \"model\"");
     let d = DaemonProcess::start(&bin, dir.path(), &["--config", &cfg, "--source", "test"]);
-    wait_for_log(&d, "ROI detector: model");
+    d.wait_for_log("ROI detector: model", Duration::from_secs(20));
     let end = Instant::now() + Duration::from_secs(10);
     while metric(d.addr, "focusd_detector_runs_total") < 3.0 {
         assert!(Instant::now() < end, "the model detector runs");
@@ -145,7 +131,7 @@ fn bad_detector_settings_exit_2_naming_the_key() {
         ("model = \"/tmp/x.onnx\"", "roi.model"),
     ] {
         let cfg = config(dir.path(), roi);
-        let out = Binary::under_test()
+        let out = Binary::under_test(env!("CARGO_BIN_EXE_focusd"))
             .command()
             .args([
                 "--config",

@@ -1,15 +1,14 @@
 //! The MQTT control plane against a real mosquitto started by each test, with the daemon
 //! as a process and, where the video matters, a str0m viewer in this process.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use focusd::minihttp;
-use focusd::receiver::{Receiver, ReceiverOptions};
+use focusd_testkit::TempDir;
+use focusd_testkit::broker::{Mosquitto, Watcher};
+use focusd_testkit::http;
+use focusd_testkit::process::{Binary, DaemonProcess, metric, sigterm};
+use focusd_testkit::receiver::{Receiver, ReceiverOptions};
 use serde_json::Value;
-use support::broker::{Mosquitto, Watcher};
-use support::{Binary, DaemonProcess, TempDir, metric};
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -31,7 +30,7 @@ fn daemon_with(dir: &TempDir, id: &str, mqtt: &str, size: &str) -> DaemonProcess
     let conf = dir.path().join(format!("{id}.toml"));
     std::fs::write(&conf, format!("[mqtt]\n{mqtt}")).unwrap();
     DaemonProcess::start(
-        &Binary::under_test(),
+        &Binary::under_test(env!("CARGO_BIN_EXE_focusd")),
         dir.path(),
         &[
             "--config",
@@ -154,7 +153,7 @@ fn a_command_over_mqtt_changes_the_video_the_retained_state_and_the_other_doors(
     println!("LOW applied within {:?} of the command", sent.elapsed());
 
     // The other doors see it: HTTP state and the viewer's DataChannel.
-    let http_state = minihttp::request(d.addr, "GET", "/api/state", None, b"").unwrap();
+    let http_state = http::request(d.addr, "GET", "/api/state", None, b"").unwrap();
     assert_eq!(
         json(std::str::from_utf8(&http_state.body).unwrap())["mode"],
         "LOW"
@@ -170,7 +169,7 @@ fn a_command_over_mqtt_changes_the_video_the_retained_state_and_the_other_doors(
     );
 
     // A change through HTTP is republished over MQTT as retained state.
-    let r = minihttp::request(
+    let r = http::request(
         d.addr,
         "POST",
         "/api/command",
@@ -238,7 +237,7 @@ fn malformed_and_oversized_commands_are_refused_and_change_nothing() {
         let error = r["error"].as_str().unwrap();
         assert!(error.contains(why), "`{error}` should say {why}");
     }
-    let state = minihttp::request(d.addr, "GET", "/api/state", None, b"").unwrap();
+    let state = http::request(d.addr, "GET", "/api/state", None, b"").unwrap();
     let state = json(std::str::from_utf8(&state.body).unwrap());
     assert_eq!(state["mode"], "HIGH");
     assert_eq!(state["hybrid_rect"], Value::Null);
@@ -309,7 +308,7 @@ fn the_broker_restarting_loses_no_frames_and_everything_is_republished() {
     let got0 = viewer.stats().tracks[0].frames;
     broker.kill();
     std::thread::sleep(Duration::from_millis(1500));
-    let health = minihttp::request(d.addr, "GET", "/api/state", None, b"").unwrap();
+    let health = http::request(d.addr, "GET", "/api/state", None, b"").unwrap();
     assert_eq!(health.status, 200, "HTTP serves while the broker is gone");
     broker.restart();
     let back = Instant::now();
@@ -345,7 +344,7 @@ fn the_broker_restarting_loses_no_frames_and_everything_is_republished() {
 
 /// Runs `focusd ctl` with `args`; (exit code, stdout, stderr).
 fn ctl(args: &[&str]) -> (i32, String, String) {
-    let out = Binary::under_test()
+    let out = Binary::under_test(env!("CARGO_BIN_EXE_focusd"))
         .command()
         .arg("ctl")
         .args(args)
@@ -385,7 +384,7 @@ fn ctl_lists_devices_and_changes_them_waiting_for_the_result() {
     let (code, out, err) = ctl(&[&b[..], &["mode", "cam-x", "vision"]].concat());
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("cam-x: ok"), "{out}");
-    let state = minihttp::request(d.addr, "GET", "/api/state", None, b"").unwrap();
+    let state = http::request(d.addr, "GET", "/api/state", None, b"").unwrap();
     assert_eq!(
         json(std::str::from_utf8(&state.body).unwrap())["mode"],
         "VISION"
@@ -393,12 +392,12 @@ fn ctl_lists_devices_and_changes_them_waiting_for_the_result() {
 
     let (code, _, err) = ctl(&[&b[..], &["rect", "cam-x", "10", "20", "60", "70"]].concat());
     assert_eq!(code, 0, "{err}");
-    let state = minihttp::request(d.addr, "GET", "/api/state", None, b"").unwrap();
+    let state = http::request(d.addr, "GET", "/api/state", None, b"").unwrap();
     let state = json(std::str::from_utf8(&state.body).unwrap());
     assert_eq!(state["hybrid_rect"]["x2"], 60.0);
 
     // watch: live lines `topic payload`, starting with what is retained.
-    let mut watch = Binary::under_test()
+    let mut watch = Binary::under_test(env!("CARGO_BIN_EXE_focusd"))
         .command()
         .args(["ctl", "--broker", url.as_str(), "watch", "cam-x"])
         .stdout(std::process::Stdio::piped())
@@ -420,7 +419,7 @@ fn ctl_lists_devices_and_changes_them_waiting_for_the_result() {
             break;
         }
     }
-    support::sigterm(watch.id());
+    sigterm(watch.id());
     let status = watch.wait().unwrap();
     assert!(seen.contains("focusd/cam-x/available"), "{seen:?}");
     assert_eq!(status.code(), Some(0), "watch ends cleanly on SIGTERM");
@@ -533,7 +532,7 @@ fn mqtts_with_a_private_ca_and_a_client_certificate() {
     let (ca, server_cert, server_key) = pki(dir.path(), "server", None);
     let ca_key = dir.path().join("server-ca.key");
     let (_, client_cert, client_key) = pki(dir.path(), "client", Some((&ca, &ca_key)));
-    let tls_port = support::broker::free_port();
+    let tls_port = focusd_testkit::free_port();
     let broker = Mosquitto::start(
         dir.path(),
         &format!(
@@ -566,7 +565,7 @@ fn mqtts_with_a_private_ca_and_a_client_certificate() {
             .is_none_or(|m| m.topic != "focusd/cam-untrusted/available"),
         "an untrusted broker must not be used"
     );
-    let health = minihttp::request(bad.addr, "GET", "/healthz", None, b"").unwrap();
+    let health = http::request(bad.addr, "GET", "/healthz", None, b"").unwrap();
     assert_eq!(health.status, 200);
     assert!(bad.log().contains("MQTT: connection lost"), "{}", bad.log());
     drop(good);
@@ -583,7 +582,7 @@ fn mqtts_with_a_private_ca_and_a_client_certificate() {
         ),
     )
     .unwrap();
-    let out = Binary::under_test()
+    let out = Binary::under_test(env!("CARGO_BIN_EXE_focusd"))
         .command()
         .args([
             "--listen",

@@ -3,13 +3,12 @@
 //! included, as `dpkg --root --force-script-chrootless` runs them), upgraded, removed and
 //! purged; the unit it installs is checked by `systemd-analyze`.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use support::{Binary, TempDir};
+use focusd_testkit::TempDir;
+use focusd_testkit::process::Binary;
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -40,7 +39,7 @@ fn stdout(cmd: &mut Command) -> String {
 fn deb() -> &'static (PathBuf, Binary) {
     static DEB: OnceLock<(PathBuf, Binary)> = OnceLock::new();
     DEB.get_or_init(|| {
-        let bin = Binary::under_test();
+        let bin = Binary::under_test(env!("CARGO_BIN_EXE_focusd"));
         let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("deb-{}", bin.deb_arch));
         let _ = std::fs::remove_dir_all(&out);
         let path = stdout(

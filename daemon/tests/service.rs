@@ -2,95 +2,18 @@
 //! datagram socket made by the test, with a real pipe as the camera, so the pipeline can
 //! be made to stall and recover.
 
-mod support;
-
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-use focusd::minihttp;
-use support::{Binary, TempDir, metric, sigterm};
-
-/// The service manager's end: the socket `NOTIFY_SOCKET` names.
-struct Manager {
-    socket: UnixDatagram,
-    path: PathBuf,
-}
-
-impl Manager {
-    fn bind(dir: &Path) -> Manager {
-        let path = dir.join("notify.sock");
-        let socket = UnixDatagram::bind(&path).expect("bind the notify socket");
-        Manager { socket, path }
-    }
-
-    /// The next datagram within `within`, if any.
-    fn next(&self, within: Duration) -> Option<String> {
-        self.socket
-            .set_read_timeout(Some(within.max(Duration::from_millis(1))))
-            .unwrap();
-        let mut buf = [0u8; 4096];
-        match self.socket.recv(&mut buf) {
-            Ok(n) => Some(String::from_utf8(buf[..n].to_vec()).expect("UTF-8 message")),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                None
-            }
-            Err(e) => panic!("notify socket: {e}"),
-        }
-    }
-
-    /// Every datagram that arrives during `d`.
-    fn collect(&self, d: Duration) -> Vec<String> {
-        let end = Instant::now() + d;
-        let mut got = vec![];
-        while let Some(left) = end.checked_duration_since(Instant::now()) {
-            if let Some(m) = self.next(left) {
-                got.push(m);
-            }
-        }
-        got
-    }
-
-    /// Waits up to `within` for a datagram holding the assignment `line`; returns it.
-    fn wait_for(&self, line: &str, within: Duration) -> String {
-        let end = Instant::now() + within;
-        let mut seen = vec![];
-        while let Some(left) = end.checked_duration_since(Instant::now()) {
-            match self.next(left) {
-                Some(m) if m.lines().any(|l| l.starts_with(line)) => return m,
-                Some(m) => seen.push(m),
-                None => break,
-            }
-        }
-        panic!("no `{line}` within {within:?}; got {seen:?}");
-    }
-}
-
-fn pings(messages: &[String]) -> usize {
-    messages
-        .iter()
-        .filter(|m| m.lines().any(|l| l == "WATCHDOG=1"))
-        .count()
-}
-
-/// The HTTP address in the `STATUS=serving http://ADDR/` line.
-fn served_addr(message: &str) -> std::net::SocketAddr {
-    let status = message
-        .lines()
-        .find_map(|l| l.strip_prefix("STATUS=serving http://"))
-        .unwrap_or_else(|| panic!("a serving status in {message:?}"));
-    status.trim_end_matches('/').parse().expect("an address")
-}
+use focusd_testkit::TempDir;
+use focusd_testkit::http;
+use focusd_testkit::notify::{NotifySocket, pings, served_addr};
+use focusd_testkit::process::{Binary, metric, sigterm};
 
 /// Writer of a live y4m stream into a FIFO, which can be paused (the camera stalls).
 struct Camera {
@@ -187,9 +110,9 @@ fn wait_exit(child: &mut Child, within: Duration) -> (std::process::ExitStatus, 
 
 #[test]
 fn ready_after_the_first_frame_watchdog_only_while_frames_flow_stopping_on_sigterm() {
-    let bin = Binary::under_test();
+    let bin = Binary::under_test(env!("CARGO_BIN_EXE_focusd"));
     let dir = TempDir::new("service");
-    let manager = Manager::bind(dir.path());
+    let manager = NotifySocket::bind(dir.path()).expect("bind the notify socket");
     let fifo = dir.path().join("camera.y4m");
     let camera = Camera::start(&fifo, 20);
     // Pings every 250 ms; each one needs a frame encoded since the previous.
@@ -206,13 +129,13 @@ fn ready_after_the_first_frame_watchdog_only_while_frames_flow_stopping_on_sigte
         .expect("focusd starts");
 
     // READY=1 comes once HTTP listens and a frame has been encoded.
-    let ready = manager.wait_for("READY=1", bin.patience(Duration::from_secs(5)));
-    let addr = served_addr(&ready);
+    let ready = manager.expect("READY=1", bin.patience(Duration::from_secs(5)));
+    let addr = served_addr(&ready).expect("a serving address");
     assert!(
         metric(addr, "focusd_frames_encoded_total{track=\"context\"}") >= 1.0,
         "a frame was encoded before READY=1"
     );
-    let health = minihttp::request(addr, "GET", "/healthz", None, b"").unwrap();
+    let health = http::request(addr, "GET", "/healthz", None, b"").unwrap();
     assert_eq!(health.status, 200);
 
     // Frames flow: WATCHDOG=1 about every 250 ms.
@@ -221,14 +144,14 @@ fn ready_after_the_first_frame_watchdog_only_while_frames_flow_stopping_on_sigte
 
     // The camera stalls: one status line, then no ping at all.
     camera.set(STALLED);
-    let stalled = manager.wait_for("STATUS=stalled", watchdog * 4);
+    let stalled = manager.expect("STATUS=stalled", watchdog * 4);
     assert_eq!(pings(&[stalled]), 0, "no ping with the stall status");
     let silent = manager.collect(watchdog * 3);
     assert_eq!(pings(&silent), 0, "pings while stalled: {silent:?}");
     // /healthz turns 503 once no frame came for 2 s.
     let end = Instant::now() + bin.patience(Duration::from_secs(3));
     loop {
-        let health = minihttp::request(addr, "GET", "/healthz", None, b"").unwrap();
+        let health = http::request(addr, "GET", "/healthz", None, b"").unwrap();
         if health.status == 503 {
             let body = String::from_utf8_lossy(&health.body).into_owned();
             assert!(body.starts_with("no frame for"), "{body}");
@@ -244,14 +167,14 @@ fn ready_after_the_first_frame_watchdog_only_while_frames_flow_stopping_on_sigte
 
     // It recovers: pings resume and the status says so.
     camera.set(FLOWING);
-    manager.wait_for("WATCHDOG=1", watchdog * 4);
+    manager.expect("WATCHDOG=1", watchdog * 4);
 
     // SIGTERM while the camera hangs again: STOPPING=1, then exit 0 within 2 s even
     // though the capture thread is stuck in a read.
     camera.set(STALLED);
-    manager.wait_for("STATUS=stalled", watchdog * 4);
+    manager.expect("STATUS=stalled", watchdog * 4);
     sigterm(child.id());
-    manager.wait_for("STOPPING=1", bin.patience(Duration::from_secs(2)));
+    manager.expect("STOPPING=1", bin.patience(Duration::from_secs(2)));
     let (status, took) = wait_exit(&mut child, bin.patience(Duration::from_secs(5)));
     println!("SIGTERM to exit with a hung camera: {took:?}");
     assert!(status.success(), "exit status {status:?}");
@@ -261,9 +184,9 @@ fn ready_after_the_first_frame_watchdog_only_while_frames_flow_stopping_on_sigte
 
 #[test]
 fn cold_start_to_ready_with_the_default_test_source() {
-    let bin = Binary::under_test();
+    let bin = Binary::under_test(env!("CARGO_BIN_EXE_focusd"));
     let dir = TempDir::new("coldstart");
-    let manager = Manager::bind(dir.path());
+    let manager = NotifySocket::bind(dir.path()).expect("bind the notify socket");
     let started = Instant::now();
     let mut child = bin
         .command()
@@ -274,24 +197,24 @@ fn cold_start_to_ready_with_the_default_test_source() {
         .stderr(Stdio::null())
         .spawn()
         .expect("focusd starts");
-    let ready = manager.wait_for("READY=1", bin.patience(Duration::from_secs(5)));
+    let ready = manager.expect("READY=1", bin.patience(Duration::from_secs(5)));
     let took = started.elapsed();
     println!("cold start to READY=1 (1280x720 test source): {took:?}");
-    let addr = served_addr(&ready);
-    let health = minihttp::request(addr, "GET", "/healthz", None, b"").unwrap();
+    let addr = served_addr(&ready).expect("a serving address");
+    let health = http::request(addr, "GET", "/healthz", None, b"").unwrap();
     assert_eq!(health.status, 200, "healthy once ready");
     // Without WATCHDOG_USEC there are no pings.
     let after = manager.collect(Duration::from_millis(300));
     assert_eq!(pings(&after), 0, "{after:?}");
     sigterm(child.id());
-    manager.wait_for("STOPPING=1", bin.patience(Duration::from_secs(2)));
+    manager.expect("STOPPING=1", bin.patience(Duration::from_secs(2)));
     let (status, _) = wait_exit(&mut child, bin.patience(Duration::from_secs(5)));
     assert!(status.success(), "exit status {status:?}");
 }
 
 #[test]
 fn a_bad_notify_socket_is_a_configuration_error() {
-    let bin = Binary::under_test();
+    let bin = Binary::under_test(env!("CARGO_BIN_EXE_focusd"));
     for (var, value, want) in [
         ("NOTIFY_SOCKET", "relative/notify.sock", "NOTIFY_SOCKET"),
         ("WATCHDOG_USEC", "soon", "WATCHDOG_USEC"),

@@ -1,66 +1,314 @@
-//! Video encoders: one I420 image in, one H.264 access unit (Annex B) out.
+//! Video encoders: pictures in, H.264 access units (Annex B) out.
+//!
+//! Open one from an [`EncoderSpec`] with [`open`]. Every encoder speaks the same
+//! contract, written for hardware; the software encoder is its simplest case.
+//!
+//! # The contract
+//!
+//! - **One thread.** An encoder is owned by one thread (in the daemon, the track's encoder
+//!   thread), which makes every call; it is `Send`, never shared. Calls may block on the
+//!   device for at most about one frame interval (a hardware encoder waiting for a free
+//!   input buffer), never on the network or on other tracks.
+//! - **Pipelined.** [`VideoEncoder::submit`] hands in a picture and its [`CaptureTime`];
+//!   [`VideoEncoder::poll`] hands out finished access units, oldest first, each carrying
+//!   the capture time of the picture it was made from. A software encoder is *depth 0*:
+//!   the access unit of a picture is ready as soon as `submit` returns. A hardware encoder
+//!   returns it 1–3 submits later ([`VideoEncoder::depth`]). Rate control may skip a
+//!   picture: then no access unit ever comes for it.
+//! - **Keyframes.** `submit(.., keyframe: true)` makes that picture an IDR, with SPS and
+//!   PPS in front (as every IDR has). Requests between pictures are the caller's to merge.
+//! - **Bitrate.** [`VideoEncoder::set_bitrate`] changes the target while running, without
+//!   a keyframe; it takes effect within a few pictures.
+//! - **Stop.** [`VideoEncoder::finish`] drains what is still in flight; after it the
+//!   encoder takes no more pictures.
+//! - **Errors.** [`EncodeError::is_fatal`] says whether the encoder can go on: after a
+//!   recoverable error the picture is lost and the next one should be a keyframe; after a
+//!   fatal one the encoder must be dropped (and reopened, or the process ended).
+//!
+//! Backends not compiled into this build are present with the same API and answer
+//! [`EncodeError::NotEnabled`] (see `disabled.rs`).
 
-mod software;
+mod disabled;
+mod openh264;
 
-pub use software::OpenH264Encoder;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
 
-use crate::frame::I420Image;
+pub use self::openh264::OpenH264Encoder;
+use crate::frame::{CaptureTime, I420Image};
+
+#[cfg(not(feature = "v4l2-m2m"))]
+use disabled::v4l2m2m;
+#[cfg(feature = "v4l2-m2m")]
+compile_error!(
+    "the V4L2 M2M encoder backend is not written yet (issue 11); build without --features v4l2-m2m"
+);
+
+#[cfg(not(feature = "gstreamer"))]
+use disabled::gst;
+#[cfg(feature = "gstreamer")]
+compile_error!(
+    "the GStreamer backend is not written yet (issue 11); build without --features gstreamer"
+);
+
+/// Which encoder to use, as written on the command line (`--encoder`, `video.encoder`).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum EncoderSpec {
+    /// The board's hardware encoder when this build has its backend and finds it, else
+    /// openh264.
+    #[default]
+    Auto,
+    /// Cisco's openh264, in software.
+    OpenH264,
+    /// A V4L2 memory-to-memory stateful encoder (the Pi 4's `bcm2835-codec`), by device or
+    /// the first one found.
+    V4l2M2m(Option<PathBuf>),
+    /// A GStreamer encoder element, e.g. `x264enc` or `nvv4l2h264enc`.
+    Gst(String),
+}
+
+impl FromStr for EncoderSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (kind, arg) = match s.split_once(':') {
+            Some((k, a)) => (k, Some(a)),
+            None => (s, None),
+        };
+        match (kind, arg) {
+            ("auto", None) => Ok(Self::Auto),
+            ("openh264", None) => Ok(Self::OpenH264),
+            ("v4l2m2m", None) => Ok(Self::V4l2M2m(None)),
+            ("v4l2m2m", Some(dev)) if !dev.is_empty() => Ok(Self::V4l2M2m(Some(dev.into()))),
+            ("gst", Some(element)) if !element.is_empty() => Ok(Self::Gst(element.into())),
+            ("v4l2m2m" | "gst", Some(_)) => {
+                Err(format!("encoder `{s}` needs a value after the colon"))
+            }
+            _ => Err(format!(
+                "unknown encoder `{s}`: expected auto, openh264, v4l2m2m[:/dev/videoN] or gst:ELEMENT"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for EncoderSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Auto => write!(f, "auto"),
+            Self::OpenH264 => write!(f, "openh264"),
+            Self::V4l2M2m(None) => write!(f, "v4l2m2m"),
+            Self::V4l2M2m(Some(dev)) => write!(f, "v4l2m2m:{}", dev.display()),
+            Self::Gst(element) => write!(f, "gst:{element}"),
+        }
+    }
+}
 
 /// How an encoder should behave. Every field has a low-latency default.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EncoderSettings {
-    /// Picture size the encoder will be fed.
+    /// Width of the pictures the encoder will be fed.
     pub width: u32,
+    /// Height of the pictures the encoder will be fed.
     pub height: u32,
     /// Nominal frame rate, for rate control.
     pub fps: f64,
-    /// Target bitrate in kbit/s.
+    /// Target bitrate in kbit/s, until [`VideoEncoder::set_bitrate`] changes it.
     pub bitrate_kbps: u32,
     /// A keyframe at least this often, in frames (0 = only on request).
     pub keyframe_interval: u32,
 }
 
-/// Why encoding failed.
+/// Why an encoder could not be opened or could not encode.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EncodeError {
-    /// The encoder could not be created with these settings.
+    /// The backend exists but was not compiled into this build (a cargo feature is off).
+    /// A configuration error.
+    #[error(
+        "{backend} encoding is not enabled in this build (rebuild with `--features {feature}`)"
+    )]
+    NotEnabled {
+        /// The backend, as people call it (`V4L2 M2M`).
+        backend: &'static str,
+        /// The cargo feature that brings it.
+        feature: &'static str,
+    },
+    /// The encoder could not be created with these settings. A configuration error: the
+    /// same settings will fail again.
     #[error("cannot create {encoder} encoder: {reason}")]
     Create {
-        encoder: &'static str,
+        /// The encoder's name.
+        encoder: String,
+        /// What it said.
         reason: String,
     },
-    /// The image does not have the size the encoder was created for.
+    /// The picture does not have the size the encoder was created for. Recoverable: that
+    /// picture is lost.
     #[error("image is {got:?}, encoder expects {expected:?}")]
     WrongSize {
+        /// The picture's size.
         got: (u32, u32),
+        /// The size the encoder was created for.
         expected: (u32, u32),
     },
-    /// The encoder rejected a frame.
+    /// The encoder rejected one picture. Recoverable: that picture is lost, the next one
+    /// should be a keyframe.
     #[error("encoding failed: {0}")]
-    Encode(String),
+    Frame(String),
+    /// The encoder or its device stopped working. Fatal: drop the encoder.
+    #[error("encoder failed: {0}")]
+    Device(String),
+    /// A call after [`VideoEncoder::finish`]. Fatal.
+    #[error("the encoder was finished")]
+    Finished,
 }
 
-/// One encoded picture.
+impl EncodeError {
+    /// Whether the encoder cannot go on and must be dropped.
+    pub fn is_fatal(&self) -> bool {
+        !matches!(self, Self::WrongSize { .. } | Self::Frame(_))
+    }
+
+    /// Whether this comes from configuration (restarting the process will not help).
+    pub fn is_config(&self) -> bool {
+        matches!(self, Self::NotEnabled { .. } | Self::Create { .. })
+    }
+}
+
+/// One access unit out of [`VideoEncoder::poll`] (its bytes are in the caller's buffer).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct EncodedInfo {
+pub struct EncodedUnit {
     /// The access unit starts a new GOP (IDR with SPS/PPS): a decoder can start here.
     pub keyframe: bool,
-    /// The encoder produced no bitstream for this picture (rate control skipped it).
-    pub skipped: bool,
+    /// When the picture it was made from was captured.
+    pub captured: CaptureTime,
 }
 
-/// An H.264 encoder. Output is Annex B with start codes, SPS/PPS in front of every IDR.
+/// An H.264 encoder; see the [module docs](self) for the contract. Output is Annex B with
+/// start codes, SPS/PPS in front of every IDR, constrained baseline, no B-frames.
 pub trait VideoEncoder: Send {
-    /// Short name shown in the state JSON, e.g. `openh264`.
-    fn name(&self) -> &'static str;
+    /// What this encoder is, e.g. `openh264` or `v4l2m2m:/dev/video11` (state JSON,
+    /// registration, metrics).
+    fn name(&self) -> &str;
 
-    /// Encodes `image`, appending the access unit to `out` (which the caller clears).
-    /// `keyframe` forces an IDR.
-    fn encode(
+    /// How many pictures may be in flight: an access unit comes out at most this many
+    /// submits after its picture went in (0 for a software encoder).
+    fn depth(&self) -> usize {
+        0
+    }
+
+    /// Hands in one picture of the configured size, captured at `captured`; `keyframe`
+    /// makes it an IDR.
+    fn submit(
         &mut self,
         image: &I420Image,
+        captured: CaptureTime,
         keyframe: bool,
-        out: &mut Vec<u8>,
-    ) -> Result<EncodedInfo, EncodeError>;
+    ) -> Result<(), EncodeError>;
+
+    /// Takes the oldest finished access unit, appending its bytes to `out` (which the
+    /// caller clears); `None` when none is ready. Never blocks.
+    fn poll(&mut self, out: &mut Vec<u8>) -> Result<Option<EncodedUnit>, EncodeError>;
+
+    /// Changes the target bitrate while running.
+    fn set_bitrate(&mut self, kbps: u32) -> Result<(), EncodeError>;
+
+    /// Stops taking pictures and drains the access units still in flight, oldest first,
+    /// each appended to `out` as one entry.
+    fn finish(&mut self, out: &mut Vec<(EncodedUnit, Vec<u8>)>) -> Result<(), EncodeError>;
+}
+
+/// Opens the encoder `spec` names for pictures of `settings`.
+///
+/// `auto` takes the board's hardware encoder when one of this build's backends finds it,
+/// else openh264. A backend that is not compiled in, or a device that cannot be opened, is
+/// an error (a configuration error: see [`EncodeError::is_config`]).
+pub fn open(
+    spec: &EncoderSpec,
+    settings: &EncoderSettings,
+) -> Result<Box<dyn VideoEncoder>, EncodeError> {
+    match spec {
+        EncoderSpec::Auto => match v4l2m2m::find() {
+            Some(device) => v4l2m2m::open(Some(&device), settings),
+            None => {
+                tracing::debug!("no hardware encoder found: using openh264");
+                Ok(Box::new(OpenH264Encoder::new(settings)?))
+            }
+        },
+        EncoderSpec::OpenH264 => Ok(Box::new(OpenH264Encoder::new(settings)?)),
+        EncoderSpec::V4l2M2m(device) => v4l2m2m::open(device.as_deref(), settings),
+        EncoderSpec::Gst(element) => gst::open(element, settings),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_prints_every_spec() {
+        for (text, spec) in [
+            ("auto", EncoderSpec::Auto),
+            ("openh264", EncoderSpec::OpenH264),
+            ("v4l2m2m", EncoderSpec::V4l2M2m(None)),
+            (
+                "v4l2m2m:/dev/video11",
+                EncoderSpec::V4l2M2m(Some("/dev/video11".into())),
+            ),
+            ("gst:x264enc", EncoderSpec::Gst("x264enc".into())),
+        ] {
+            assert_eq!(text.parse(), Ok(spec.clone()));
+            assert_eq!(spec.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn rejects_bad_specs_with_reason() {
+        assert!(
+            "gst:"
+                .parse::<EncoderSpec>()
+                .unwrap_err()
+                .contains("needs a value")
+        );
+        let err = "x265".parse::<EncoderSpec>().unwrap_err();
+        assert!(err.contains("unknown encoder `x265`"), "{err}");
+        assert!("openh264:fast".parse::<EncoderSpec>().is_err());
+    }
+
+    fn settings() -> EncoderSettings {
+        EncoderSettings {
+            width: 64,
+            height: 64,
+            fps: 30.0,
+            bitrate_kbps: 100,
+            keyframe_interval: 0,
+        }
+    }
+
+    #[test]
+    fn disabled_backends_say_how_to_enable_them() {
+        for (spec, feature) in [
+            ("v4l2m2m", "v4l2-m2m"),
+            ("v4l2m2m:/dev/video11", "v4l2-m2m"),
+            ("gst:x264enc", "gstreamer"),
+        ] {
+            let err = open(&spec.parse().unwrap(), &settings())
+                .err()
+                .expect("not in the default build");
+            assert!(err.is_config() && err.is_fatal(), "{err:?}");
+            let text = err.to_string();
+            assert!(
+                text.contains("not enabled in this build")
+                    && text.contains(&format!("--features {feature}")),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn auto_without_hardware_is_openh264() {
+        let enc = open(&EncoderSpec::Auto, &settings()).unwrap();
+        assert_eq!(enc.name(), "openh264");
+    }
 }

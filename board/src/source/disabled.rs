@@ -1,33 +1,51 @@
-//! Camera backends that are not compiled into this build. Each has the same shape as the
+//! Camera backends that are not compiled into this build. Each has the same API as the
 //! real backend and answers "not enabled in this build", so every caller compiles and the
 //! default build runs on any x86 box.
 
-use std::path::Path;
+/// V4L2 capture (feature `v4l2`).
+#[cfg(not(feature = "v4l2"))]
+pub(super) mod v4l2 {
+    use std::path::Path;
 
-use super::{FrameSource, SourceError, SourceSpec};
+    use crate::source::{FrameSource, SourceError, SourceSpec};
 
-/// The first camera a compiled-in backend can see. No camera backend is compiled in here.
-pub(super) fn first_camera() -> Option<SourceSpec> {
-    None
+    /// The first V4L2 camera on this machine: none without the backend.
+    pub(in crate::source) fn first_camera() -> Option<SourceSpec> {
+        None
+    }
+
+    pub(in crate::source) fn open(_device: &Path) -> Result<Box<dyn FrameSource>, SourceError> {
+        Err(SourceError::NotEnabled {
+            backend: "V4L2",
+            feature: "v4l2",
+        })
+    }
 }
 
-pub(super) fn v4l2(_device: &Path) -> Result<Box<dyn FrameSource>, SourceError> {
-    Err(SourceError::NotEnabled {
-        backend: "V4L2",
-        feature: "v4l2",
-    })
-}
+/// GStreamer capture, and libcamera through GStreamer's `libcamerasrc` (feature
+/// `gstreamer`).
+#[cfg(not(feature = "gstreamer"))]
+pub(super) mod gst {
+    use crate::source::{FrameSource, SourceError, SourceSpec};
 
-pub(super) fn libcamera(_id: Option<&str>) -> Result<Box<dyn FrameSource>, SourceError> {
-    Err(SourceError::NotEnabled {
-        backend: "libcamera",
-        feature: "libcamera",
-    })
-}
+    /// The first libcamera camera on this machine: none without the backend.
+    pub(in crate::source) fn first_camera() -> Option<SourceSpec> {
+        None
+    }
 
-pub(super) fn gst(_pipeline: &str) -> Result<Box<dyn FrameSource>, SourceError> {
-    Err(SourceError::NotEnabled {
-        backend: "GStreamer",
-        feature: "gstreamer",
-    })
+    pub(in crate::source) fn open_libcamera(
+        _id: Option<&str>,
+    ) -> Result<Box<dyn FrameSource>, SourceError> {
+        Err(SourceError::NotEnabled {
+            backend: "libcamera (through GStreamer)",
+            feature: "gstreamer",
+        })
+    }
+
+    pub(in crate::source) fn open(_pipeline: &str) -> Result<Box<dyn FrameSource>, SourceError> {
+        Err(SourceError::NotEnabled {
+            backend: "GStreamer",
+            feature: "gstreamer",
+        })
+    }
 }

@@ -9,12 +9,25 @@ mod disabled;
 mod test_pattern;
 mod y4m;
 
+#[cfg(not(feature = "gstreamer"))]
+use disabled::gst;
+#[cfg(feature = "gstreamer")]
+compile_error!(
+    "the GStreamer backend is not written yet (issue 11); build without --features gstreamer"
+);
+#[cfg(not(feature = "v4l2"))]
+use disabled::v4l2;
+#[cfg(feature = "v4l2")]
+compile_error!(
+    "the V4L2 capture backend is not written yet (issue 11); build without --features v4l2"
+);
+
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use crate::frame::I420Image;
+use crate::frame::{CaptureTime, I420Image};
 
 pub use test_pattern::{SceneBox, TestPattern, scene_boxes};
 pub use y4m::Y4mFile;
@@ -102,29 +115,6 @@ pub enum SourceError {
     Io(#[from] std::io::Error),
 }
 
-/// When a picture was taken, as returned by [`FrameSource::capture`].
-#[derive(Clone, Copy, Debug)]
-pub struct Capture {
-    /// Monotonic time of capture.
-    pub at: Instant,
-    /// Wall-clock time of capture in ms since the Unix epoch.
-    pub wallclock_ms: u64,
-}
-
-impl Capture {
-    /// The current time, as a capture time.
-    pub fn now() -> Self {
-        let wallclock_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        Self {
-            at: Instant::now(),
-            wallclock_ms,
-        }
-    }
-}
-
 /// A source of pictures. Implementations pace themselves: `capture` returns when the next
 /// picture is due.
 pub trait FrameSource: Send {
@@ -140,7 +130,7 @@ pub trait FrameSource: Send {
     }
     /// Blocks until the next picture is due, writes it into `main` (of [`Self::size`]) and
     /// says when it was taken.
-    fn capture(&mut self, main: &mut I420Image) -> Result<Capture, SourceError>;
+    fn capture(&mut self, main: &mut I420Image) -> Result<CaptureTime, SourceError>;
 }
 
 /// Opens the source described by `spec`. `size` is the configured main size: the test
@@ -153,7 +143,8 @@ pub fn open(
     scale_file: bool,
 ) -> Result<Box<dyn FrameSource>, SourceError> {
     match spec {
-        SourceSpec::Auto => match disabled::first_camera() {
+        // libcamera first: on a Pi, the ISP's V4L2 nodes are not cameras to open directly.
+        SourceSpec::Auto => match gst::first_camera().or_else(v4l2::first_camera) {
             Some(camera) => open(&camera, size, fps, scale_file),
             None => {
                 tracing::info!("no camera found: using the test source");
@@ -162,9 +153,9 @@ pub fn open(
         },
         SourceSpec::Test => Ok(Box::new(TestPattern::new(size, fps))),
         SourceSpec::File(path) => Ok(Box::new(Y4mFile::open(path, scale_file.then_some(size))?)),
-        SourceSpec::V4l2(dev) => disabled::v4l2(dev),
-        SourceSpec::Libcamera(id) => disabled::libcamera(id.as_deref()),
-        SourceSpec::Gst(pipeline) => disabled::gst(pipeline),
+        SourceSpec::V4l2(dev) => v4l2::open(dev),
+        SourceSpec::Libcamera(id) => gst::open_libcamera(id.as_deref()),
+        SourceSpec::Gst(pipeline) => gst::open(pipeline),
     }
 }
 
@@ -253,13 +244,21 @@ mod tests {
     }
 
     #[test]
-    fn disabled_backends_say_so() {
-        let err = open(&"v4l2:/dev/video0".parse().unwrap(), (64, 64), 30.0, false)
-            .err()
-            .expect("v4l2 is not in the default build");
-        assert!(
-            err.to_string().contains("not enabled in this build"),
-            "{err}"
-        );
+    fn disabled_backends_say_how_to_enable_them() {
+        for (spec, feature) in [
+            ("v4l2:/dev/video0", "v4l2"),
+            ("libcamera", "gstreamer"),
+            ("gst:videotestsrc ! appsink", "gstreamer"),
+        ] {
+            let err = open(&spec.parse().unwrap(), (64, 64), 30.0, false)
+                .err()
+                .expect("not in the default build");
+            let text = err.to_string();
+            assert!(
+                text.contains("not enabled in this build")
+                    && text.contains(&format!("--features {feature}`")),
+                "{text}"
+            );
+        }
     }
 }

@@ -5,7 +5,8 @@
 //! from a decoded frame knows exactly where the shapes were ([`scene_boxes`]), so ROI and
 //! masking can be checked to the pixel.
 
-use super::{Capture, FrameSource, Pacer, SourceError};
+use super::{FrameSource, Pacer, SourceError};
+use crate::frame::CaptureTime;
 use crate::frame::I420Image;
 use crate::stamp;
 
@@ -170,9 +171,9 @@ impl FrameSource for TestPattern {
         true
     }
 
-    fn capture(&mut self, main: &mut I420Image) -> Result<Capture, SourceError> {
+    fn capture(&mut self, main: &mut I420Image) -> Result<CaptureTime, SourceError> {
         self.pacer.wait();
-        let capture = Capture::now();
+        let capture = CaptureTime::now();
         self.draw(main, capture.wallclock_ms);
         Ok(capture)
     }

@@ -9,7 +9,8 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use super::{Capture, FrameSource, Pacer, SourceError};
+use super::{FrameSource, Pacer, SourceError};
+use crate::frame::CaptureTime;
 use crate::frame::I420Image;
 use crate::scale::Scaler;
 
@@ -208,7 +209,7 @@ impl FrameSource for Y4mFile {
         self.fps
     }
 
-    fn capture(&mut self, main: &mut I420Image) -> Result<Capture, SourceError> {
+    fn capture(&mut self, main: &mut I420Image) -> Result<CaptureTime, SourceError> {
         self.pacer.wait();
         match self.scaling.take() {
             Some((scaler, mut native)) => {
@@ -221,7 +222,7 @@ impl FrameSource for Y4mFile {
             }
             None => self.next_into(main)?,
         }
-        Ok(Capture::now())
+        Ok(CaptureTime::now())
     }
 }
 

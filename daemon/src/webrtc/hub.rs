@@ -163,7 +163,7 @@ impl Hub {
             return Err(OfferError::NoH264);
         }
         let id = SessionId::random().ok_or(OfferError::NoRandomness)?;
-        let answer = sdp::label_tracks(&answer.to_sdp_string(), &["context", "source"]);
+        let answer = sdp::finish_answer(&answer.to_sdp_string(), &["context", "source"]);
         tracing::info!(session = %id, tracks = tracks.iter().flatten().count(), "viewer offer accepted");
         self.metrics.sessions_started.inc();
         self.peers.push(Peer {

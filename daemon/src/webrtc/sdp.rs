@@ -77,15 +77,46 @@ fn one_line(s: &str) -> String {
     out
 }
 
-/// Rewrites the answer so the n-th video m-line announces track id `names[n]` in stream
-/// `focusd` (str0m picks random ids; viewers rely on `context` / `source`).
-pub fn label_tracks(answer: &str, names: &[&str]) -> String {
-    let mut out = String::with_capacity(answer.len() + 64);
+/// Finishes str0m's answer for every client that may read it:
+///
+/// - the n-th video m-line announces track id `names[n]` in stream `focusd` (str0m picks
+///   random ids; viewers rely on `context` / `source`);
+/// - the daemon's candidates stand in every m-section, not only the first bundled one,
+///   each section closed by `a=end-of-candidates`: bundle makes the rest redundant, but
+///   some stacks (aiortc) read the candidates of the last section and would never connect;
+/// - `a=ice-options:trickle` is dropped: the daemon never trickles, it sends every
+///   candidate in the answer.
+pub fn finish_answer(answer: &str, names: &[&str]) -> String {
+    let candidates: Vec<&str> = answer
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| l.starts_with("a=candidate:"))
+        .collect();
+    let mut out = String::with_capacity(answer.len() + 256 * (candidates.len() + 1));
     let mut video_index: Option<usize> = None;
     let mut seen_video = 0;
+    let mut in_media = false;
+    let close_section = |out: &mut String| {
+        for c in &candidates {
+            out.push_str(c);
+            out.push_str("\r\n");
+        }
+        out.push_str("a=end-of-candidates\r\n");
+    };
     for line in answer.lines() {
         let line = line.trim_end_matches('\r');
+        if line.is_empty()
+            || line.starts_with("a=candidate:")
+            || line == "a=end-of-candidates"
+            || line == "a=ice-options:trickle"
+        {
+            continue;
+        }
         if let Some(media) = line.strip_prefix("m=") {
+            if in_media {
+                close_section(&mut out);
+            }
+            in_media = true;
             video_index = media.starts_with("video ").then(|| {
                 seen_video += 1;
                 seen_video - 1
@@ -105,6 +136,9 @@ pub fn label_tracks(answer: &str, names: &[&str]) -> String {
                 out.push_str("\r\n");
             }
         }
+    }
+    if in_media {
+        close_section(&mut out);
     }
     out
 }
@@ -140,10 +174,39 @@ mod tests {
     #[test]
     fn labels_tracks_in_order() {
         let answer = "v=0\r\nm=video 9 X 96\r\na=mid:0\r\na=msid:abc def\r\na=ssrc:1 msid:abc def\r\nm=video 9 X 96\r\na=msid:ghi jkl\r\nm=application 9 X\r\n";
-        let out = label_tracks(answer, &["context", "source"]);
+        let out = finish_answer(answer, &["context", "source"]);
         assert!(out.contains("a=msid:focusd context\r\n"));
         assert!(out.contains("a=ssrc:1 msid:focusd context\r\n"));
         assert!(out.contains("a=msid:focusd source\r\n"));
         assert!(!out.contains("abc"));
+    }
+
+    /// The answer str0m gives a Chromium offer: candidates in the first section only.
+    #[test]
+    fn candidates_in_every_section_and_no_trickle() {
+        let mut rtc = str0m::Rtc::new(std::time::Instant::now());
+        for addr in ["127.0.0.1:5000", "[::1]:5001"] {
+            let c = str0m::Candidate::host(addr.parse().unwrap(), "udp").unwrap();
+            rtc.add_local_candidate(c);
+        }
+        let offer = check_offer(CHROME_OFFER).unwrap().offer;
+        let answer = rtc.sdp_api().accept_offer(offer).unwrap().to_sdp_string();
+        let out = finish_answer(&answer, &["context", "source"]);
+        let sections: Vec<&str> = out.split("\r\nm=").skip(1).collect();
+        assert_eq!(sections.len(), 3, "{out}");
+        for section in sections {
+            let candidates = section
+                .lines()
+                .filter(|l| l.starts_with("a=candidate:"))
+                .count();
+            assert_eq!(candidates, 2, "two candidates in {section}");
+            assert!(
+                section.trim_end().ends_with("a=end-of-candidates"),
+                "{section}"
+            );
+        }
+        assert!(!out.contains("a=ice-options:trickle"), "{out}");
+        // What str0m writes, it reads back.
+        str0m::change::SdpAnswer::from_sdp_string(&out).unwrap();
     }
 }

@@ -1,4 +1,4 @@
-//! `focusd bench`: measures a real daemon process on loopback against an encoder-only
+//! `focusd-bench`: measures a real daemon process on loopback against an encoder-only
 //! baseline measured in the same run, and prints the figures with the targets.
 //!
 //! * **baseline**: the same two openh264 encoders, fed the same test-pattern frames at the
@@ -8,6 +8,8 @@
 //!   the stamp for latency; the others only receive);
 //! * **cold start**: the daemon started afresh, timed from exec to `READY=1` on a
 //!   notification socket of the bench's own, as systemd would see it;
+//!
+//! The daemon is the `focusd` beside the bench's own executable (`target/release/`).
 //! * **ROI model** ([`detector`]): inferences per second on one core; on real footage, the
 //!   model against motion detection: added CPU and VISION's source bitrate against HIGH's;
 //! * **MQTT** ([`mqtt`]): `focusd ctl mode` to the first frame in the new mode, and the
@@ -16,42 +18,87 @@
 mod detector;
 mod mqtt;
 
-use std::net::{SocketAddr, TcpListener};
-use std::os::unix::net::UnixDatagram;
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use focusd_board::encode::{EncoderSettings, OpenH264Encoder, VideoEncoder};
-use focusd_board::frame::I420Image;
+use clap::Parser;
+use focusd_board::encode::{self, EncoderSettings, EncoderSpec};
+use focusd_board::frame::{CaptureTime, I420Image};
 use focusd_board::scale::{Scaler, lores_size};
 use focusd_board::source::TestPattern;
 
-use crate::config::BenchFlags;
-use crate::minihttp;
-use crate::procfs::{self, TICKS_PER_SECOND};
+use crate::TempDir;
+use crate::http;
+use crate::notify::NotifySocket;
+use crate::process::{Binary, DaemonProcess, sigterm};
 use crate::receiver::{Receiver, ReceiverOptions, ReceiverStats};
+
+/// `focusd-bench` flags.
+#[derive(Debug, Parser, Clone)]
+#[command(
+    name = "focusd-bench",
+    about = "Measure latency, time to first frame, CPU and memory of focusd against an \
+             encoder-only baseline, on loopback with the test source"
+)]
+pub struct BenchFlags {
+    /// Seconds to measure each phase.
+    #[arg(long, default_value_t = 8)]
+    pub seconds: u64,
+    /// Viewer count of the multi-viewer phase.
+    #[arg(long, default_value_t = 8)]
+    pub viewers: usize,
+    /// Also measure the bitrate of each mode on this real footage (a .y4m file).
+    #[arg(long, value_name = "PATH.y4m")]
+    pub footage: Option<PathBuf>,
+}
+
+/// What every phase runs its daemons with.
+struct Lab {
+    /// The daemon binary.
+    bin: Binary,
+    /// Logs, configs and notification sockets.
+    dir: TempDir,
+}
+
+impl Lab {
+    /// A daemon with `args`, serving.
+    fn daemon(&self, args: &[&str]) -> anyhow::Result<DaemonProcess> {
+        DaemonProcess::try_start(&self.bin, self.dir.path(), args)
+    }
+}
+
+/// SIGTERM, then how long the exit took; an error unless it exits 0 within 5 s.
+fn stop(mut daemon: DaemonProcess) -> anyhow::Result<Duration> {
+    let (status, took) = daemon.terminate(Duration::from_secs(5));
+    if !status.success() {
+        bail!("daemon exited with {status}");
+    }
+    Ok(took)
+}
 
 const SIZE: (u32, u32) = (1280, 720);
 const FPS: u32 = 30;
 
 /// Runs the benchmark and prints the report.
-pub async fn run(flags: BenchFlags) -> anyhow::Result<()> {
-    tokio::task::spawn_blocking(move || bench(&flags)).await?
-}
-
-fn bench(flags: &BenchFlags) -> anyhow::Result<()> {
+pub fn run(flags: &BenchFlags) -> anyhow::Result<()> {
+    let lab = Lab {
+        bin: Binary::beside_current_exe()?,
+        dir: TempDir::new("bench"),
+    };
     let secs = flags.seconds.max(2);
     println!(
-        "focusd bench: {}x{}@{FPS}, test source, loopback, {secs} s per phase",
+        "focusd-bench: {}x{}@{FPS}, test source, loopback, {secs} s per phase",
         SIZE.0, SIZE.1
     );
 
     let baseline = encoder_only_cpu(secs)?;
     println!("  baseline (encoder only, both tracks): {baseline:.1}% CPU");
-    let starts = cold_starts(COLD_STARTS)?;
+    let starts = cold_starts(&lab, COLD_STARTS)?;
 
-    let daemon = DaemonProcess::spawn(&["--source", "test", "--size", "1280x720", "--fps", "30"])?;
+    let daemon = lab.daemon(&["--source", "test", "--size", "1280x720", "--fps", "30"])?;
     let one = Receiver::connect(
         daemon.addr,
         ReceiverOptions {
@@ -79,7 +126,7 @@ fn bench(flags: &BenchFlags) -> anyhow::Result<()> {
     let lat = latencies(&s1);
 
     let mode_rates = mode_bitrates(daemon.addr, &one, secs)?;
-    minihttp::request(
+    http::request(
         daemon.addr,
         "POST",
         "/api/command",
@@ -122,7 +169,7 @@ fn bench(flags: &BenchFlags) -> anyhow::Result<()> {
     let (rss_n, _) = daemon.memory_kib()?;
     drop(others);
     drop(one);
-    let stop = daemon.stop()?;
+    let stop = stop(daemon)?;
 
     let n = flags.viewers.max(2);
     println!();
@@ -218,8 +265,8 @@ fn bench(flags: &BenchFlags) -> anyhow::Result<()> {
         &mode_rates,
     );
 
-    detector::run(secs, flags.footage.as_deref())?;
-    mqtt::run(secs)
+    detector::run(&lab, secs, flags.footage.as_deref())?;
+    mqtt::run(&lab, secs)
 }
 
 fn print_modes(title: &str, rates: &[(&str, f64, f64)]) {
@@ -260,7 +307,7 @@ fn mode_bitrates(
             r#"{"mode":"HYBRID","hybrid_rect":{"x1":0,"y1":0,"x2":50,"y2":100}}"#,
         ),
     ] {
-        let r = minihttp::request(
+        let r = http::request(
             addr,
             "POST",
             "/api/command",
@@ -321,8 +368,9 @@ fn encoder_only_cpu(secs: u64) -> anyhow::Result<f64> {
         bitrate_kbps,
         keyframe_interval: 2 * FPS,
     };
-    let mut main_enc = OpenH264Encoder::new(&settings(SIZE, 2500))?;
-    let mut lores_enc = OpenH264Encoder::new(&settings(lores, 300))?;
+    // The encoder the daemon under test opens (`auto`: openh264 on this machine).
+    let mut main_enc = encode::open(&EncoderSpec::Auto, &settings(SIZE, 2500))?;
+    let mut lores_enc = encode::open(&EncoderSpec::Auto, &settings(lores, 300))?;
     std::thread::spawn(move || -> anyhow::Result<f64> {
         let mut out = Vec::with_capacity(1 << 18);
         let interval = Duration::from_secs_f64(1.0 / FPS as f64);
@@ -332,10 +380,11 @@ fn encoder_only_cpu(secs: u64) -> anyhow::Result<f64> {
         let mut i = 0;
         while start.elapsed() < Duration::from_secs(secs) {
             let (main, small) = &frames[i % frames.len()];
-            out.clear();
-            lores_enc.encode(small, false, &mut out)?;
-            out.clear();
-            main_enc.encode(main, false, &mut out)?;
+            for (encoder, image) in [(&mut lores_enc, small), (&mut main_enc, main)] {
+                encoder.submit(image, CaptureTime::now(), false)?;
+                out.clear();
+                encoder.poll(&mut out)?;
+            }
             i += 1;
             next += interval;
             if let Some(wait) = next.checked_duration_since(Instant::now()) {
@@ -343,7 +392,7 @@ fn encoder_only_cpu(secs: u64) -> anyhow::Result<f64> {
             }
         }
         let ticks = thread_cpu_ticks()? - start_cpu;
-        Ok(ticks as f64 / TICKS_PER_SECOND / start.elapsed().as_secs_f64() * 100.0)
+        Ok(ticks as f64 / focusd::procfs::TICKS_PER_SECOND / start.elapsed().as_secs_f64() * 100.0)
     })
     .join()
     .map_err(|_| anyhow::anyhow!("baseline thread panicked"))?
@@ -351,7 +400,7 @@ fn encoder_only_cpu(secs: u64) -> anyhow::Result<f64> {
 
 /// utime + stime of a /proc stat line (fields 14 and 15; the command name may hold spaces).
 fn thread_cpu_ticks() -> anyhow::Result<u64> {
-    Ok(procfs::cpu_ticks("thread-self")?)
+    Ok(focusd::procfs::cpu_ticks("thread-self")?)
 }
 
 /// The daemon under test, as a child process.
@@ -360,131 +409,34 @@ const COLD_STARTS: usize = 5;
 
 /// Times `runs` starts of the daemon (720p test source, as systemd starts it) from exec to
 /// `READY=1` on a notification socket of our own; sorted, shortest first.
-fn cold_starts(runs: usize) -> anyhow::Result<Vec<Duration>> {
-    let dir = std::env::temp_dir().join(format!("focusd-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let socket_path = dir.join("notify.sock");
-    let _ = std::fs::remove_file(&socket_path);
-    let socket = UnixDatagram::bind(&socket_path).context("bind a notification socket")?;
-    socket.set_read_timeout(Some(Duration::from_millis(100)))?;
+fn cold_starts(lab: &Lab, runs: usize) -> anyhow::Result<Vec<Duration>> {
+    let notify = NotifySocket::bind(lab.dir.path()).context("bind a notification socket")?;
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs {
         let started = Instant::now();
-        let mut child = Command::new(std::env::current_exe()?)
-            .args([
-                "--source",
-                "test",
-                "--size",
-                "1280x720",
-                "--listen",
-                "127.0.0.1:0",
-            ])
-            .env("NOTIFY_SOCKET", &socket_path)
+        let mut child = lab
+            .bin
+            .command()
+            .args(["--source", "test", "--size", "1280x720"])
+            .args(["--listen", "127.0.0.1:0"])
+            .env("NOTIFY_SOCKET", &notify.path)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .context("start the daemon")?;
-        let mut buf = [0u8; 1024];
-        let ready = loop {
-            if started.elapsed() > Duration::from_secs(10) {
-                break None;
-            }
-            match socket.recv(&mut buf) {
-                Ok(n) if buf[..n].split(|&b| b == b'\n').any(|l| l == b"READY=1") => {
-                    break Some(started.elapsed());
-                }
-                _ => {}
-            }
-        };
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()?;
+        let ready = notify
+            .wait_for("READY=1", Duration::from_secs(10))
+            .map(|_| started.elapsed());
+        sigterm(child.id());
         child.wait()?;
         // Drain STOPPING=1 so that it is not read by the next run.
-        while socket.recv(&mut buf).is_ok() {}
-        times.push(ready.context("no READY=1 within 10 s")?);
+        notify.collect(Duration::from_millis(50));
+        times.push(ready.map_err(|seen| anyhow::anyhow!("no READY=1 within 10 s: {seen:?}"))?);
     }
-    let _ = std::fs::remove_dir_all(&dir);
     times.sort();
     Ok(times)
-}
-
-struct DaemonProcess {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl DaemonProcess {
-    fn spawn(args: &[&str]) -> anyhow::Result<Self> {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-        let child = Command::new(std::env::current_exe()?)
-            .args(args)
-            .args(["--listen", &addr.to_string()])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("start the daemon")?;
-        let me = Self { child, addr };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if minihttp::request(addr, "GET", "/healthz", None, b"").is_ok_and(|r| r.status == 200)
-            {
-                return Ok(me);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        bail!("daemon did not become healthy")
-    }
-
-    /// The value of an unlabelled counter in the daemon's /metrics.
-    fn metric(&self, name: &str) -> anyhow::Result<f64> {
-        let r = minihttp::request(self.addr, "GET", "/metrics", None, b"")?;
-        let text = String::from_utf8(r.body)?;
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-            .and_then(|v| v.trim().parse().ok())
-            .with_context(|| format!("no {name} in /metrics"))
-    }
-
-    fn cpu_ticks(&self) -> anyhow::Result<u64> {
-        Ok(procfs::cpu_ticks(&self.child.id().to_string())?)
-    }
-
-    fn cpu_percent_over(&self, d: Duration) -> anyhow::Result<f64> {
-        let (t0, c0) = (Instant::now(), self.cpu_ticks()?);
-        std::thread::sleep(d);
-        let (t1, c1) = (Instant::now(), self.cpu_ticks()?);
-        Ok((c1 - c0) as f64 / TICKS_PER_SECOND / (t1 - t0).as_secs_f64() * 100.0)
-    }
-
-    /// (VmRSS, VmHWM) in KiB.
-    fn memory_kib(&self) -> anyhow::Result<(u64, u64)> {
-        Ok(procfs::memory_kib(&self.child.id().to_string())?)
-    }
-
-    /// SIGTERM, then wait; returns how long the exit took.
-    fn stop(mut self) -> anyhow::Result<Duration> {
-        let started = Instant::now();
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()?;
-        while started.elapsed() < Duration::from_secs(5) {
-            if let Some(status) = self.child.try_wait()? {
-                if !status.success() {
-                    bail!("daemon exited with {status}");
-                }
-                return Ok(started.elapsed());
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        self.child.kill()?;
-        bail!("daemon did not exit within 5 s of SIGTERM")
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! A headless WebRTC viewer built on str0m: negotiates through a daemon's `/offer`, receives
 //! both tracks, optionally decodes them with openh264 and reads the test stamp for latency.
-//! `focusd bench` measures with it; the end-to-end tests check the contract with it.
+//! `focusd-bench` measures with it; the end-to-end tests check the contract with it.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,8 +17,8 @@ use str0m::media::{Direction, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
-use crate::minihttp;
-use crate::state::unix_ms;
+use crate::http;
+use focusd::state::unix_ms;
 
 /// How a receiver behaves.
 #[derive(Clone, Debug)]
@@ -120,7 +120,7 @@ impl Receiver {
         }
         let (offer, pending) = api.apply().context("no changes to offer")?;
         let started = Instant::now();
-        let response = minihttp::request(
+        let response = http::request(
             http,
             "POST",
             "/offer",

@@ -9,13 +9,15 @@ use std::time::{Duration, Instant};
 
 use focusd_board::frame::I420Image;
 
-use super::{DaemonProcess, mode_bitrates, print_modes};
+use focusd::roi::Model;
+use focusd::roi::model::input::{Region, letterbox};
+
+use super::{Lab, mode_bitrates, print_modes, stop};
+use crate::process::try_metric;
 use crate::receiver::{Receiver, ReceiverOptions};
-use crate::roi::Model;
-use crate::roi::model::input::{Region, letterbox};
 
 /// Runs the detector benchmark and prints its report.
-pub fn run(secs: u64, footage: Option<&Path>) -> anyhow::Result<()> {
+pub(super) fn run(lab: &Lab, secs: u64, footage: Option<&Path>) -> anyhow::Result<()> {
     let model = Model::default_model()?;
     let (w, h) = model.input_size();
     // A real-looking input: the test pattern's frame, letterboxed as the detector does.
@@ -43,13 +45,10 @@ pub fn run(secs: u64, footage: Option<&Path>) -> anyhow::Result<()> {
     };
     let mut report = Vec::new();
     for kind in ["motion", "model"] {
-        let dir = std::env::temp_dir().join(format!("focusd-bench-{}-{kind}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let cfg = dir.join("focusd.toml");
+        let cfg = lab.dir.path().join(format!("{kind}.toml"));
         std::fs::write(&cfg, format!("[roi]\nkind = \"{kind}\"\n"))?;
         let source = format!("file:{}", footage.display());
-        let daemon =
-            DaemonProcess::spawn(&["--source", &source, "--config", &cfg.to_string_lossy()])?;
+        let daemon = lab.daemon(&["--source", &source, "--config", &cfg.to_string_lossy()])?;
         let viewer = Receiver::connect(
             daemon.addr,
             ReceiverOptions {
@@ -61,11 +60,10 @@ pub fn run(secs: u64, footage: Option<&Path>) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_secs(3));
         let cpu = daemon.cpu_percent_over(Duration::from_secs(secs))?;
         let rates = mode_bitrates(daemon.addr, &viewer, secs)?;
-        let runs = daemon.metric("focusd_detector_runs_total")?;
-        let busy = daemon.metric("focusd_detector_busy_microseconds_total")?;
+        let runs = try_metric(daemon.addr, "focusd_detector_runs_total")?;
+        let busy = try_metric(daemon.addr, "focusd_detector_busy_microseconds_total")?;
         drop(viewer);
-        daemon.stop()?;
-        let _ = std::fs::remove_dir_all(&dir);
+        stop(daemon)?;
         print_modes(
             &format!("real footage {}, ROI by {kind}", footage.display()),
             &rates,

@@ -1,5 +1,5 @@
-//! A minimal blocking HTTP/1.1 client (one request per connection), enough for `focusd
-//! bench` and the tests to talk to a daemon without pulling in a client stack.
+//! A minimal blocking HTTP/1.1 client (one request per connection), enough for the bench
+//! and the tests to talk to a daemon, malformed requests included, without a client stack.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -4,67 +4,77 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use rumqttc::{Client, Connection, Event, MqttOptions, NetworkOptions, Packet, QoS};
 
-/// A mosquitto process with its config in a directory of the test's.
+use crate::free_port;
+
+/// A mosquitto process with its config in a directory of the caller's.
+#[derive(Debug)]
 pub struct Mosquitto {
+    /// Its loopback port.
     pub port: u16,
+    /// Its config file; the log is beside it.
     conf: PathBuf,
+    /// The process, while it runs.
     child: Option<Child>,
 }
 
-/// A free loopback TCP port (the listener is closed before the broker binds it).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 impl Mosquitto {
-    /// Starts a broker with `extra` config lines (e.g. TLS) after the listener line.
+    /// Starts a broker with `extra` config lines (e.g. TLS) after the listener line;
+    /// panics if it does not listen.
     pub fn start(dir: &Path, extra: &str) -> Mosquitto {
+        Self::try_start(dir, extra).unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// Starts a broker with `extra` config lines after the listener line.
+    pub fn try_start(dir: &Path, extra: &str) -> anyhow::Result<Mosquitto> {
         let port = free_port();
         let conf = dir.join("mosquitto.conf");
+        // TCP_NODELAY, as anyone who cares about command latency sets.
         std::fs::write(
             &conf,
             format!(
                 "listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n\
                  persistence false\nuser root\nlog_dest stderr\n{extra}\n"
             ),
-        )
-        .unwrap();
+        )?;
         let mut m = Mosquitto {
             port,
             conf,
             child: None,
         };
-        m.restart();
-        m
+        m.try_restart()?;
+        Ok(m)
     }
 
     /// Starts (again) on the same port, with no retained messages: a broker that lost
-    /// its state.
+    /// its state. Panics if it does not listen.
     pub fn restart(&mut self) {
-        assert!(self.child.is_none(), "broker already running");
-        let log = std::fs::File::create(self.conf.with_extension("log")).unwrap();
+        self.try_restart().unwrap_or_else(|e| panic!("{e:#}"));
+    }
+
+    fn try_restart(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.child.is_none(), "broker already running");
+        let log = std::fs::File::create(self.conf.with_extension("log"))?;
         let child = Command::new("mosquitto")
             .arg("-c")
             .arg(&self.conf)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("mosquitto runs (apt-get install mosquitto)");
+            .context("mosquitto runs (apt-get install mosquitto)")?;
         self.child = Some(child);
         let end = Instant::now() + Duration::from_secs(5);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
+            anyhow::ensure!(
                 Instant::now() < end,
                 "mosquitto did not listen on {}",
                 self.port
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+        Ok(())
     }
 
     /// Kills the broker at once (no clean shutdown).
@@ -75,6 +85,7 @@ impl Mosquitto {
         }
     }
 
+    /// `mqtt://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
     }

@@ -1,0 +1,295 @@
+//! Software H.264 with Cisco's openh264 (built from source by the `openh264` crate):
+//! constrained baseline, no B-frames, real-time usage, one slice per picture. The depth-0
+//! case of the encoder contract: a picture's access unit is ready when `submit` returns.
+
+use openh264::OpenH264API;
+use openh264::encoder::{
+    BitRate, Complexity, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, Level,
+    Profile, QpRange, RateControlMode, SpsPpsStrategy, UsageType,
+};
+use openh264::formats::YUVSource;
+use openh264_sys2::{ENCODER_OPTION_BITRATE, SBitrateInfo, SPATIAL_LAYER_ALL};
+
+use super::{EncodeError, EncodedUnit, EncoderSettings, VideoEncoder};
+use crate::frame::{CaptureTime, I420Image};
+
+/// The openh264 software encoder.
+pub struct OpenH264Encoder {
+    encoder: Encoder,
+    /// The picture size it was created for.
+    size: (u32, u32),
+    /// The access unit of the last picture, until `poll` takes it.
+    ready: Option<(EncodedUnit, Vec<u8>)>,
+    /// Set by `finish`: no more pictures.
+    finished: bool,
+}
+
+impl std::fmt::Debug for OpenH264Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenH264Encoder")
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The lowest quantiser the rate control may use.
+const MIN_QP: u8 = 18;
+
+impl OpenH264Encoder {
+    pub fn new(settings: &EncoderSettings) -> Result<Self, EncodeError> {
+        let config = EncoderConfig::new()
+            .usage_type(UsageType::CameraVideoRealTime)
+            .profile(Profile::Baseline)
+            .level(Level::Level_3_1)
+            .complexity(Complexity::Low)
+            .rate_control_mode(RateControlMode::Bitrate)
+            // Below QP 18 the picture gains nothing visible: under its budget (a small
+            // VISION region) the encoder stops there instead of spending the rest.
+            .qp(QpRange::new(MIN_QP, 51))
+            .bitrate(BitRate::from_bps(
+                settings.bitrate_kbps.saturating_mul(1000),
+            ))
+            .max_frame_rate(FrameRate::from_hz(settings.fps as f32))
+            // Dropping frames to meet the bitrate would stutter; quality gives way instead.
+            .skip_frames(false)
+            .sps_pps_strategy(SpsPpsStrategy::ConstantId)
+            .intra_frame_period(IntraFramePeriod::from_num_frames(
+                settings.keyframe_interval,
+            ))
+            .scene_change_detect(false)
+            .num_threads(1);
+        let encoder =
+            Encoder::with_api_config(OpenH264API::from_source(), config).map_err(|e| {
+                EncodeError::Create {
+                    encoder: "openh264".into(),
+                    reason: e.to_string(),
+                }
+            })?;
+        Ok(Self {
+            encoder,
+            size: (settings.width, settings.height),
+            ready: None,
+            finished: false,
+        })
+    }
+}
+
+/// Borrowed view of an [`I420Image`] in the shape openh264 reads.
+struct Planes<'a>(&'a I420Image);
+
+impl YUVSource for Planes<'_> {
+    fn dimensions(&self) -> (usize, usize) {
+        (self.0.width() as usize, self.0.height() as usize)
+    }
+
+    fn strides(&self) -> (usize, usize, usize) {
+        let w = self.0.width() as usize;
+        (w, w / 2, w / 2)
+    }
+
+    fn y(&self) -> &[u8] {
+        self.0.y()
+    }
+
+    fn u(&self) -> &[u8] {
+        self.0.u()
+    }
+
+    fn v(&self) -> &[u8] {
+        self.0.v()
+    }
+}
+
+impl VideoEncoder for OpenH264Encoder {
+    fn name(&self) -> &str {
+        "openh264"
+    }
+
+    fn submit(
+        &mut self,
+        image: &I420Image,
+        captured: CaptureTime,
+        keyframe: bool,
+    ) -> Result<(), EncodeError> {
+        if self.finished {
+            return Err(EncodeError::Finished);
+        }
+        let got = (image.width(), image.height());
+        if got != self.size {
+            return Err(EncodeError::WrongSize {
+                got,
+                expected: self.size,
+            });
+        }
+        if keyframe {
+            self.encoder.force_intra_frame();
+        }
+        let stream = self
+            .encoder
+            .encode(&Planes(image))
+            .map_err(|e| EncodeError::Frame(e.to_string()))?;
+        let frame_type = stream.frame_type();
+        // The buffer of a unit `poll` did not take is reused.
+        let mut data = self.ready.take().map(|(_, d)| d).unwrap_or_default();
+        data.clear();
+        stream.write_vec(&mut data);
+        if !matches!(frame_type, FrameType::Skip) && !data.is_empty() {
+            let unit = EncodedUnit {
+                keyframe: matches!(frame_type, FrameType::IDR | FrameType::I),
+                captured,
+            };
+            self.ready = Some((unit, data));
+        }
+        Ok(())
+    }
+
+    fn poll(&mut self, out: &mut Vec<u8>) -> Result<Option<EncodedUnit>, EncodeError> {
+        Ok(self.ready.take().map(|(unit, data)| {
+            out.extend_from_slice(&data);
+            unit
+        }))
+    }
+
+    fn set_bitrate(&mut self, kbps: u32) -> Result<(), EncodeError> {
+        let mut info = SBitrateInfo {
+            iLayer: SPATIAL_LAYER_ALL,
+            iBitrate: i32::try_from(kbps.saturating_mul(1000)).unwrap_or(i32::MAX),
+        };
+        // SAFETY: ENCODER_OPTION_BITRATE reads one SBitrateInfo, which outlives the call;
+        // the target bitrate is an option openh264 lets a caller change between pictures,
+        // and nothing the wrapper relies on depends on it.
+        let rc = unsafe {
+            self.encoder
+                .raw_api()
+                .set_option(ENCODER_OPTION_BITRATE, (&raw mut info).cast())
+        };
+        if rc != 0 {
+            return Err(EncodeError::Frame(format!(
+                "openh264 refused bitrate {kbps} kbit/s (code {rc})"
+            )));
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut Vec<(EncodedUnit, Vec<u8>)>) -> Result<(), EncodeError> {
+        self.finished = true;
+        out.extend(self.ready.take());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::TestPattern;
+    use openh264::decoder::Decoder;
+
+    fn settings() -> EncoderSettings {
+        EncoderSettings {
+            width: 320,
+            height: 180,
+            fps: 30.0,
+            bitrate_kbps: 500,
+            keyframe_interval: 0,
+        }
+    }
+
+    #[test]
+    fn encodes_decodable_baseline_with_forced_keyframes_and_capture_times() {
+        let mut enc = OpenH264Encoder::new(&settings()).unwrap();
+        assert_eq!(enc.depth(), 0);
+        let pattern = TestPattern::new((320, 180), 30.0);
+        let mut img = I420Image::new(320, 180);
+        let mut dec = Decoder::new().unwrap();
+        let mut out = Vec::new();
+        let mut kinds = vec![];
+        for i in 0..6u64 {
+            let ms = 1_000_000 + i * 33;
+            pattern.draw(&mut img, ms);
+            let captured = CaptureTime {
+                wallclock_ms: ms,
+                ..CaptureTime::now()
+            };
+            enc.submit(&img, captured, i == 4).unwrap();
+            out.clear();
+            let unit = enc.poll(&mut out).unwrap().expect("depth 0: ready at once");
+            assert_eq!(
+                unit.captured, captured,
+                "the unit carries its picture's time"
+            );
+            assert!(
+                enc.poll(&mut out).unwrap().is_none(),
+                "one unit per picture"
+            );
+            kinds.push(unit.keyframe);
+            assert!(out.starts_with(&[0, 0, 0, 1]), "Annex B start code");
+            let decoded = dec
+                .decode(&out)
+                .unwrap()
+                .expect("a picture per access unit");
+            let (w, h) = decoded.dimensions();
+            assert_eq!((w, h), (320, 180));
+            let stride = decoded.strides().0;
+            let stamp = crate::stamp::read(decoded.y(), 320, 180, stride);
+            assert_eq!(stamp, Some(ms as u32));
+        }
+        assert_eq!(kinds, vec![true, false, false, false, true, false]);
+    }
+
+    #[test]
+    fn live_bitrate_change_steers_the_output() {
+        let pattern = TestPattern::new((320, 180), 30.0);
+        let mut img = I420Image::new(320, 180);
+        let mut enc = OpenH264Encoder::new(&EncoderSettings {
+            bitrate_kbps: 1500,
+            ..settings()
+        })
+        .unwrap();
+        let mut out = Vec::new();
+        // Bytes of 30 P-frames of a moving scene at the current target.
+        let mut run = |enc: &mut OpenH264Encoder, from: u64| {
+            let mut bytes = 0;
+            for i in from..from + 30 {
+                pattern.draw(&mut img, 1_000_000 + i * 33);
+                enc.submit(&img, CaptureTime::now(), false).unwrap();
+                out.clear();
+                enc.poll(&mut out).unwrap();
+                bytes += out.len();
+            }
+            bytes
+        };
+        run(&mut enc, 0);
+        let high = run(&mut enc, 30);
+        enc.set_bitrate(60).unwrap();
+        run(&mut enc, 60);
+        let low = run(&mut enc, 90);
+        assert!(
+            low * 2 < high,
+            "60 kbit/s spends less than half of 1500: {low} vs {high} bytes"
+        );
+    }
+
+    #[test]
+    fn finish_drains_and_then_refuses() {
+        let mut enc = OpenH264Encoder::new(&settings()).unwrap();
+        enc.submit(&I420Image::new(320, 180), CaptureTime::now(), true)
+            .unwrap();
+        let mut rest = Vec::new();
+        enc.finish(&mut rest).unwrap();
+        assert_eq!(rest.len(), 1, "the unit nobody polled is drained");
+        assert!(rest[0].0.keyframe);
+        let err = enc
+            .submit(&I420Image::new(320, 180), CaptureTime::now(), false)
+            .unwrap_err();
+        assert!(matches!(err, EncodeError::Finished) && err.is_fatal());
+    }
+
+    #[test]
+    fn wrong_size_is_recoverable() {
+        let mut enc = OpenH264Encoder::new(&settings()).unwrap();
+        let err = enc
+            .submit(&I420Image::new(64, 64), CaptureTime::now(), false)
+            .unwrap_err();
+        assert!(matches!(err, EncodeError::WrongSize { .. }) && !err.is_fatal());
+    }
+}

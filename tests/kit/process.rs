@@ -1,0 +1,266 @@
+//! The focusd binary as a child process: which binary (this build's, or a board's under
+//! qemu-user), a running daemon that says where it serves, its /metrics and its CPU.
+//!
+//! With `FOCUSD_TARGET` set to a cross target (e.g. `aarch64-unknown-linux-gnu`), the
+//! binary is `target/<that>/release/focusd`, built by `cross/build.sh` (or the one
+//! `FOCUSD_BINARY` names), and runs under qemu-user, so the same tests check the board
+//! binary.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::http;
+use crate::notify::{NotifySocket, served_addr};
+
+/// A focusd binary and how to run it.
+#[derive(Clone, Debug)]
+pub struct Binary {
+    /// The executable.
+    pub path: PathBuf,
+    /// The emulator and its arguments, for a binary of another architecture.
+    runner: Vec<String>,
+    /// Its Debian architecture (`amd64`, `arm64`, `armhf`).
+    pub deb_arch: &'static str,
+}
+
+impl Binary {
+    /// The binary named by `FOCUSD_TARGET` (at `FOCUSD_BINARY` when that is set), else
+    /// `native`: the daemon's own tests pass `env!("CARGO_BIN_EXE_focusd")`.
+    pub fn under_test(native: &str) -> Binary {
+        let native = PathBuf::from(native);
+        let target = std::env::var("FOCUSD_TARGET").unwrap_or_default();
+        let (deb_arch, runner): (&'static str, &[&str]) = match target.as_str() {
+            "" => (native_deb_arch(), &[]),
+            "aarch64-unknown-linux-gnu" => (
+                "arm64",
+                &["qemu-aarch64-static", "-L", "/usr/aarch64-linux-gnu"],
+            ),
+            "armv7-unknown-linux-gnueabihf" => (
+                "armhf",
+                &["qemu-arm-static", "-L", "/usr/arm-linux-gnueabihf"],
+            ),
+            "x86_64-unknown-linux-gnu" => ("amd64", &[]),
+            other => panic!("FOCUSD_TARGET={other} is not a target these tests know"),
+        };
+        let path = if target.is_empty() {
+            native
+        } else if let Some(path) = std::env::var_os("FOCUSD_BINARY") {
+            PathBuf::from(path)
+        } else {
+            // target/<profile>/focusd -> target/<triple>/release/focusd (cross/build.sh)
+            let target_dir = native.ancestors().nth(2).expect("target/<profile>/focusd");
+            target_dir.join(&target).join("release").join("focusd")
+        };
+        assert!(
+            path.is_file(),
+            "{} is missing: build it with cross/build.sh {target}",
+            path.display()
+        );
+        Binary {
+            path,
+            runner: runner.iter().map(|s| s.to_string()).collect(),
+            deb_arch,
+        }
+    }
+
+    /// The `focusd` beside the running executable (`target/release/focusd-bench` runs
+    /// `target/release/focusd`).
+    pub fn beside_current_exe() -> anyhow::Result<Binary> {
+        let exe = std::env::current_exe().context("the running executable")?;
+        let path = exe.with_file_name("focusd");
+        if !path.is_file() {
+            bail!(
+                "{} is missing: build it with `cargo build --release -p focusd`",
+                path.display()
+            );
+        }
+        Ok(Binary {
+            path,
+            runner: Vec::new(),
+            deb_arch: native_deb_arch(),
+        })
+    }
+
+    /// A command that runs the binary.
+    pub fn command(&self) -> Command {
+        match self.runner.split_first() {
+            None => Command::new(&self.path),
+            Some((emulator, args)) => {
+                let mut c = Command::new(emulator);
+                c.args(args).arg(&self.path);
+                c
+            }
+        }
+    }
+
+    /// Whether it runs under an emulator (several times slower than native).
+    pub fn is_emulated(&self) -> bool {
+        !self.runner.is_empty()
+    }
+
+    /// `d` for a native run, stretched for an emulated one.
+    pub fn patience(&self, d: Duration) -> Duration {
+        if self.is_emulated() { d * 5 } else { d }
+    }
+}
+
+fn native_deb_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "arm" => "armhf",
+        other => panic!("no Debian architecture known for {other}"),
+    }
+}
+
+/// Sends SIGTERM to `pid`.
+pub fn sigterm(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -TERM {pid}");
+}
+
+/// A daemon process on a free loopback port, killed when dropped. Its log goes to a file
+/// in the directory it was started with.
+#[derive(Debug)]
+pub struct DaemonProcess {
+    /// The process.
+    pub child: Child,
+    /// Where it serves HTTP, as it told its notification socket.
+    pub addr: SocketAddr,
+    /// Its stderr.
+    log: PathBuf,
+}
+
+impl DaemonProcess {
+    /// Starts `bin` with `args` (plus `--listen 127.0.0.1:0`) and waits until it serves;
+    /// panics if it does not.
+    pub fn start(bin: &Binary, dir: &Path, args: &[&str]) -> DaemonProcess {
+        Self::try_start(bin, dir, args).unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// Starts `bin` with `args` (plus `--listen 127.0.0.1:0`) and waits until it serves:
+    /// it sends `READY=1` with `STATUS=serving http://ADDR/` to a notification socket of
+    /// ours once HTTP listens and the first frame is encoded, as it does for systemd.
+    pub fn try_start(bin: &Binary, dir: &Path, args: &[&str]) -> anyhow::Result<DaemonProcess> {
+        let n = getrandom::u64().context("randomness for a unique name")?;
+        let log = dir.join(format!("focusd-{n:x}.log"));
+        let notify = NotifySocket::bind(dir).context("bind a notification socket")?;
+        let child = bin
+            .command()
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("NOTIFY_SOCKET", &notify.path)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).context("create the log file")?)
+            .spawn()
+            .context("start focusd")?;
+        // Owned at once, so that a failed start below still kills and reaps it.
+        let mut me = DaemonProcess {
+            child,
+            addr: ([0, 0, 0, 0], 0).into(),
+            log,
+        };
+        let ready = notify.wait_for("READY=1", bin.patience(Duration::from_secs(10)));
+        match ready.as_deref().map(served_addr) {
+            Ok(Some(addr)) => {
+                me.addr = addr;
+                Ok(me)
+            }
+            Ok(None) => bail!("READY=1 without a serving address: {ready:?}"),
+            Err(seen) => bail!(
+                "focusd did not become ready (notifications {seen:?}); its log:\n{}",
+                me.log()
+            ),
+        }
+    }
+
+    /// What it has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits up to `within` for a log line containing `text`; returns the whole log.
+    pub fn wait_for_log(&self, text: &str, within: Duration) -> String {
+        let end = Instant::now() + within;
+        loop {
+            let log = self.log();
+            if log.contains(text) {
+                return log;
+            }
+            assert!(Instant::now() < end, "no `{text}` in the log:\n{log}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then the exit status and how long it took; panics after `within`.
+    pub fn terminate(&mut self, within: Duration) -> (ExitStatus, Duration) {
+        let started = Instant::now();
+        sigterm(self.child.id());
+        loop {
+            if let Some(s) = self.child.try_wait().expect("wait for focusd") {
+                return (s, started.elapsed());
+            }
+            assert!(
+                started.elapsed() < within,
+                "still running {within:?} after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The value of the `/metrics` line that starts with `line_start`; panics if absent.
+    pub fn metric(&self, line_start: &str) -> f64 {
+        metric(self.addr, line_start)
+    }
+
+    /// CPU time it used, in clock ticks.
+    pub fn cpu_ticks(&self) -> anyhow::Result<u64> {
+        Ok(focusd::procfs::cpu_ticks(&self.child.id().to_string())?)
+    }
+
+    /// Its CPU use over the next `d`, in percent of one core.
+    pub fn cpu_percent_over(&self, d: Duration) -> anyhow::Result<f64> {
+        let (t0, c0) = (Instant::now(), self.cpu_ticks()?);
+        std::thread::sleep(d);
+        let (t1, c1) = (Instant::now(), self.cpu_ticks()?);
+        Ok((c1 - c0) as f64 / focusd::procfs::TICKS_PER_SECOND / (t1 - t0).as_secs_f64() * 100.0)
+    }
+
+    /// (VmRSS, VmHWM) in KiB.
+    pub fn memory_kib(&self) -> anyhow::Result<(u64, u64)> {
+        Ok(focusd::procfs::memory_kib(&self.child.id().to_string())?)
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of the `/metrics` line of the daemon at `addr` that starts with
+/// `line_start` (name and labels); panics if it is absent.
+pub fn metric(addr: SocketAddr, line_start: &str) -> f64 {
+    try_metric(addr, line_start).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// The value of the `/metrics` line that starts with `line_start` (name and labels).
+pub fn try_metric(addr: SocketAddr, line_start: &str) -> anyhow::Result<f64> {
+    let r = http::request(addr, "GET", "/metrics", None, b"").context("GET /metrics")?;
+    String::from_utf8(r.body)
+        .context("UTF-8 metrics")?
+        .lines()
+        .find_map(|l| l.strip_prefix(line_start)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("no `{line_start}` in /metrics"))
+}
