@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use focusd::state::State;
+use focusd::state::command::Mode;
 use focusd_testkit::TestDaemon;
 use focusd_testkit::http;
 use focusd_testkit::receiver::{Receiver, ReceiverOptions};
@@ -260,8 +262,8 @@ fn bad_requests_get_clear_errors_while_viewers_keep_receiving() {
         }
     }
     assert_eq!(
-        d.state()["mode"],
-        "HIGH",
+        d.state().mode,
+        Mode::High,
         "no rejected command changed anything"
     );
     // The daemon kept serving the viewer through all of it.
@@ -286,10 +288,11 @@ fn json_offer_form_and_state_api() {
     let r =
         d.command(r#"{"mode":"HYBRID","hybrid_rect":{"x1":10,"y1":10,"x2":60,"y2":70},"id":"c1"}"#);
     assert_eq!(r.status, 200);
-    let s: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-    assert_eq!(s["mode"], "HYBRID");
-    assert_eq!(s["hybrid_rect"]["x2"], 60.0);
-    let state = d.state();
+    let s: State = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(s.mode, Mode::Hybrid);
+    assert_eq!(s.hybrid_rect.map(|r| r.x2), Some(60.0));
+    // The contract's keys, as any client reads them.
+    let state: serde_json::Value = serde_json::from_slice(&d.get("/api/state").body).unwrap();
     for key in [
         "mode",
         "hybrid_rect",
@@ -304,11 +307,8 @@ fn json_offer_form_and_state_api() {
     }
     std::thread::sleep(Duration::from_millis(1200));
     let state = d.state();
-    assert!(
-        state["fps"].as_f64().unwrap() > 20.0,
-        "fps measured: {state}"
-    );
-    assert!(state["bitrate_kbps"]["context"].as_f64().unwrap() > 0.0);
+    assert!(state.fps > 20.0, "fps measured: {state:?}");
+    assert!(state.bitrate_kbps.context > 0.0);
     assert!(d.get("/").text().contains("<canvas"), "viewer page served");
     let metrics = d.get("/metrics").text();
     assert!(metrics.contains("focusd_encode_seconds_bucket{track=\"source\""));
@@ -339,10 +339,10 @@ fn whep_creates_and_deletes_a_session() {
         "answers H.264 although VP8 was offered first"
     );
     assert!(!answer.contains("VP8"));
-    assert_eq!(d.state()["viewers"], 1);
+    assert_eq!(d.state().viewers, 1);
     let del = http::request(d.addr, "DELETE", &location, None, b"").unwrap();
     assert_eq!(del.status, 200);
-    assert_eq!(d.state()["viewers"], 0, "deleted session counted out");
+    assert_eq!(d.state().viewers, 0, "deleted session counted out");
     let again = http::request(d.addr, "DELETE", &location, None, b"").unwrap();
     assert_eq!(again.status, 404);
 }

@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+use focusd::state::State;
+use focusd::state::command::Mode;
+use focusd::state::protocol::ViewerMessage;
 use focusd_board::source::scene_boxes;
 use focusd_board::stamp;
 use focusd_testkit::TestDaemon;
@@ -52,8 +55,8 @@ fn both_tracks_decode_at_configured_sizes_with_stamp() {
         assert!(l[l.len() / 2] < 1000, "{name}: plausible latency {l:?}");
     }
     let state = d.state();
-    assert_eq!(state["viewers"], 1);
-    assert_eq!(state["encoder"], "openh264");
+    assert_eq!(state.viewers, 1);
+    assert_eq!(state.encoder, "openh264");
 }
 
 #[test]
@@ -79,9 +82,8 @@ fn low_mode_sends_no_source_media() {
     let d = TestDaemon::start(&["--source", "test"]);
     let r = Receiver::connect(d.addr, ReceiverOptions::default()).unwrap();
     assert!(r.wait_for(WAIT, |s| s.tracks[1].decoded > 5).1);
-    let state: serde_json::Value =
-        serde_json::from_slice(&d.command(r#"{"mode":"LOW"}"#).body).unwrap();
-    assert_eq!(state["mode"], "LOW");
+    let state: State = serde_json::from_slice(&d.command(r#"{"mode":"LOW"}"#).body).unwrap();
+    assert_eq!(state.mode, Mode::Low);
     std::thread::sleep(Duration::from_millis(300));
     r.reset_counters();
     std::thread::sleep(Duration::from_millis(1500));
@@ -120,7 +122,7 @@ fn vision_mode_blacks_out_all_but_the_moving_shapes() {
     d.command(r#"{"mode":"VISION"}"#);
     // The motion model starts from the first frame; give it time to learn the background.
     std::thread::sleep(Duration::from_millis(4000));
-    let roi = d.state()["roi"].as_array().cloned().unwrap();
+    let roi = d.state().roi;
     assert!(!roi.is_empty(), "the motion detector found the shapes");
     for _ in 0..3 {
         let pic = fresh_source(&r, 10).tracks[1].last.clone().unwrap();
@@ -148,9 +150,9 @@ fn vision_mode_blacks_out_all_but_the_moving_shapes() {
         assert!(outside > 1000, "the shapes leave most of the frame free");
         assert!(
             share >= 0.90,
-            "only {:.1}% black far from the shapes; roi {}",
+            "only {:.1}% black far from the shapes; roi {:?}",
             share * 100.0,
-            d.state()["roi"]
+            d.state().roi
         );
         for b in scene_boxes(ms) {
             let (cx, cy) = (
@@ -197,19 +199,24 @@ fn datachannel_commands_change_mode_and_answer_with_state() {
     .unwrap();
     let (s, ok) = r.wait_for(WAIT, |s| s.commands_open && !s.messages.is_empty());
     assert!(ok, "the commands channel opens and sends the state");
-    let hello: serde_json::Value = serde_json::from_str(&s.messages[0]).unwrap();
-    assert_eq!(hello["type"], "state");
+    let hello: ViewerMessage = serde_json::from_str(&s.messages[0]).unwrap();
+    assert!(
+        matches!(hello, ViewerMessage::State { id: None, .. }),
+        "{hello:?}"
+    );
 
     r.send(r#"{"mode":"VISION","id":"dc-1"}"#);
     let (s, ok) = r.wait_for(WAIT, |s| s.messages.iter().any(|m| m.contains("\"dc-1\"")));
     assert!(ok, "reply to the command: {:?}", s.messages);
-    let reply: serde_json::Value =
+    let reply: ViewerMessage =
         serde_json::from_str(s.messages.iter().find(|m| m.contains("\"dc-1\"")).unwrap()).unwrap();
-    assert_eq!(reply["type"], "state");
-    assert_eq!(reply["mode"], "VISION");
+    let ViewerMessage::State { state, id } = reply else {
+        panic!("a state answer: {reply:?}");
+    };
+    assert_eq!((state.mode, id.as_deref()), (Mode::Vision, Some("dc-1")));
     assert_eq!(
-        d.state()["mode"],
-        "VISION",
+        d.state().mode,
+        Mode::Vision,
         "HTTP sees the DataChannel's change"
     );
 
@@ -224,17 +231,17 @@ fn datachannel_commands_change_mode_and_answer_with_state() {
         let is_error = |m: &String| m.contains("\"type\":\"error\"");
         let (s, ok) = r.wait_for(WAIT, |s| s.messages[before..].iter().any(is_error));
         assert!(ok, "an error answer to {bad}: {:?}", &s.messages[before..]);
-        let reply: serde_json::Value =
+        let reply: ViewerMessage =
             serde_json::from_str(s.messages[before..].iter().find(|m| is_error(m)).unwrap())
                 .unwrap();
         assert!(
-            reply["error"].as_str().is_some_and(|e| !e.is_empty()),
-            "{bad}"
+            matches!(&reply, ViewerMessage::Error { error } if !error.is_empty()),
+            "{bad}: {reply:?}"
         );
     }
     assert_eq!(
-        d.state()["mode"],
-        "VISION",
+        d.state().mode,
+        Mode::Vision,
         "rejected commands change nothing"
     );
 
@@ -247,18 +254,16 @@ fn datachannel_commands_change_mode_and_answer_with_state() {
     assert!(ok, "state pushed to viewers on change");
 
     // The moving shapes give ROI boxes, pushed as their own messages too.
-    let roi_with_boxes = |m: &String| {
-        serde_json::from_str::<serde_json::Value>(m).is_ok_and(|v| {
-            v["type"] == "roi"
-                && v["at_ms"].as_u64().is_some()
-                && v["roi"].as_array().is_some_and(|r| !r.is_empty())
-        })
+    let roi_with_boxes = |m: &String| match serde_json::from_str::<ViewerMessage>(m) {
+        Ok(ViewerMessage::Roi(event)) if event.at_ms > 0 && !event.roi.is_empty() => Some(event),
+        _ => None,
     };
-    let (s, ok) = r.wait_for(WAIT, |s| s.messages.iter().any(roi_with_boxes));
+    let (s, ok) = r.wait_for(WAIT, |s| {
+        s.messages.iter().any(|m| roi_with_boxes(m).is_some())
+    });
     assert!(ok, "an ROI message: {:?}", s.messages);
-    let roi: serde_json::Value =
-        serde_json::from_str(s.messages.iter().find(|m| roi_with_boxes(m)).unwrap()).unwrap();
-    assert_eq!(roi["roi"][0]["label"], "motion");
+    let event = s.messages.iter().find_map(roi_with_boxes).unwrap();
+    assert_eq!(event.roi[0].label, "motion");
 }
 
 #[test]
@@ -279,7 +284,7 @@ fn many_viewers_and_a_stalled_one_does_not_slow_the_others() {
             "every viewer gets both tracks"
         );
     }
-    assert_eq!(d.state()["viewers"], 4);
+    assert_eq!(d.state().viewers, 4);
     viewers[0].set_paused(true);
     for v in &viewers[1..] {
         v.reset_counters();
@@ -324,11 +329,11 @@ fn a_vanished_viewer_is_cleaned_up_and_counted_out() {
     )
     .unwrap();
     assert!(gone.wait_for(WAIT, |s| s.tracks[0].frames > 3).1);
-    assert_eq!(d.state()["viewers"], 2);
+    assert_eq!(d.state().viewers, 2);
     // Stop without saying goodbye: only ICE consent failure can notice.
     drop(gone);
     let started = std::time::Instant::now();
-    while d.state()["viewers"] != 1 {
+    while d.state().viewers != 1 {
         assert!(
             started.elapsed() < Duration::from_secs(40),
             "viewer never cleaned up"
@@ -370,10 +375,7 @@ fn real_footage_streams_end_to_end() {
         .expect("tests/.media/vtest.y4m: run tests/media.sh first");
     let source = format!("file:{}", path.display());
     let d = TestDaemon::start(&["--source", &source]);
-    assert!(
-        d.state()["source"].as_str().unwrap().contains("768x576"),
-        "native size kept"
-    );
+    assert!(d.state().source.contains("768x576"), "native size kept");
     let r = Receiver::connect(d.addr, ReceiverOptions::default()).unwrap();
     let (s, ok) = r.wait_for(WAIT, |s| s.tracks.iter().all(|t| t.decoded >= 10));
     assert!(ok, "real footage decodes on both tracks");
@@ -385,7 +387,7 @@ fn real_footage_streams_end_to_end() {
             return acc;
         }
         std::thread::sleep(Duration::from_millis(100));
-        (0, !d.state()["roi"].as_array().unwrap().is_empty())
+        (0, !d.state().roi.is_empty())
     });
     assert!(moved, "motion ROI on real footage");
     drop(d);

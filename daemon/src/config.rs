@@ -12,8 +12,8 @@ use focusd_board::encode::EncoderSpec;
 use focusd_board::source::SourceSpec;
 use serde::Deserialize;
 
-use crate::command::{Mode, Rect};
-use crate::mqtt::Broker;
+use crate::doors::mqtt::Broker;
+use crate::state::command::{Mode, Rect};
 
 /// Edge camera daemon: captures a camera, finds the region of interest and streams it over
 /// WebRTC as a low-res context track plus a high-res source track shaped by a mode.

@@ -11,10 +11,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeFilter};
-use serde_json::{Value, json};
 
-use crate::command::{Command, Mode};
 use crate::config::{self, CtlAction, CtlFlags, FileConfig, MqttSettings};
+use crate::state::command::{Command, Mode, Rect, RectChange};
+use crate::state::protocol::{CommandResult, Info, Topics};
 
 /// How `ctl` ended, for the exit status.
 #[derive(Debug, thiserror::Error)]
@@ -48,20 +48,29 @@ pub async fn run(flags: &CtlFlags, config: Option<&std::path::Path>) -> Result<(
                     "unknown mode `{mode}`: use LOW, HIGH, VISION or HYBRID"
                 )));
             };
-            Some((id, json!({ "mode": m })))
+            Some((id, Some(m), RectChange::Keep))
         }
-        CtlAction::Rect { id, x1, y1, x2, y2 } => Some((
-            id,
-            json!({ "hybrid_rect": {"x1": x1, "y1": y1, "x2": x2, "y2": y2} }),
-        )),
+        CtlAction::Rect { id, x1, y1, x2, y2 } => {
+            // Checked here with the devices' own rules: a bad rectangle fails fast.
+            let rect = Rect {
+                x1: *x1,
+                y1: *y1,
+                x2: *x2,
+                y2: *y2,
+            }
+            .validated()
+            .map_err(|e| CtlError::Usage(e.0))?;
+            Some((id, None, RectChange::Set(rect)))
+        }
         _ => None,
     };
-    if let Some((id, mut body)) = command {
-        // Validate here with the devices' own rules: a bad rectangle fails fast.
-        Command::parse(body.to_string().as_bytes()).map_err(|e| CtlError::Usage(e.0))?;
-        let corr = format!("ctl-{:x}", getrandom::u64().unwrap_or(0));
-        body["id"] = json!(corr);
-        return send(&settings, id, body, &corr, timeout).await;
+    if let Some((id, mode, hybrid_rect)) = command {
+        let command = Command {
+            mode,
+            hybrid_rect,
+            id: Some(format!("ctl-{:x}", getrandom::u64().unwrap_or(0))),
+        };
+        return send(&settings, id, &command, timeout).await;
     }
     match &flags.action {
         CtlAction::List => list(&settings, timeout).await,
@@ -98,9 +107,10 @@ async fn connect(
     let mut o = MqttOptions::new(id, settings.broker.host.clone(), settings.broker.port);
     o.set_keep_alive(Duration::from_secs(15));
     o.set_max_packet_size(256 * 1024, 256 * 1024);
-    crate::mqtt::client::login(&mut o, settings).map_err(|e| CtlError::Usage(e.to_string()))?;
+    crate::doors::mqtt::client::login(&mut o, settings)
+        .map_err(|e| CtlError::Usage(e.to_string()))?;
     let (client, mut eventloop) = AsyncClient::new(o, 64);
-    crate::mqtt::client::low_latency(&mut eventloop);
+    crate::doors::mqtt::client::low_latency(&mut eventloop);
     // One SUBSCRIBE for all topics: retained messages then follow its single SUBACK.
     let filters = topics
         .iter()
@@ -143,23 +153,19 @@ async fn next_publish(
     }
 }
 
+/// Sends `command` to device `id` and waits for the result with its `id`.
 async fn send(
     settings: &MqttSettings,
     id: &str,
-    body: Value,
-    corr: &str,
+    command: &Command,
     timeout: Duration,
 ) -> Result<(), CtlError> {
-    let base = format!("{}/{id}", settings.prefix);
-    let (client, mut eventloop) = connect(settings, &[format!("{base}/cmd/result")]).await?;
+    let topics = Topics::new(&settings.prefix, id);
+    let (client, mut eventloop) =
+        connect(settings, std::slice::from_ref(&topics.cmd_result)).await?;
     let started = tokio::time::Instant::now();
     client
-        .publish(
-            format!("{base}/cmd"),
-            QoS::AtLeastOnce,
-            false,
-            body.to_string(),
-        )
+        .publish(topics.cmd, QoS::AtLeastOnce, false, command.to_json())
         .await
         .map_err(|e| CtlError::Failed(format!("cannot publish: {e}")))?;
     loop {
@@ -170,20 +176,20 @@ async fn send(
                 timeout.as_secs_f64()
             )));
         };
-        let Ok(result) = serde_json::from_slice::<Value>(&payload) else {
+        let Ok(result) = serde_json::from_slice::<CommandResult>(&payload) else {
             continue;
         };
-        if result["id"] != corr {
+        if result.id != command.id {
             continue; // someone else's command
         }
         let _ = client.disconnect().await;
-        return if result["ok"] == true {
+        return if result.ok {
             println!("{id}: ok ({} ms)", started.elapsed().as_millis());
             Ok(())
         } else {
             Err(CtlError::Failed(format!(
                 "{id} refused: {}",
-                result["error"].as_str().unwrap_or("no reason given")
+                result.error.as_deref().unwrap_or("no reason given")
             )))
         };
     }
@@ -193,7 +199,7 @@ async fn send(
 #[derive(Default)]
 struct Device {
     available: Option<String>,
-    info: Option<Value>,
+    info: Option<Info>,
 }
 
 async fn list(settings: &MqttSettings, timeout: Duration) -> Result<(), CtlError> {
@@ -229,15 +235,14 @@ async fn list(settings: &MqttSettings, timeout: Duration) -> Result<(), CtlError
         "id", "available", "board", "encoder"
     );
     for (id, d) in &devices {
-        let info = d.info.as_ref();
-        let field = |k: &str| info.and_then(|i| i[k].as_str()).unwrap_or("-").to_string();
+        let field = |f: fn(&Info) -> &str| d.info.as_ref().map_or("-", f);
         println!(
             "{:<20} {:<10} {:<16} {:<10} {}",
             id,
             d.available.as_deref().unwrap_or("-"),
-            field("board"),
-            field("encoder"),
-            field("viewer_url")
+            field(|i| &i.board),
+            field(|i| &i.encoder),
+            field(|i| &i.viewer_url)
         );
     }
     Ok(())

@@ -3,9 +3,9 @@
 //! An edge camera daemon. It captures a camera, finds the region of interest (ROI) on the
 //! device, encodes H.264 once per track and serves two WebRTC tracks to any number of
 //! viewers: a cheap low-res **context** track of the full frame, and a high-res **source**
-//! track shaped by a [`command::Mode`] (LOW: nothing; HIGH: full frame; VISION: only the
-//! ROI, black elsewhere; HYBRID: the ROI limited to a user rectangle). A `commands`
-//! DataChannel, `POST /api/command` and MQTT ([`mqtt`]) change the mode.
+//! track shaped by a [`state::command::Mode`] (LOW: nothing; HIGH: full frame; VISION:
+//! only the ROI, black elsewhere; HYBRID: the ROI limited to a user rectangle). A
+//! `commands` DataChannel, `POST /api/command` and MQTT change the mode.
 //!
 //! ## Shape
 //! ```text
@@ -13,32 +13,27 @@
 //!              │    ─► source encoder ───┼─► hub (sans-IO, str0m) ─► every viewer
 //!              └──► ROI detector ─► Control ◄── HTTP · DataChannel · MQTT
 //! ```
-//! * [`pipeline`] owns the threads that capture and encode; nothing there waits for a
+//! The modules follow it, one folder a stage:
+//! * [`video`]: the threads that capture, shape and encode; nothing there waits for a
 //!   viewer.
-//! * [`webrtc::Hub`] is a state machine holding every viewer; [`webrtc::server`] drives it.
-//! * [`state::Control`] is the one owner of mode, rectangle, ROI and counters.
-//! * [`http`] is the HTTP door; [`command`] the one command schema all doors share.
-//! * [`mqtt`] registers with a broker, obeys `cmd` and publishes state and telemetry;
-//!   [`ctl`] is the fleet console on the other side.
-//! * [`sd_notify`] tells systemd when the daemon is ready and that frames still flow.
+//! * [`roi`]: the detectors that find the region of interest, on their own thread.
+//! * [`state`]: [`state::Control`], the one owner of mode, rectangle, ROI and counters,
+//!   and [`state::command`], the one command schema all doors share.
+//! * [`doors`]: HTTP ([`doors::http`]), the viewers ([`doors::webrtc`]: a sans-IO hub and
+//!   the server that drives it) and the fleet broker ([`doors::mqtt`]); [`ctl`] is the
+//!   fleet console on the broker's other side.
+//! * [`service`]: readiness and the watchdog for systemd, metrics, `/proc` readings.
+//! * [`config`]: flags and the TOML file, resolved into [`config::Settings`].
 //!
 //! Start it with [`Daemon::start`], stop it by cancelling the token you passed in.
 
-pub mod command;
 pub mod config;
 pub mod ctl;
-pub mod http;
-pub mod mask;
-pub mod metrics;
-pub mod mqtt;
-pub mod pipeline;
-pub mod procfs;
+pub mod doors;
 pub mod roi;
-pub mod sd_notify;
-pub mod slot;
+pub mod service;
 pub mod state;
-pub mod track;
-pub mod webrtc;
+pub mod video;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -48,16 +43,18 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::command::Mode;
 use crate::config::{MqttSettings, Settings};
-use crate::metrics::Metrics;
-use crate::mqtt::client::{MqttError, MqttTask};
-use crate::mqtt::{Info, TrackInfo, Tracks};
-use crate::pipeline::{Liveness, Pipeline, PipelineError};
-use crate::slot::LatestSlot;
+use crate::doors::http;
+use crate::doors::mqtt::client::{MqttError, MqttTask};
+use crate::doors::webrtc::server::{HubTask, bind_sockets};
+use crate::service::metrics::Metrics;
+use crate::state::command::Mode;
+use crate::state::protocol::{Info, TrackInfo};
 use crate::state::{Bitrates, Control};
-use crate::track::Track;
-use crate::webrtc::server::{HubTask, bind_sockets};
+use crate::video::pipeline::{CaptureSpec, Pipeline, PipelineError, join_within};
+use crate::video::signals::Liveness;
+use crate::video::slot::LatestSlot;
+use crate::video::track::{Track, TrackMap};
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +88,7 @@ impl StartError {
     }
 }
 
-/// How long shutdown waits for the capture and encoder threads.
+/// How long shutdown waits for the capture, encoder and ROI threads.
 pub const THREAD_GRACE: Duration = Duration::from_millis(700);
 
 /// Encoded frames waiting for the hub; beyond this the hub is behind and frames are shed.
@@ -105,6 +102,8 @@ pub struct Daemon {
     metrics: Arc<Metrics>,
     tracker: TaskTracker,
     pipeline: Pipeline,
+    /// The ROI detector's thread, joined on shutdown with the pipeline's.
+    roi: std::thread::JoinHandle<()>,
 }
 
 impl Daemon {
@@ -125,7 +124,8 @@ impl Daemon {
         let (frames_tx, frames_rx) = tokio::sync::mpsc::channel(HUB_QUEUE);
         let detector_frames = Arc::new(LatestSlot::new());
         let pipeline = Pipeline::start(
-            &settings,
+            &CaptureSpec::from_settings(&settings),
+            &settings.video,
             control.clone(),
             metrics.clone(),
             frames_tx,
@@ -138,7 +138,7 @@ impl Daemon {
         } else {
             0
         };
-        roi::spawn(
+        let roi = roi::spawn(
             settings.roi.clone(),
             stamp_rows,
             detector_frames,
@@ -210,6 +210,7 @@ impl Daemon {
             metrics,
             tracker,
             pipeline,
+            roi,
         })
     }
 
@@ -236,8 +237,9 @@ impl Daemon {
     /// then is left behind so that shutdown still completes.
     pub async fn wait(self) {
         self.tracker.wait().await;
-        let pipeline = self.pipeline;
-        let _ = tokio::task::spawn_blocking(move || pipeline.join(THREAD_GRACE)).await;
+        let mut threads = self.pipeline.into_threads();
+        threads.push(self.roi);
+        let _ = tokio::task::spawn_blocking(move || join_within(threads, THREAD_GRACE)).await;
     }
 }
 
@@ -274,11 +276,11 @@ fn registration(
         signaling_url: format!("{base}/offer"),
         whep_url: format!("{base}/whep"),
         viewer_url: format!("{base}/"),
-        tracks: Tracks {
+        tracks: TrackMap {
             context: track(pipeline.lores_size, settings.video.context_kbps),
             source: track(pipeline.main_size, settings.video.source_kbps),
         },
-        modes: Mode::ALL.map(Mode::as_str).to_vec(),
+        modes: Mode::ALL.to_vec(),
     }
 }
 
@@ -304,7 +306,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
 
 /// Once a second, turns counters into the rates of the state JSON.
 async fn rates(control: Arc<Control>, metrics: Arc<Metrics>, shutdown: CancellationToken) {
-    let mut last = (Instant::now(), 0u64, [0u64; 2]);
+    let mut last = (Instant::now(), 0u64, TrackMap::<u64>::default());
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -313,12 +315,10 @@ async fn rates(control: Arc<Control>, metrics: Arc<Metrics>, shutdown: Cancellat
         }
         let now = Instant::now();
         let frames = metrics.frames_captured.get();
-        let bytes = Track::ALL.map(|t| metrics.track(t).bytes.get());
+        let bytes = TrackMap::from_fn(|t| metrics.track(t).bytes.get());
         let dt = now.duration_since(last.0).as_secs_f64().max(1e-3);
-        let kbps = |t: Track| {
-            ((bytes[t as usize] - last.2[t as usize]) as f64 * 8.0 / 1000.0 / dt * 10.0).round()
-                / 10.0
-        };
+        let kbps =
+            |t: Track| ((bytes[t] - last.2[t]) as f64 * 8.0 / 1000.0 / dt * 10.0).round() / 10.0;
         let fps = ((frames - last.1) as f64 / dt * 10.0).round() / 10.0;
         control.set_rates(
             fps,

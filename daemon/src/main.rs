@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use focusd::config::{Flags, Settings, Subcmd};
-use focusd::sd_notify::{self, Notifier};
+use focusd::service::sd_notify::{self, Notifier};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {

@@ -3,17 +3,22 @@
 
 use std::time::{Duration, Instant};
 
+use focusd::state::State;
+use focusd::state::command::Mode;
+use focusd::state::protocol::{CommandResult, Event, Info, Stats};
 use focusd_testkit::TempDir;
 use focusd_testkit::broker::{Mosquitto, Watcher};
 use focusd_testkit::http;
 use focusd_testkit::process::{Binary, DaemonProcess, metric, sigterm};
 use focusd_testkit::receiver::{Receiver, ReceiverOptions};
-use serde_json::Value;
 
 const SECOND: Duration = Duration::from_secs(1);
 
-fn json(s: &str) -> Value {
-    serde_json::from_str(s).unwrap_or_else(|e| panic!("JSON {s:?}: {e}"))
+/// The state JSON in `text` (an MQTT payload or an HTTP body).
+fn state(text: impl AsRef<[u8]>) -> State {
+    let text = text.as_ref();
+    serde_json::from_slice(text)
+        .unwrap_or_else(|e| panic!("state JSON {:?}: {e}", String::from_utf8_lossy(text)))
 }
 
 /// A daemon on the test source, talking to `broker` as device `id`, with `extra` config.
@@ -58,52 +63,37 @@ fn registration_availability_state_and_stats() {
     assert!(avail.retain);
     let mut w = Watcher::connect(broker.port, &["focusd/cam-a/info", "focusd/cam-a/state"]);
     let info = w.wait_for("focusd/cam-a/info", 5 * SECOND, |m| m.retain);
-    let info = json(&info.payload);
-    assert_eq!(info["id"], "cam-a");
-    assert_eq!(info["name"], "Front door");
-    assert_eq!(info["version"], env!("CARGO_PKG_VERSION"));
-    assert_eq!(info["encoder"], "openh264");
+    let info: Info = serde_json::from_str(&info.payload).expect("info as the contract says");
+    assert_eq!(info.id, "cam-a");
+    assert_eq!(info.name, "Front door");
+    assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(info.encoder, "openh264");
     let base = format!("http://{}", d.addr);
-    assert_eq!(info["signaling_url"], format!("{base}/offer"));
-    assert_eq!(info["whep_url"], format!("{base}/whep"));
-    assert_eq!(info["viewer_url"], format!("{base}/"));
-    assert_eq!(info["tracks"]["source"]["width"], 640);
-    assert_eq!(info["tracks"]["context"]["width"], 320);
-    assert_eq!(info["tracks"]["source"]["kbps"], 2500);
-    assert_eq!(info["tracks"]["context"]["fps"], 30.0);
-    assert_eq!(
-        info["modes"],
-        serde_json::json!(["LOW", "HIGH", "VISION", "HYBRID"])
-    );
-    assert!(info["board"].as_str().is_some_and(|b| !b.is_empty()));
+    assert_eq!(info.signaling_url, format!("{base}/offer"));
+    assert_eq!(info.whep_url, format!("{base}/whep"));
+    assert_eq!(info.viewer_url, format!("{base}/"));
+    assert_eq!(info.tracks.source.width, 640);
+    assert_eq!(info.tracks.context.width, 320);
+    assert_eq!(info.tracks.source.kbps, 2500);
+    assert_eq!(info.tracks.context.fps, 30.0);
+    assert_eq!(info.modes, Mode::ALL);
+    assert!(!info.board.is_empty());
     let state = w.wait_for("focusd/cam-a/state", 5 * SECOND, |m| m.retain);
-    assert_eq!(json(&state.payload)["mode"], "HIGH");
+    let state: State = serde_json::from_str(&state.payload).expect("the state JSON");
+    assert_eq!(state.mode, Mode::High);
 
     let mut w = Watcher::connect(broker.port, &["focusd/cam-a/stats", "focusd/cam-a/events"]);
-    let stats = json(
-        &w.wait_for("focusd/cam-a/stats", 3 * SECOND, |_| true)
-            .payload,
-    );
-    for key in [
-        "fps",
-        "kbps",
-        "viewers",
-        "encode_ms",
-        "dropped_frames",
-        "detector_fps",
-        "cpu_percent",
-        "rss_mb",
-    ] {
-        assert!(!stats[key].is_null(), "stats has {key}: {stats}");
-    }
-    assert!(stats["rss_mb"].as_f64().unwrap() > 1.0);
+    let stats = w.wait_for("focusd/cam-a/stats", 3 * SECOND, |_| true);
+    let stats: Stats = serde_json::from_str(&stats.payload).expect("stats as the contract says");
+    assert!(stats.fps > 0.0, "{stats:?}");
+    assert!(stats.encode_ms.context.is_some(), "{stats:?}");
+    assert!(stats.rss_mb.unwrap() > 1.0, "{stats:?}");
     // The test source's shapes move: the detector reports them as events.
-    let event = json(
-        &w.wait_for("focusd/cam-a/events", 5 * SECOND, |_| true)
-            .payload,
-    );
-    assert_eq!(event["type"], "roi");
-    assert!(!event["roi"].as_array().unwrap().is_empty());
+    let event = w.wait_for("focusd/cam-a/events", 5 * SECOND, |_| true);
+    let Event::Roi(event) = serde_json::from_str(&event.payload).expect("an event") else {
+        panic!("a roi event: {}", event.payload);
+    };
+    assert!(!event.roi.is_empty());
 }
 
 #[test]
@@ -133,13 +123,17 @@ fn a_command_over_mqtt_changes_the_video_the_retained_state_and_the_other_doors(
     // LOW: the source track stops.
     w.publish("focusd/cam-b/cmd", r#"{"mode":"LOW","id":"m1"}"#);
     let sent = Instant::now();
-    let r = json(
-        &w.wait_for("focusd/cam-b/cmd/result", 5 * SECOND, |_| true)
-            .payload,
+    let r = w.wait_for("focusd/cam-b/cmd/result", 5 * SECOND, |_| true);
+    assert_eq!(
+        serde_json::from_str::<CommandResult>(&r.payload).unwrap(),
+        CommandResult {
+            id: Some("m1".into()),
+            ok: true,
+            error: None
+        }
     );
-    assert_eq!(r, serde_json::json!({"id":"m1","ok":true}));
     w.wait_for("focusd/cam-b/state", 2 * SECOND, |m| {
-        json(&m.payload)["mode"] == "LOW"
+        state(&m.payload).mode == Mode::Low
     });
     // Frames already in flight may still arrive; then nothing more.
     std::thread::sleep(Duration::from_millis(300));
@@ -154,10 +148,7 @@ fn a_command_over_mqtt_changes_the_video_the_retained_state_and_the_other_doors(
 
     // The other doors see it: HTTP state and the viewer's DataChannel.
     let http_state = http::request(d.addr, "GET", "/api/state", None, b"").unwrap();
-    assert_eq!(
-        json(std::str::from_utf8(&http_state.body).unwrap())["mode"],
-        "LOW"
-    );
+    assert_eq!(state(&http_state.body).mode, Mode::Low);
     assert!(
         viewer
             .wait_for(2 * SECOND, |s| s
@@ -179,12 +170,12 @@ fn a_command_over_mqtt_changes_the_video_the_retained_state_and_the_other_doors(
     .unwrap();
     assert_eq!(r.status, 200);
     w.wait_for("focusd/cam-b/state", 2 * SECOND, |m| {
-        json(&m.payload)["mode"] == "HIGH"
+        state(&m.payload).mode == Mode::High
     });
     let later = Watcher::connect(broker.port, &["focusd/cam-b/state"])
         .wait_for("focusd/cam-b/state", 2 * SECOND, |m| m.retain)
         .payload;
-    assert_eq!(json(&later)["mode"], "HIGH", "retained state follows");
+    assert_eq!(state(&later).mode, Mode::High, "retained state follows");
     assert!(
         viewer
             .wait_for(3 * SECOND, |s| s.tracks[1].frames > before + 5)
@@ -210,37 +201,38 @@ fn malformed_and_oversized_commands_are_refused_and_change_nothing() {
     for (payload, id, why) in [
         (
             r#"{"mode":"ULTRA","id":"u1"}"#.to_string(),
-            Value::from("u1"),
+            Some("u1"),
             "unknown mode",
         ),
-        ("{not json".to_string(), Value::Null, "not valid JSON"),
+        ("{not json".to_string(), None, "not valid JSON"),
         (
             r#"{"hybrid_rect":{"x1":80,"y1":0,"x2":20,"y2":50},"id":"r1"}"#.to_string(),
-            Value::from("r1"),
+            Some("r1"),
             "x1 < x2",
         ),
         (
             r#"{"hybrid_rect":{"x1":0,"y1":0,"x2":120,"y2":50},"id":"r2"}"#.to_string(),
-            Value::from("r2"),
+            Some("r2"),
             "0 to 100",
         ),
-        (big, Value::Null, "limit is 4096"),
-        (r#"["mode","LOW"]"#.to_string(), Value::Null, "JSON object"),
+        (big, None, "limit is 4096"),
+        (r#"["mode","LOW"]"#.to_string(), None, "JSON object"),
     ] {
         w.publish("focusd/cam-c/cmd", payload.clone());
-        let r = json(
-            &w.wait_for("focusd/cam-c/cmd/result", 3 * SECOND, |_| true)
-                .payload,
-        );
-        assert_eq!(r["ok"], false, "{payload:.60}");
-        assert_eq!(r["id"], id, "{payload:.60}");
-        let error = r["error"].as_str().unwrap();
+        let r = w.wait_for("focusd/cam-c/cmd/result", 3 * SECOND, |_| true);
+        let r: CommandResult = serde_json::from_str(&r.payload).unwrap();
+        assert!(!r.ok, "{payload:.60}");
+        assert_eq!(r.id.as_deref(), id, "{payload:.60}");
+        let error = r.error.unwrap();
         assert!(error.contains(why), "`{error}` should say {why}");
     }
-    let state = http::request(d.addr, "GET", "/api/state", None, b"").unwrap();
-    let state = json(std::str::from_utf8(&state.body).unwrap());
-    assert_eq!(state["mode"], "HIGH");
-    assert_eq!(state["hybrid_rect"], Value::Null);
+    let now = state(
+        http::request(d.addr, "GET", "/api/state", None, b"")
+            .unwrap()
+            .body,
+    );
+    assert_eq!(now.mode, Mode::High);
+    assert_eq!(now.hybrid_rect, None);
     assert!(d.child.try_wait().unwrap().is_none(), "still running");
 }
 
@@ -384,17 +376,21 @@ fn ctl_lists_devices_and_changes_them_waiting_for_the_result() {
     let (code, out, err) = ctl(&[&b[..], &["mode", "cam-x", "vision"]].concat());
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("cam-x: ok"), "{out}");
-    let state = http::request(d.addr, "GET", "/api/state", None, b"").unwrap();
-    assert_eq!(
-        json(std::str::from_utf8(&state.body).unwrap())["mode"],
-        "VISION"
+    let now = state(
+        http::request(d.addr, "GET", "/api/state", None, b"")
+            .unwrap()
+            .body,
     );
+    assert_eq!(now.mode, Mode::Vision);
 
     let (code, _, err) = ctl(&[&b[..], &["rect", "cam-x", "10", "20", "60", "70"]].concat());
     assert_eq!(code, 0, "{err}");
-    let state = http::request(d.addr, "GET", "/api/state", None, b"").unwrap();
-    let state = json(std::str::from_utf8(&state.body).unwrap());
-    assert_eq!(state["hybrid_rect"]["x2"], 60.0);
+    let now = state(
+        http::request(d.addr, "GET", "/api/state", None, b"")
+            .unwrap()
+            .body,
+    );
+    assert_eq!(now.hybrid_rect.map(|r| r.x2), Some(60.0));
 
     // watch: live lines `topic payload`, starting with what is retained.
     let mut watch = Binary::under_test(env!("CARGO_BIN_EXE_focusd"))

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use focusd::config::{Flags, Settings};
+use focusd::state::State;
 use tokio_util::sync::CancellationToken;
 
 use crate::http::{self, Response};
@@ -68,7 +69,8 @@ impl TestDaemon {
         self.post("/api/command", Some("application/json"), json.as_bytes())
     }
 
-    pub fn state(&self) -> serde_json::Value {
+    /// `GET /api/state`, read as the contract's state JSON.
+    pub fn state(&self) -> State {
         serde_json::from_slice(&self.get("/api/state").body).expect("state JSON")
     }
 

@@ -224,7 +224,9 @@ impl DaemonProcess {
 
     /// CPU time it used, in clock ticks.
     pub fn cpu_ticks(&self) -> anyhow::Result<u64> {
-        Ok(focusd::procfs::cpu_ticks(&self.child.id().to_string())?)
+        Ok(focusd::service::procfs::cpu_ticks(
+            &self.child.id().to_string(),
+        )?)
     }
 
     /// Its CPU use over the next `d`, in percent of one core.
@@ -232,12 +234,17 @@ impl DaemonProcess {
         let (t0, c0) = (Instant::now(), self.cpu_ticks()?);
         std::thread::sleep(d);
         let (t1, c1) = (Instant::now(), self.cpu_ticks()?);
-        Ok((c1 - c0) as f64 / focusd::procfs::TICKS_PER_SECOND / (t1 - t0).as_secs_f64() * 100.0)
+        Ok(
+            (c1 - c0) as f64 / focusd::service::procfs::TICKS_PER_SECOND / (t1 - t0).as_secs_f64()
+                * 100.0,
+        )
     }
 
     /// (VmRSS, VmHWM) in KiB.
     pub fn memory_kib(&self) -> anyhow::Result<(u64, u64)> {
-        Ok(focusd::procfs::memory_kib(&self.child.id().to_string())?)
+        Ok(focusd::service::procfs::memory_kib(
+            &self.child.id().to_string(),
+        )?)
     }
 }
 

@@ -23,9 +23,9 @@ pub use model_detector::{ModelDetector, ModelOptions};
 pub use motion::MotionDetector;
 
 use crate::config::{DetectorKind, RoiSettings};
-use crate::metrics::Metrics;
-use crate::slot::LatestSlot;
+use crate::service::metrics::Metrics;
 use crate::state::{Control, RoiBox};
+use crate::video::slot::LatestSlot;
 
 /// Finds regions of interest in frames.
 pub trait Detector: Send {

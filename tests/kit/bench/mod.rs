@@ -392,7 +392,12 @@ fn encoder_only_cpu(secs: u64) -> anyhow::Result<f64> {
             }
         }
         let ticks = thread_cpu_ticks()? - start_cpu;
-        Ok(ticks as f64 / focusd::procfs::TICKS_PER_SECOND / start.elapsed().as_secs_f64() * 100.0)
+        Ok(
+            ticks as f64
+                / focusd::service::procfs::TICKS_PER_SECOND
+                / start.elapsed().as_secs_f64()
+                * 100.0,
+        )
     })
     .join()
     .map_err(|_| anyhow::anyhow!("baseline thread panicked"))?
@@ -400,7 +405,7 @@ fn encoder_only_cpu(secs: u64) -> anyhow::Result<f64> {
 
 /// utime + stime of a /proc stat line (fields 14 and 15; the command name may hold spaces).
 fn thread_cpu_ticks() -> anyhow::Result<u64> {
-    Ok(focusd::procfs::cpu_ticks("thread-self")?)
+    Ok(focusd::service::procfs::cpu_ticks("thread-self")?)
 }
 
 /// The daemon under test, as a child process.

@@ -11,11 +11,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{Hub, HubEvent, OfferError, SessionId};
-use crate::command::Command;
-use crate::metrics::Metrics;
-use crate::pipeline::KeyframeRequest;
-use crate::state::{Control, roi_event, unix_ms};
-use crate::track::EncodedFrame;
+use crate::service::metrics::Metrics;
+use crate::state::command::Command;
+use crate::state::protocol::{RoiEvent, ViewerMessage};
+use crate::state::{Control, unix_ms};
+use crate::video::signals::KeyframeRequests;
+use crate::video::track::EncodedFrame;
 
 /// Viewers are told of state changes at most this often.
 const STATE_PUSH_INTERVAL: Duration = Duration::from_millis(100);
@@ -112,7 +113,7 @@ pub struct HubTask {
     pub max_viewers: usize,
     pub frames: mpsc::Receiver<EncodedFrame>,
     pub control: Arc<Control>,
-    pub keyframes: Arc<[KeyframeRequest; 2]>,
+    pub keyframes: KeyframeRequests,
     pub metrics: Arc<Metrics>,
 }
 
@@ -182,7 +183,7 @@ struct Driver {
     hub: Hub,
     sockets: Vec<(SocketAddr, Arc<UdpSocket>)>,
     control: Arc<Control>,
-    keyframes: Arc<[KeyframeRequest; 2]>,
+    keyframes: KeyframeRequests,
     metrics: Arc<Metrics>,
 }
 
@@ -217,11 +218,13 @@ impl Driver {
                     push_pending = false;
                     last_push = Instant::now();
                     changes.mark_unchanged();
-                    let text = state_message(&self.control, None);
+                    let state = self.control.snapshot();
+                    let roi = state.roi.clone();
+                    let text = ViewerMessage::State { state, id: None }.to_json();
                     self.hub.broadcast_text(last_push, &text);
-                    let roi = self.control.snapshot().roi;
                     if roi != sent_roi {
-                        self.hub.broadcast_text(last_push, &roi_event(unix_ms(), &roi));
+                        let event = RoiEvent { at_ms: unix_ms(), roi: roi.clone() };
+                        self.hub.broadcast_text(last_push, &ViewerMessage::Roi(event).to_json());
                         sent_roi = roi;
                     }
                 }
@@ -264,38 +267,27 @@ impl Driver {
                 break;
             };
             match event {
-                HubEvent::KeyframeWanted(track) => self.keyframes[track as usize].request(),
+                HubEvent::KeyframeWanted(track) => self.keyframes[track].request(),
                 HubEvent::Viewers(n) => self.control.set_viewers(n),
                 HubEvent::CommandsOpen(id) => {
-                    let text = state_message(&self.control, None);
+                    let state = self.control.snapshot();
+                    let text = ViewerMessage::State { state, id: None }.to_json();
                     self.hub.send_text(Instant::now(), &id, &text);
                 }
                 HubEvent::Command(id, data) => {
                     let reply = match Command::parse(&data) {
-                        Ok(cmd) => {
-                            self.control.apply(&cmd);
-                            state_message(&self.control, cmd.id.as_deref())
-                        }
+                        Ok(cmd) => ViewerMessage::State {
+                            state: self.control.apply(&cmd),
+                            id: cmd.id,
+                        },
                         Err(e) => {
                             self.metrics.bad_requests.inc();
-                            serde_json::json!({"type": "error", "error": e.0}).to_string()
+                            ViewerMessage::Error { error: e.0 }
                         }
                     };
-                    self.hub.send_text(Instant::now(), &id, &reply);
+                    self.hub.send_text(Instant::now(), &id, &reply.to_json());
                 }
             }
         }
     }
-}
-
-/// `{"type":"state", ...state, "id"?}` for the DataChannel.
-fn state_message(control: &Control, id: Option<&str>) -> String {
-    let mut v = serde_json::to_value(control.snapshot()).unwrap_or_default();
-    if let Some(obj) = v.as_object_mut() {
-        obj.insert("type".into(), "state".into());
-        if let Some(id) = id {
-            obj.insert("id".into(), id.into());
-        }
-    }
-    v.to_string()
 }

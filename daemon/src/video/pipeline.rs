@@ -11,24 +11,24 @@
 //! reference.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use focusd_board::encode::{self, EncodeError, EncoderSettings, VideoEncoder};
 use focusd_board::frame::{CaptureTime, FramePool, I420Image, PooledFrame};
 use focusd_board::scale::{Scaler, lores_size};
-use focusd_board::source::{self, FrameSource, SourceError};
+use focusd_board::source::{self, FrameSource, SourceError, SourceSpec};
 use focusd_board::stamp;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Settings;
-use crate::mask::{self, Shape};
-use crate::metrics::Metrics;
-use crate::slot::LatestSlot;
+use crate::config::{Settings, VideoSettings};
+use crate::service::metrics::Metrics;
 use crate::state::Control;
-use crate::track::{EncodedFrame, Track};
+use crate::video::mask::{self, Shape};
+use crate::video::signals::{KeyframeRequests, Liveness};
+use crate::video::slot::LatestSlot;
+use crate::video::track::{EncodedFrame, Track, TrackMap};
 
 /// Why the pipeline could not start.
 #[derive(Debug, thiserror::Error)]
@@ -45,24 +45,11 @@ pub enum PipelineError {
     Thread(#[from] std::io::Error),
 }
 
-/// Asks an encoder for a keyframe; many requests before the next frame make one keyframe.
-#[derive(Debug, Default)]
-pub struct KeyframeRequest(AtomicBool);
-
-impl KeyframeRequest {
-    pub fn request(&self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-    fn take(&self) -> bool {
-        self.0.swap(false, Ordering::Relaxed)
-    }
-}
-
 /// A running pipeline.
 #[derive(Debug)]
 pub struct Pipeline {
     /// Per-track keyframe requests, indexed by [`Track`].
-    pub keyframes: Arc<[KeyframeRequest; 2]>,
+    pub keyframes: KeyframeRequests,
     /// Sizes of the main (source) and lores (context) images.
     pub main_size: (u32, u32),
     pub lores_size: (u32, u32),
@@ -82,21 +69,19 @@ pub struct Pipeline {
 impl Pipeline {
     /// Opens the source and encoders and starts capturing. Frames go to `out`.
     pub fn start(
-        settings: &Settings,
+        capture: &CaptureSpec,
+        video: &VideoSettings,
         control: Arc<Control>,
         metrics: Arc<Metrics>,
         out: mpsc::Sender<EncodedFrame>,
         detector_frames: Arc<LatestSlot<Arc<PooledFrame>>>,
         shutdown: CancellationToken,
     ) -> Result<Pipeline, PipelineError> {
-        let fps = settings.fps as f64;
-        let src = source::open(&settings.source, settings.size, fps, settings.size_given)?;
+        let src = capture.open()?;
         let main_size = src.size();
-        let lores = lores_size(main_size, settings.video.context_width);
+        let lores = lores_size(main_size, video.context_width);
         let src_fps = src.fps();
-        let keyframe_interval = (settings.video.keyframe_interval_s * src_fps)
-            .round()
-            .max(1.0) as u32;
+        let keyframe_interval = (video.keyframe_interval_s * src_fps).round().max(1.0) as u32;
         let enc_settings = |(width, height): (u32, u32), kbps| EncoderSettings {
             width,
             height,
@@ -104,11 +89,9 @@ impl Pipeline {
             bitrate_kbps: kbps,
             keyframe_interval,
         };
-        let spec = &settings.video.encoder;
-        let context_encoder =
-            encode::open(spec, &enc_settings(lores, settings.video.context_kbps))?;
-        let source_encoder =
-            encode::open(spec, &enc_settings(main_size, settings.video.source_kbps))?;
+        let spec = &video.encoder;
+        let context_encoder = encode::open(spec, &enc_settings(lores, video.context_kbps))?;
+        let source_encoder = encode::open(spec, &enc_settings(main_size, video.source_kbps))?;
         let encoder_name = source_encoder.name().to_string();
         tracing::info!(encoder = %encoder_name, "encoders open");
         let description = src.describe();
@@ -118,17 +101,18 @@ impl Pipeline {
             0
         };
 
-        let keyframes: Arc<[KeyframeRequest; 2]> = Arc::default();
-        let slots: [Arc<LatestSlot<Arc<PooledFrame>>>; 2] = Default::default();
+        let keyframes = KeyframeRequests::default();
+        let slots: TrackMap<Arc<LatestSlot<Arc<PooledFrame>>>> = TrackMap::default();
         let liveness = Liveness::new();
         let mut threads = Vec::new();
 
-        let capture = Capture {
+        let capture = CaptureThread {
             source: src,
-            spec: settings.clone(),
+            spec: capture.clone(),
             pool: FramePool::new(main_size, lores),
             scaler: Scaler::new(main_size, lores),
-            outputs: [slots[0].clone(), slots[1].clone(), detector_frames],
+            encoders: slots.clone(),
+            detector: detector_frames,
             metrics: metrics.clone(),
         };
         let token = shutdown.clone();
@@ -145,7 +129,7 @@ impl Pipeline {
             let worker = EncoderWorker {
                 track,
                 encoder,
-                frames: slots[track as usize].clone(),
+                frames: slots[track].clone(),
                 keyframe: keyframes.clone(),
                 control: control.clone(),
                 metrics: metrics.clone(),
@@ -176,91 +160,84 @@ impl Pipeline {
         })
     }
 
-    /// Waits up to `grace` for the pipeline threads to finish (after shutdown was
-    /// signalled) and says whether they all did. A thread stuck in a read from a source
-    /// that stopped delivering cannot be interrupted: it is left to end with the process.
-    pub fn join(self, grace: Duration) -> bool {
-        let end = Instant::now() + grace;
-        let mut pending = self.threads;
-        loop {
-            let (done, running): (Vec<_>, Vec<_>) =
-                pending.into_iter().partition(|t| t.is_finished());
-            for t in done {
-                let _ = t.join();
-            }
-            if running.is_empty() {
-                return true;
-            }
-            if Instant::now() >= end {
-                for t in &running {
-                    let name = t.thread().name().unwrap_or("pipeline").to_owned();
-                    tracing::warn!(thread = %name, "thread did not stop in {grace:?}; leaving it");
-                }
-                return false;
-            }
-            pending = running;
-            std::thread::sleep(Duration::from_millis(5));
-        }
+    /// The capture and encoder threads, to join after shutdown was signalled (see
+    /// [`join_within`]).
+    pub fn into_threads(self) -> Vec<JoinHandle<()>> {
+        self.threads
     }
 }
 
-/// Whether frames are flowing out of the pipeline: the context track's encoder marks
-/// each frame it encodes. Cheap to clone and read from any thread.
+/// Waits up to `grace` for `threads` to finish (after shutdown was signalled) and says
+/// whether they all did. A thread stuck in a read from a source that stopped delivering
+/// cannot be interrupted: it is left to end with the process.
+pub fn join_within(threads: Vec<JoinHandle<()>>, grace: Duration) -> bool {
+    let end = Instant::now() + grace;
+    let mut pending = threads;
+    loop {
+        let (done, running): (Vec<_>, Vec<_>) = pending.into_iter().partition(|t| t.is_finished());
+        for t in done {
+            let _ = t.join();
+        }
+        if running.is_empty() {
+            return true;
+        }
+        if Instant::now() >= end {
+            for t in &running {
+                let name = t.thread().name().unwrap_or("pipeline").to_owned();
+                tracing::warn!(thread = %name, "thread did not stop in {grace:?}; leaving it");
+            }
+            return false;
+        }
+        pending = running;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// What to capture, and how: the part of the settings the capture thread needs.
 #[derive(Clone, Debug)]
-pub struct Liveness {
-    /// Context frames encoded so far.
-    frames: Arc<AtomicU64>,
-    /// Milliseconds since `started` at which the last frame was encoded (0 = none yet).
-    last_ms: Arc<AtomicU64>,
-    started: Instant,
+pub struct CaptureSpec {
+    /// The source.
+    pub source: SourceSpec,
+    /// The configured main size: the test pattern is drawn at it, a file scaled to it
+    /// when `scale_file`.
+    pub size: (u32, u32),
+    /// Whether a file is scaled to `size` (`--size` was given) or kept native.
+    pub scale_file: bool,
+    /// Frame rate of the test pattern.
+    pub fps: f64,
 }
 
-impl Liveness {
-    fn new() -> Liveness {
-        Liveness {
-            frames: Arc::default(),
-            last_ms: Arc::default(),
-            started: Instant::now(),
+impl CaptureSpec {
+    /// The part of `settings` about capture.
+    pub fn from_settings(settings: &Settings) -> CaptureSpec {
+        CaptureSpec {
+            source: settings.source.clone(),
+            size: settings.size,
+            scale_file: settings.size_given,
+            fps: settings.fps as f64,
         }
     }
 
-    fn frame_encoded(&self) {
-        let ms = (self.started.elapsed().as_millis() as u64).max(1);
-        self.last_ms.store(ms, Ordering::Relaxed);
-        self.frames.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Frames encoded on the context track since start.
-    pub fn frames_encoded(&self) -> u64 {
-        self.frames.load(Ordering::Relaxed)
-    }
-
-    /// Time since the last encoded frame, `None` before the first.
-    pub fn since_last_frame(&self) -> Option<Duration> {
-        match self.last_ms.load(Ordering::Relaxed) {
-            0 => None,
-            ms => Some(
-                self.started
-                    .elapsed()
-                    .saturating_sub(Duration::from_millis(ms)),
-            ),
-        }
+    fn open(&self) -> Result<Box<dyn FrameSource>, SourceError> {
+        source::open(&self.source, self.size, self.fps, self.scale_file)
     }
 }
 
 /// The capture thread's state.
-struct Capture {
+struct CaptureThread {
     source: Box<dyn FrameSource>,
-    /// Settings to reopen the source with after a failure.
-    spec: Settings,
+    /// What to reopen after a failure.
+    spec: CaptureSpec,
     pool: FramePool,
     scaler: Scaler,
-    /// Context encoder, source encoder, detector.
-    outputs: [Arc<LatestSlot<Arc<PooledFrame>>>; 3],
+    /// Each track's encoder thread.
+    encoders: TrackMap<Arc<LatestSlot<Arc<PooledFrame>>>>,
+    /// The ROI detector's thread.
+    detector: Arc<LatestSlot<Arc<PooledFrame>>>,
     metrics: Arc<Metrics>,
 }
 
-impl Capture {
+impl CaptureThread {
     fn run(mut self, shutdown: CancellationToken) {
         let mut seq = 0u64;
         let mut backoff = Duration::from_millis(100);
@@ -293,17 +270,17 @@ impl Capture {
             seq += 1;
             self.metrics.frames_captured.inc();
             let frame = Arc::new(frame);
-            for (i, slot) in self.outputs.iter().enumerate() {
-                if slot.put(frame.clone()) && i < 2 {
-                    self.metrics.tracks[i].dropped_encoder_busy.inc();
+            for (track, slot) in self.encoders.iter() {
+                if slot.put(frame.clone()) {
+                    self.metrics.track(track).dropped_encoder_busy.inc();
                 }
             }
+            self.detector.put(frame);
         }
     }
 
     fn reopen(&mut self) {
-        let s = &self.spec;
-        match source::open(&s.source, s.size, s.fps as f64, s.size_given) {
+        match self.spec.open() {
             Ok(src) if src.size() == self.source.size() => self.source = src,
             Ok(src) => tracing::warn!(
                 size = ?src.size(),
@@ -332,7 +309,7 @@ struct EncoderWorker {
     track: Track,
     encoder: Box<dyn VideoEncoder>,
     frames: Arc<LatestSlot<Arc<PooledFrame>>>,
-    keyframe: Arc<[KeyframeRequest; 2]>,
+    keyframe: KeyframeRequests,
     control: Arc<Control>,
     metrics: Arc<Metrics>,
     out: mpsc::Sender<EncodedFrame>,
@@ -376,7 +353,7 @@ impl EncoderWorker {
                     }
                 },
             };
-            let key = self.keyframe[self.track as usize].take() | force_key;
+            let key = self.keyframe[self.track].take() | force_key;
             let captured = CaptureTime {
                 at: frame.captured_at,
                 wallclock_ms: frame.wallclock_ms,

@@ -14,10 +14,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::session::{Info, Kind, Out, Session, Topics};
+use super::session::{Kind, Out, Session};
 use super::telemetry::Telemetry;
 use crate::config::MqttSettings;
-use crate::metrics::Metrics;
+use crate::service::metrics::Metrics;
+use crate::state::protocol::{Info, Topics};
 use crate::state::{Control, unix_ms};
 
 /// Requests rumqttc may hold before `try_*` refuses more.

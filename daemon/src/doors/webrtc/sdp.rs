@@ -148,7 +148,7 @@ mod tests {
     use super::*;
 
     /// An offer as Chromium makes it for two recvonly video transceivers and a DataChannel.
-    const CHROME_OFFER: &str = include_str!("../../../tests/data/chrome-offer.sdp");
+    const CHROME_OFFER: &str = include_str!("../../../../tests/data/chrome-offer.sdp");
 
     #[test]
     fn accepts_chrome_offer_and_drops_mdns() {

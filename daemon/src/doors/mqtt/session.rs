@@ -4,90 +4,17 @@
 
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::command::{Command, Mode};
-use crate::state::{Control, RoiBox, State, roi_event};
+use crate::state::command::{Command, Mode};
+use crate::state::protocol::{CommandResult, Event, Info, RoiEvent, Stats, Topics};
+use crate::state::{Control, RoiBox, State};
 
 /// State is republished at most this often when only the ROI churns; a command's result
 /// is followed by the state at once.
 pub const STATE_INTERVAL: Duration = Duration::from_millis(500);
 /// ROI events are published at most this often; the latest ROI wins.
 pub const EVENT_INTERVAL: Duration = Duration::from_secs(1);
-
-/// The device's topics.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Topics {
-    pub available: String,
-    pub info: String,
-    pub state: String,
-    pub cmd: String,
-    pub cmd_result: String,
-    pub stats: String,
-    pub events: String,
-    /// Home Assistant's device discovery topic.
-    pub discovery: String,
-}
-
-impl Topics {
-    pub fn new(prefix: &str, id: &str) -> Topics {
-        let t = |leaf: &str| format!("{prefix}/{id}/{leaf}");
-        Topics {
-            available: t("available"),
-            info: t("info"),
-            state: t("state"),
-            cmd: t("cmd"),
-            cmd_result: t("cmd/result"),
-            stats: t("stats"),
-            events: t("events"),
-            discovery: format!("homeassistant/device/{id}/config"),
-        }
-    }
-}
-
-/// One track's shape, as registered.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
-pub struct TrackInfo {
-    pub width: u32,
-    pub height: u32,
-    pub fps: f64,
-    /// Target bitrate of the track's encoder.
-    pub kbps: u32,
-}
-
-/// The retained registration (`info`).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Info {
-    /// Device id (the topic level).
-    pub id: String,
-    /// Human name (`mqtt.name`, else the id).
-    pub name: String,
-    /// focusd's version.
-    pub version: String,
-    /// The board found at run time, e.g. `Raspberry Pi 5` or `linux x86_64`.
-    pub board: String,
-    /// The H.264 encoder in use.
-    pub encoder: String,
-    /// The frame source in use.
-    pub source: String,
-    /// `POST` an SDP offer here (the `/offer` of the contract).
-    pub signaling_url: String,
-    /// WHEP endpoint.
-    pub whep_url: String,
-    /// The viewer page.
-    pub viewer_url: String,
-    pub tracks: Tracks,
-    /// Modes the `cmd` topic accepts.
-    pub modes: Vec<&'static str>,
-}
-
-/// Both tracks' shapes.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
-pub struct Tracks {
-    pub context: TrackInfo,
-    pub source: TrackInfo,
-}
 
 /// Which message a publish is, for accounting when the queue is full.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -211,19 +138,25 @@ impl Session {
         let (result, state) = match Command::parse(payload) {
             Ok(cmd) => {
                 let state = control.apply(&cmd);
-                (json!({"id": cmd.id, "ok": true}), Some(state))
+                let result = CommandResult {
+                    id: cmd.id,
+                    ok: true,
+                    error: None,
+                };
+                (result, Some(state))
             }
-            Err(e) => (
-                json!({"id": id_of(payload), "ok": false, "error": e.0}),
-                None,
-            ),
+            Err(e) => {
+                let result = CommandResult {
+                    id: id_of(payload),
+                    ok: false,
+                    error: Some(e.0),
+                };
+                (result, None)
+            }
         };
-        let mut out = vec![self.publish(
-            &self.topics.cmd_result,
-            result.to_string().into_bytes(),
-            false,
-            Kind::Result,
-        )];
+        // Plain data: serializing cannot fail.
+        let result = serde_json::to_vec(&result).expect("a result serializes");
+        let mut out = vec![self.publish(&self.topics.cmd_result, result, false, Kind::Result)];
         if let Some(state) = state {
             out.push(self.state_now(now, &state));
         }
@@ -267,12 +200,13 @@ impl Session {
             .last_event
             .is_none_or(|t| now.duration_since(t) >= EVENT_INTERVAL);
         if event_due && let Some(roi) = self.pending_roi.take() {
-            out.push(self.publish(
-                &self.topics.events,
-                roi_event(unix_ms, &roi).into_bytes(),
-                false,
-                Kind::Event,
-            ));
+            let event = Event::Roi(RoiEvent {
+                at_ms: unix_ms,
+                roi: roi.clone(),
+            });
+            // Plain data: serializing cannot fail.
+            let event = serde_json::to_vec(&event).expect("an event serializes");
+            out.push(self.publish(&self.topics.events, event, false, Kind::Event));
             self.published_roi = roi;
             self.last_event = Some(now);
         }
@@ -290,14 +224,11 @@ impl Session {
         }
     }
 
-    /// The `stats` message carrying `payload`.
-    pub fn stats(&self, payload: &Value) -> Out {
-        self.publish(
-            &self.topics.stats,
-            payload.to_string().into_bytes(),
-            false,
-            Kind::Stats,
-        )
+    /// The `stats` message carrying `stats`.
+    pub fn stats(&self, stats: &Stats) -> Out {
+        // Plain data: serializing cannot fail.
+        let payload = serde_json::to_vec(stats).expect("stats serialize");
+        self.publish(&self.topics.stats, payload, false, Kind::Stats)
     }
 
     /// The earliest time something may become due (for the driver's timer).
@@ -358,12 +289,12 @@ impl Session {
 
 /// The `id` of a command that failed validation, when it has a readable one.
 fn id_of(payload: &[u8]) -> Option<String> {
-    if payload.len() > crate::command::MAX_COMMAND_BYTES {
+    if payload.len() > crate::state::command::MAX_COMMAND_BYTES {
         return None;
     }
     let v: Value = serde_json::from_slice(payload).ok()?;
     let id = v.get("id")?.as_str()?;
-    (id.chars().count() <= crate::command::MAX_ID_CHARS).then(|| id.to_string())
+    (id.chars().count() <= crate::state::command::MAX_ID_CHARS).then(|| id.to_string())
 }
 
 /// Home Assistant device discovery: the camera as a device with its mode as a select, and
@@ -416,7 +347,9 @@ fn discovery(topics: &Topics, info: &Info) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::Mode;
+    use crate::state::command::Mode;
+    use crate::state::protocol::TrackInfo;
+    use crate::video::track::TrackMap;
 
     fn info() -> Info {
         let t = TrackInfo {
@@ -435,11 +368,11 @@ mod tests {
             signaling_url: "http://10.0.0.5:8888/offer".into(),
             whep_url: "http://10.0.0.5:8888/whep".into(),
             viewer_url: "http://10.0.0.5:8888/".into(),
-            tracks: Tracks {
+            tracks: TrackMap {
                 context: t,
                 source: t,
             },
-            modes: Mode::ALL.map(Mode::as_str).to_vec(),
+            modes: Mode::ALL.to_vec(),
         }
     }
 
@@ -505,9 +438,8 @@ mod tests {
             );
             assert!(p.iter().all(|x| x.2), "all retained");
             assert_eq!(p[0].1, "online");
-            let info: Value = serde_json::from_str(&p[1].1).unwrap();
-            assert_eq!(info["whep_url"], "http://10.0.0.5:8888/whep");
-            assert_eq!(info["tracks"]["context"]["width"], 320);
+            let registered: Info = serde_json::from_str(&p[1].1).unwrap();
+            assert_eq!(registered, info());
             s.disconnected();
             assert!(s.poll(t0, &c.snapshot(), 0).is_empty(), "silent while down");
         }
@@ -527,8 +459,12 @@ mod tests {
         let p = published(&out);
         assert_eq!(p[0].0, "focusd/cam-1/cmd/result");
         assert_eq!(
-            serde_json::from_str::<Value>(&p[0].1).unwrap(),
-            json!({"id":"a1","ok":true})
+            serde_json::from_str::<CommandResult>(&p[0].1).unwrap(),
+            CommandResult {
+                id: Some("a1".into()),
+                ok: true,
+                error: None
+            }
         );
         assert_eq!(p[1].0, "focusd/cam-1/state");
         assert!(p[1].1.contains("\"mode\":\"VISION\""));
@@ -538,20 +474,20 @@ mod tests {
         assert!(s.poll(t0 + STATE_INTERVAL, &c.snapshot(), 0).is_empty());
 
         for (bad, id) in [
-            (br#"{"mode":"ULTRA","id":"b2"}"#.to_vec(), json!("b2")),
-            (b"{not json".to_vec(), Value::Null),
+            (br#"{"mode":"ULTRA","id":"b2"}"#.to_vec(), Some("b2")),
+            (b"{not json".to_vec(), None),
             (
                 br#"{"hybrid_rect":{"x1":50,"y1":0,"x2":10,"y2":9},"id":"c3"}"#.to_vec(),
-                json!("c3"),
+                Some("c3"),
             ),
-            (vec![b' '; 5000], Value::Null),
+            (vec![b' '; 5000], None),
         ] {
             let out = s.command(t0, &bad, &c);
             assert_eq!(out.len(), 1, "no state after a rejected command");
-            let r: Value = serde_json::from_str(&published(&out)[0].1).unwrap();
-            assert_eq!(r["ok"], false);
-            assert_eq!(r["id"], id);
-            assert!(!r["error"].as_str().unwrap().is_empty());
+            let r: CommandResult = serde_json::from_str(&published(&out)[0].1).unwrap();
+            assert!(!r.ok);
+            assert_eq!(r.id.as_deref(), id);
+            assert!(!r.error.unwrap().is_empty());
         }
         assert_eq!(c.snapshot().mode, Mode::Vision, "nothing changed");
     }

@@ -8,7 +8,7 @@ use str0m::media::{MediaTime, Mid, Pt};
 use str0m::{Event, IceConnectionState, Output, Rtc};
 
 use super::hub::SessionId;
-use crate::track::{EncodedFrame, Track};
+use crate::video::track::{EncodedFrame, Track, TrackMap};
 
 /// A viewer that has not connected by then is dropped.
 pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -40,7 +40,7 @@ pub(super) struct Peer {
     pub id: SessionId,
     pub rtc: Rtc,
     /// Indexed by [`Track`]; `None` when the offer had fewer video m-lines.
-    pub tracks: [Option<Outgoing>; 2],
+    pub tracks: TrackMap<Option<Outgoing>>,
     pub commands: Option<ChannelId>,
     pub created: Instant,
     pub connected: bool,
@@ -82,7 +82,7 @@ impl Peer {
         if !self.connected {
             return Some(false);
         }
-        let out = self.tracks[frame.track as usize].as_mut()?;
+        let out = self.tracks[frame.track].as_mut()?;
         if out.awaiting_keyframe && !frame.keyframe {
             return Some(false);
         }
@@ -101,7 +101,7 @@ impl Peer {
             frame.data.clone(),
         ) {
             Ok(()) => {
-                if let Some(out) = self.tracks[frame.track as usize].as_mut() {
+                if let Some(out) = self.tracks[frame.track].as_mut() {
                     out.awaiting_keyframe = false;
                 }
                 Some(true)
@@ -124,11 +124,9 @@ impl Peer {
     }
 
     fn track_of(&self, mid: Mid) -> Option<Track> {
-        Track::ALL.into_iter().find(|t| {
-            self.tracks[*t as usize]
-                .as_ref()
-                .is_some_and(|o| o.mid == mid)
-        })
+        Track::ALL
+            .into_iter()
+            .find(|t| self.tracks[*t].as_ref().is_some_and(|o| o.mid == mid))
     }
 
     /// Drains str0m's output until it asks for a timeout. Datagrams go to `transmit`,
@@ -162,7 +160,10 @@ impl Peer {
         match event {
             Event::Connected => {
                 self.connected = true;
-                for out in self.tracks.iter_mut().flatten() {
+                for out in [&mut self.tracks.context, &mut self.tracks.source]
+                    .into_iter()
+                    .flatten()
+                {
                     out.awaiting_keyframe = true;
                 }
                 notes.push(PeerNote::Connected);

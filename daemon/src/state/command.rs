@@ -6,7 +6,8 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 /// Largest command accepted, in bytes: a real command is well under 200.
@@ -136,7 +137,33 @@ fn err<T>(msg: impl Into<String>) -> Result<T, CommandError> {
     Err(CommandError(msg.into()))
 }
 
+impl Serialize for Command {
+    /// The command JSON of the contract, which [`Command::parse`] reads back: absent
+    /// fields are left out, a cleared rectangle is `null`.
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        if let Some(mode) = self.mode {
+            m.serialize_entry("mode", &mode)?;
+        }
+        match &self.hybrid_rect {
+            RectChange::Keep => {}
+            RectChange::Clear => m.serialize_entry("hybrid_rect", &None::<Rect>)?,
+            RectChange::Set(r) => m.serialize_entry("hybrid_rect", r)?,
+        }
+        if let Some(id) = &self.id {
+            m.serialize_entry("id", id)?;
+        }
+        m.end()
+    }
+}
+
 impl Command {
+    /// The command as JSON text (what `focusd ctl` sends).
+    pub fn to_json(&self) -> String {
+        // A map of strings and numbers: cannot fail.
+        serde_json::to_string(self).expect("a command serializes")
+    }
+
     /// Parses and validates a command. Unknown fields, wrong types, out-of-range or inverted
     /// rectangles, unknown modes and oversized input are all rejected with a reason.
     pub fn parse(bytes: &[u8]) -> Result<Command, CommandError> {
@@ -304,6 +331,42 @@ mod tests {
         assert!(parse(&long_id).unwrap_err().contains("longer than"));
         let huge = format!(r#"{{"id":"{}"}}"#, "x".repeat(5000));
         assert!(parse(&huge).unwrap_err().contains("limit is 4096"));
+    }
+
+    #[test]
+    fn serializes_to_what_parse_reads_back() {
+        let rect = Rect {
+            x1: 10.0,
+            y1: 20.5,
+            x2: 60.0,
+            y2: 80.0,
+        };
+        for cmd in [
+            Command {
+                mode: Some(Mode::Vision),
+                hybrid_rect: RectChange::Keep,
+                id: Some("c1".into()),
+            },
+            Command {
+                mode: None,
+                hybrid_rect: RectChange::Set(rect),
+                id: None,
+            },
+            Command {
+                mode: Some(Mode::Hybrid),
+                hybrid_rect: RectChange::Clear,
+                id: Some("c2".into()),
+            },
+        ] {
+            let text = cmd.to_json();
+            assert_eq!(Command::parse(text.as_bytes()), Ok(cmd), "{text}");
+        }
+        let clear = Command {
+            mode: None,
+            hybrid_rect: RectChange::Clear,
+            id: None,
+        };
+        assert_eq!(clear.to_json(), r#"{"hybrid_rect":null}"#);
     }
 
     #[test]

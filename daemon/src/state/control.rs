@@ -3,13 +3,13 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::command::{Command, Mode, Rect, RectChange};
+use crate::state::command::{Command, Mode, Rect, RectChange};
 
 /// One region of interest, in percent of the frame.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RoiBox {
     pub x1: f64,
     pub y1: f64,
@@ -32,12 +32,6 @@ impl RoiBox {
     }
 }
 
-/// The ROI event, as MQTT `events` and the DataChannel carry it:
-/// `{"type":"roi","at_ms":..,"roi":[..]}`, `at_ms` in Unix milliseconds.
-pub fn roi_event(at_ms: u64, roi: &[RoiBox]) -> String {
-    serde_json::json!({"type": "roi", "at_ms": at_ms, "roi": roi}).to_string()
-}
-
 /// Wall-clock milliseconds since the Unix epoch, the time published events carry (0 if the
 /// clock is before 1970).
 pub fn unix_ms() -> u64 {
@@ -48,14 +42,14 @@ pub fn unix_ms() -> u64 {
 }
 
 /// Measured rates per track.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Bitrates {
     pub context: f64,
     pub source: f64,
 }
 
 /// The state JSON of the contract.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct State {
     pub mode: Mode,
     pub hybrid_rect: Option<Rect>,

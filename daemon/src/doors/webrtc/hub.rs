@@ -13,8 +13,8 @@ use str0m::{Candidate, Input, Rtc};
 use super::OfferError;
 use super::peer::{CONNECT_TIMEOUT, Outgoing, Peer, PeerNote};
 use super::sdp;
-use crate::metrics::Metrics;
-use crate::track::{EncodedFrame, Track};
+use crate::service::metrics::Metrics;
+use crate::video::track::{EncodedFrame, Track, TrackMap};
 
 /// A viewer session id: 128 random bits in hex, used in WHEP resource URLs.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -72,7 +72,7 @@ pub struct Hub {
     epoch: Instant,
     transmits: VecDeque<Transmit>,
     events: VecDeque<HubEvent>,
-    last_keyframe_request: [Option<Instant>; 2],
+    last_keyframe_request: TrackMap<Option<Instant>>,
     metrics: Arc<Metrics>,
     viewers_reported: usize,
 }
@@ -101,7 +101,7 @@ impl Hub {
             epoch: now,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
-            last_keyframe_request: [None; 2],
+            last_keyframe_request: TrackMap::default(),
             metrics,
             viewers_reported: 0,
         }
@@ -147,24 +147,24 @@ impl Hub {
             OfferError::Malformed(e.to_string().lines().next().unwrap_or("").to_string())
         })?;
 
-        let mut tracks: [Option<Outgoing>; 2] = [None, None];
+        let mut tracks: TrackMap<Option<Outgoing>> = TrackMap::default();
         for (track, mid) in Track::ALL.iter().zip(&checked.video_mids) {
             let mid = Mid::from(mid.as_str());
             let Some(pt) = Peer::h264_pt(&mut rtc, mid) else {
                 continue;
             };
-            tracks[*track as usize] = Some(Outgoing {
+            tracks[*track] = Some(Outgoing {
                 mid,
                 pt,
                 awaiting_keyframe: true,
             });
         }
-        if tracks[Track::Context as usize].is_none() {
+        if tracks.context.is_none() {
             return Err(OfferError::NoH264);
         }
         let id = SessionId::random().ok_or(OfferError::NoRandomness)?;
         let answer = sdp::finish_answer(&answer.to_sdp_string(), &["context", "source"]);
-        tracing::info!(session = %id, tracks = tracks.iter().flatten().count(), "viewer offer accepted");
+        tracing::info!(session = %id, tracks = tracks.iter().filter(|(_, t)| t.is_some()).count(), "viewer offer accepted");
         self.metrics.sessions_started.inc();
         self.peers.push(Peer {
             id: id.clone(),
@@ -326,12 +326,12 @@ impl Hub {
                     PeerNote::Connected => {
                         tracing::info!(session = %peer.id, after = ?now.saturating_duration_since(peer.created), "viewer connected");
                         for t in Track::ALL {
-                            self.last_keyframe_request[t as usize] = Some(now);
+                            self.last_keyframe_request[t] = Some(now);
                             self.events.push_back(HubEvent::KeyframeWanted(t));
                         }
                     }
                     PeerNote::KeyframeRequest(t) => {
-                        let last = &mut self.last_keyframe_request[t as usize];
+                        let last = &mut self.last_keyframe_request[t];
                         if last.is_none_or(|l| now.saturating_duration_since(l) >= PLI_INTERVAL) {
                             *last = Some(now);
                             self.events.push_back(HubEvent::KeyframeWanted(t));

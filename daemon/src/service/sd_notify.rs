@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::pipeline::Liveness;
+use crate::video::signals::Liveness;
 
 /// Why the notification environment cannot be used.
 #[derive(Debug, thiserror::Error)]

@@ -12,6 +12,8 @@
 //! | `stats` | out | | telemetry every `mqtt.stats_interval_s` |
 //! | `events` | out | | ROI detections, at most one a second |
 //!
+//! The payloads are the typed messages of [`crate::state::protocol`].
+//!
 //! * [`Session`] decides what to publish and when; it is sans-IO (time comes in as an
 //!   argument) so its rules are tested without a broker.
 //! * [`client`] drives it with rumqttc: connects, reconnects with capped exponential
@@ -26,4 +28,4 @@ mod session;
 pub mod telemetry;
 
 pub use broker::Broker;
-pub use session::{Info, Kind, Out, Session, Topics, TrackInfo, Tracks};
+pub use session::{Kind, Out, Session};

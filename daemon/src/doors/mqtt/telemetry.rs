@@ -3,21 +3,20 @@
 
 use std::time::Instant;
 
-use serde_json::{Value, json};
-
-use crate::metrics::Metrics;
-use crate::procfs;
+use crate::service::metrics::Metrics;
+use crate::service::procfs;
 use crate::state::Control;
-use crate::track::Track;
+use crate::state::protocol::Stats;
+use crate::video::track::{Track, TrackMap};
 
 /// Counter values at one moment.
 #[derive(Clone, Copy, Debug, Default)]
 struct Sample {
     cpu_ticks: u64,
     /// Per track: frames encoded, total encode seconds, frames dropped (any reason).
-    encoded: [u64; 2],
-    encode_seconds: [f64; 2],
-    dropped: [u64; 2],
+    encoded: TrackMap<u64>,
+    encode_seconds: TrackMap<f64>,
+    dropped: TrackMap<u64>,
     detector_runs: u64,
 }
 
@@ -31,10 +30,9 @@ impl Sample {
         };
         for t in Track::ALL {
             let m = metrics.track(t);
-            let i = t as usize;
-            s.encoded[i] = m.encode_seconds.count();
-            s.encode_seconds[i] = m.encode_seconds.sum_seconds();
-            s.dropped[i] = m.dropped_encoder_busy.get() + m.dropped_hub_busy.get();
+            s.encoded[t] = m.encode_seconds.count();
+            s.encode_seconds[t] = m.encode_seconds.sum_seconds();
+            s.dropped[t] = m.dropped_encoder_busy.get() + m.dropped_hub_busy.get();
         }
         s
     }
@@ -61,50 +59,45 @@ impl Telemetry {
         control: &Control,
         metrics: &Metrics,
         mqtt_dropped: u64,
-    ) -> Value {
+    ) -> Stats {
         let cur = Sample::take(metrics);
         let (then, prev) = self.last;
         let dt = now.duration_since(then).as_secs_f64().max(1e-3);
         let round1 = |v: f64| (v * 10.0).round() / 10.0;
-        let per_track = |f: &dyn Fn(usize) -> Value| json!({"context": f(Track::Context as usize), "source": f(Track::Source as usize)});
-        let encode_ms = per_track(&|i| {
-            let n = cur.encoded[i] - prev.encoded[i];
-            if n == 0 {
-                Value::Null
-            } else {
-                json!(round1(
-                    (cur.encode_seconds[i] - prev.encode_seconds[i]) * 1000.0 / n as f64
-                ))
-            }
+        let encode_ms = TrackMap::from_fn(|t| {
+            let n = cur.encoded[t] - prev.encoded[t];
+            (n > 0).then(|| {
+                round1((cur.encode_seconds[t] - prev.encode_seconds[t]) * 1000.0 / n as f64)
+            })
         });
-        let dropped = per_track(&|i| json!(cur.dropped[i] - prev.dropped[i]));
+        let dropped_frames = TrackMap::from_fn(|t| cur.dropped[t] - prev.dropped[t]);
         let state = control.snapshot();
         let rss_mb = procfs::memory_kib("self")
             .map(|(rss, _)| round1(rss as f64 / 1024.0))
             .ok();
         self.last = (now, cur);
-        json!({
-            "interval_s": round1(dt),
-            "fps": state.fps,
-            "kbps": state.bitrate_kbps,
-            "viewers": state.viewers,
-            "mode": state.mode,
-            "encode_ms": encode_ms,
-            "dropped_frames": dropped,
-            "detector_fps": round1((cur.detector_runs - prev.detector_runs) as f64 / dt),
-            "cpu_percent": round1(
-                (cur.cpu_ticks - prev.cpu_ticks) as f64 / procfs::TICKS_PER_SECOND / dt * 100.0
+        Stats {
+            interval_s: round1(dt),
+            fps: state.fps,
+            kbps: state.bitrate_kbps,
+            viewers: state.viewers,
+            mode: state.mode,
+            encode_ms,
+            dropped_frames,
+            detector_fps: round1((cur.detector_runs - prev.detector_runs) as f64 / dt),
+            cpu_percent: round1(
+                (cur.cpu_ticks - prev.cpu_ticks) as f64 / procfs::TICKS_PER_SECOND / dt * 100.0,
             ),
-            "rss_mb": rss_mb,
-            "mqtt_dropped": mqtt_dropped,
-        })
+            rss_mb,
+            mqtt_dropped,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::Mode;
+    use crate::state::command::Mode;
     use std::time::Duration;
 
     #[test]
@@ -121,16 +114,16 @@ mod tests {
             metrics.detector_runs.inc();
         }
         let v = tele.stats(t0 + Duration::from_secs(2), &control, &metrics, 3);
-        assert_eq!(v["encode_ms"]["source"], 5.0);
-        assert_eq!(v["encode_ms"]["context"], Value::Null, "nothing encoded");
-        assert_eq!(v["dropped_frames"]["context"], 1);
-        assert_eq!(v["detector_fps"], 15.0);
-        assert_eq!(v["mode"], "VISION");
-        assert_eq!(v["mqtt_dropped"], 3);
-        assert!(v["rss_mb"].as_f64().unwrap() > 0.0);
+        assert_eq!(v.encode_ms.source, Some(5.0));
+        assert_eq!(v.encode_ms.context, None, "nothing encoded");
+        assert_eq!(v.dropped_frames.context, 1);
+        assert_eq!(v.detector_fps, 15.0);
+        assert_eq!(v.mode, Mode::Vision);
+        assert_eq!(v.mqtt_dropped, 3);
+        assert!(v.rss_mb.unwrap() > 0.0);
         // The next interval starts from here.
         let v = tele.stats(t0 + Duration::from_secs(4), &control, &metrics, 3);
-        assert_eq!(v["detector_fps"], 0.0);
-        assert_eq!(v["dropped_frames"]["context"], 0);
+        assert_eq!(v.detector_fps, 0.0);
+        assert_eq!(v.dropped_frames.context, 0);
     }
 }

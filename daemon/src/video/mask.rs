@@ -2,8 +2,8 @@
 
 use focusd_board::frame::{I420Image, PixelRect};
 
-use crate::command::{Mode, Rect};
 use crate::state::Shaping;
+use crate::state::command::{Mode, Rect};
 
 /// Keep rectangles are grown to whole 16x16 macroblocks, so the encoder sees clean black
 /// blocks and ringing never leaks into them.

@@ -12,18 +12,18 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use serde::Deserialize;
 
-use crate::command::Command;
-use crate::metrics::Metrics;
-use crate::pipeline::Liveness;
+use crate::doors::webrtc::OfferError;
+use crate::doors::webrtc::server::WebRtcHandle;
+use crate::service::metrics::Metrics;
 use crate::state::Control;
-use crate::webrtc::OfferError;
-use crate::webrtc::server::WebRtcHandle;
+use crate::state::command::Command;
+use crate::video::signals::Liveness;
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The viewer page, embedded in the binary.
-const VIEWER_HTML: &str = include_str!("../assets/viewer.html");
+const VIEWER_HTML: &str = include_str!("../../assets/viewer.html");
 
 /// Shared by every handler.
 #[derive(Clone)]

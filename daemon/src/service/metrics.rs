@@ -3,7 +3,7 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::track::Track;
+use crate::video::track::{Track, TrackMap};
 
 /// A monotonically increasing counter.
 #[derive(Debug, Default)]
@@ -88,12 +88,12 @@ pub struct Metrics {
     pub mqtt_connects: Counter,
     /// MQTT messages dropped because the client's queue was full.
     pub mqtt_dropped: Counter,
-    pub tracks: [TrackMetrics; 2],
+    pub tracks: TrackMap<TrackMetrics>,
 }
 
 impl Metrics {
     pub fn track(&self, t: Track) -> &TrackMetrics {
-        &self.tracks[t as usize]
+        &self.tracks[t]
     }
 
     /// Prometheus text exposition. `viewers` is read from the state by the caller.

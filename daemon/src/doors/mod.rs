@@ -1,0 +1,11 @@
+//! The doors to the daemon: each turns a protocol into commands on the one state and
+//! carries the video and the state out.
+//!
+//! * [`http`]: signalling (`/offer`, WHEP), the state API, the viewer page, metrics,
+//!   health;
+//! * [`webrtc`]: the viewers: a sans-IO hub over str0m and the server that drives it;
+//! * [`mqtt`]: registration with a fleet broker, commands and telemetry.
+
+pub mod http;
+pub mod mqtt;
+pub mod webrtc;

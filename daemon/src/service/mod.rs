@@ -1,0 +1,9 @@
+//! The daemon as a service: what systemd and monitoring see of it.
+//!
+//! * [`sd_notify`]: readiness, the watchdog and the status line for systemd;
+//! * [`metrics`]: the counters behind `/metrics` and MQTT stats;
+//! * [`procfs`]: the process's CPU and memory, from `/proc`.
+
+pub mod metrics;
+pub mod procfs;
+pub mod sd_notify;

@@ -1,0 +1,12 @@
+//! The daemon's one state and its schema.
+//!
+//! * [`control`]: [`Control`], the one owner of mode, rectangle, ROI and counters, which
+//!   every door and the video path share;
+//! * [`command`]: the one command schema and its validation, for every door;
+//! * [`protocol`]: every message the doors send, typed once.
+
+pub mod command;
+pub mod control;
+pub mod protocol;
+
+pub use control::{Bitrates, Control, RoiBox, Shaping, State, unix_ms};

@@ -1,0 +1,352 @@
+//! The wire messages: every JSON message a door sends or a client reads, typed once, with
+//! its shape in the contract (README "HTTP", "MQTT"). The server, the MQTT session, the
+//! fleet console and the tests all use these types; the commands that come in are
+//! [`crate::state::command::Command`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::state::command::Mode;
+use crate::state::{Bitrates, RoiBox, State};
+use crate::video::track::TrackMap;
+
+/// Daemon to viewer on the `commands` DataChannel.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum ViewerMessage {
+    /// The state: the answer to an accepted command (with its `id`), and sent to every
+    /// viewer when it changes.
+    State {
+        /// The whole state.
+        #[serde(flatten)]
+        state: State,
+        /// The `id` of the command this answers, if it had one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+    },
+    /// A command was refused; nothing changed.
+    Error {
+        /// Why, in one line.
+        error: String,
+    },
+    /// The detections changed.
+    Roi(RoiEvent),
+}
+
+impl ViewerMessage {
+    /// The message as JSON text.
+    pub fn to_json(&self) -> String {
+        // Every field is a string, number, bool or a list or map of them: cannot fail.
+        serde_json::to_string(self).expect("a ViewerMessage serializes")
+    }
+}
+
+/// The regions of interest at one moment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RoiEvent {
+    /// When, in Unix milliseconds.
+    pub at_ms: u64,
+    /// The boxes, in percent of the frame.
+    pub roi: Vec<RoiBox>,
+}
+
+/// MQTT `events`: something happened on the device.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Event {
+    /// The detections changed (at most once a second).
+    Roi(RoiEvent),
+}
+
+/// MQTT `cmd/result`: the answer to one command.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandResult {
+    /// The command's `id` (`null` when it had none, or none could be read).
+    pub id: Option<String>,
+    /// Whether it was applied.
+    pub ok: bool,
+    /// Why it was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One track's shape, as registered.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrackInfo {
+    /// Picture width.
+    pub width: u32,
+    /// Picture height.
+    pub height: u32,
+    /// Frame rate.
+    pub fps: f64,
+    /// Target bitrate of the track's encoder.
+    pub kbps: u32,
+}
+
+/// MQTT `info`, retained: who the device is and where a viewer or console reaches it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Info {
+    /// Device id (the topic level).
+    pub id: String,
+    /// Human name (`mqtt.name`, else the id).
+    pub name: String,
+    /// focusd's version.
+    pub version: String,
+    /// The board found at run time, e.g. `Raspberry Pi 5` or `linux x86_64`.
+    pub board: String,
+    /// The H.264 encoder in use.
+    pub encoder: String,
+    /// The frame source in use.
+    pub source: String,
+    /// `POST` an SDP offer here (the `/offer` of the contract).
+    pub signaling_url: String,
+    /// WHEP endpoint.
+    pub whep_url: String,
+    /// The viewer page.
+    pub viewer_url: String,
+    /// Both tracks' shapes.
+    pub tracks: TrackMap<TrackInfo>,
+    /// Modes the `cmd` topic accepts.
+    pub modes: Vec<Mode>,
+}
+
+/// MQTT `stats`: telemetry over the last interval.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Seconds the figures cover.
+    pub interval_s: f64,
+    /// Frames captured per second.
+    pub fps: f64,
+    /// Bitrate sent per track, kbit/s.
+    pub kbps: Bitrates,
+    /// Viewers held.
+    pub viewers: usize,
+    /// The mode.
+    pub mode: Mode,
+    /// Mean encode time per frame, ms (`null` for a track that encoded nothing).
+    pub encode_ms: TrackMap<Option<f64>>,
+    /// Frames dropped per track (encoder or hub busy).
+    pub dropped_frames: TrackMap<u64>,
+    /// ROI detector runs per second.
+    pub detector_fps: f64,
+    /// The process's CPU use, percent of one core.
+    pub cpu_percent: f64,
+    /// Resident memory, MB (`null` where `/proc` cannot tell).
+    pub rss_mb: Option<f64>,
+    /// MQTT messages dropped because the client's queue was full, this interval.
+    pub mqtt_dropped: u64,
+}
+
+/// A device's MQTT topics, `<prefix>/<id>/...`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Topics {
+    /// `available`: `online`, `offline` (the last will), `stopped`.
+    pub available: String,
+    /// `info`: [`Info`], retained.
+    pub info: String,
+    /// `state`: the state JSON, retained.
+    pub state: String,
+    /// `cmd`: commands in.
+    pub cmd: String,
+    /// `cmd/result`: [`CommandResult`]s out.
+    pub cmd_result: String,
+    /// `stats`: [`Stats`].
+    pub stats: String,
+    /// `events`: [`Event`]s.
+    pub events: String,
+    /// Home Assistant's device discovery topic.
+    pub discovery: String,
+}
+
+impl Topics {
+    /// The topics of device `id` under `prefix`.
+    pub fn new(prefix: &str, id: &str) -> Topics {
+        let t = |leaf: &str| format!("{prefix}/{id}/{leaf}");
+        Topics {
+            available: t("available"),
+            info: t("info"),
+            state: t("state"),
+            cmd: t("cmd"),
+            cmd_result: t("cmd/result"),
+            stats: t("stats"),
+            events: t("events"),
+            discovery: format!("homeassistant/device/{id}/config"),
+        }
+    }
+
+    /// The device id in a topic `<prefix>/<id>/<leaf>`, if it is one of this prefix.
+    pub fn device_of<'a>(prefix: &str, topic: &'a str) -> Option<&'a str> {
+        topic
+            .strip_prefix(prefix)?
+            .strip_prefix('/')?
+            .split('/')
+            .next()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::command::Rect;
+
+    fn state() -> State {
+        State {
+            mode: Mode::Hybrid,
+            hybrid_rect: Some(Rect {
+                x1: 10.0,
+                y1: 20.0,
+                x2: 60.0,
+                y2: 80.0,
+            }),
+            roi: vec![RoiBox {
+                x1: 1.0,
+                y1: 2.0,
+                x2: 30.5,
+                y2: 40.0,
+                label: "person".into(),
+                score: 0.75,
+            }],
+            viewers: 2,
+            fps: 29.9,
+            bitrate_kbps: Bitrates {
+                context: 301.5,
+                source: 900.0,
+            },
+            encoder: "openh264".into(),
+            source: "test 1280x720@30".into(),
+        }
+    }
+
+    /// Each message reads back as itself, and has the contract's shape.
+    fn round_trip<T>(message: &T, shape: &str) -> serde_json::Value
+    where
+        T: Serialize + for<'de> Deserialize<'de> + PartialEq + std::fmt::Debug,
+    {
+        let text = serde_json::to_string(message).unwrap();
+        let back: T = serde_json::from_str(&text).unwrap();
+        assert_eq!(&back, message, "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        keys.sort_unstable();
+        assert_eq!(keys.join(","), shape, "{text}");
+        v
+    }
+
+    #[test]
+    fn viewer_messages_round_trip() {
+        let v = round_trip(
+            &ViewerMessage::State {
+                state: state(),
+                id: Some("c1".into()),
+            },
+            "bitrate_kbps,encoder,fps,hybrid_rect,id,mode,roi,source,type,viewers",
+        );
+        assert_eq!(v["type"], "state");
+        assert_eq!(v["mode"], "HYBRID");
+        round_trip(
+            &ViewerMessage::State {
+                state: state(),
+                id: None,
+            },
+            "bitrate_kbps,encoder,fps,hybrid_rect,mode,roi,source,type,viewers",
+        );
+        let v = round_trip(&ViewerMessage::Error { error: "no".into() }, "error,type");
+        assert_eq!(v["type"], "error");
+        let roi = RoiEvent {
+            at_ms: 1_700_000_000_123,
+            roi: state().roi,
+        };
+        let v = round_trip(&ViewerMessage::Roi(roi.clone()), "at_ms,roi,type");
+        assert_eq!(v["type"], "roi");
+        // MQTT `events` carries the same shape.
+        let e = round_trip(&Event::Roi(roi), "at_ms,roi,type");
+        assert_eq!(e, v);
+    }
+
+    #[test]
+    fn mqtt_messages_round_trip() {
+        round_trip(
+            &CommandResult {
+                id: Some("a".into()),
+                ok: true,
+                error: None,
+            },
+            "id,ok",
+        );
+        let v = round_trip(
+            &CommandResult {
+                id: None,
+                ok: false,
+                error: Some("bad".into()),
+            },
+            "error,id,ok",
+        );
+        assert_eq!(v["id"], serde_json::Value::Null);
+        let track = TrackInfo {
+            width: 320,
+            height: 180,
+            fps: 30.0,
+            kbps: 300,
+        };
+        let v = round_trip(
+            &Info {
+                id: "cam-1".into(),
+                name: "Cam".into(),
+                version: "0.1.0".into(),
+                board: "linux x86_64".into(),
+                encoder: "openh264".into(),
+                source: "test".into(),
+                signaling_url: "http://h:8888/offer".into(),
+                whep_url: "http://h:8888/whep".into(),
+                viewer_url: "http://h:8888/".into(),
+                tracks: TrackMap {
+                    context: track,
+                    source: TrackInfo {
+                        width: 1280,
+                        height: 720,
+                        ..track
+                    },
+                },
+                modes: Mode::ALL.to_vec(),
+            },
+            "board,encoder,id,modes,name,signaling_url,source,tracks,version,viewer_url,whep_url",
+        );
+        assert_eq!(
+            v["modes"],
+            serde_json::json!(["LOW", "HIGH", "VISION", "HYBRID"])
+        );
+        assert_eq!(v["tracks"]["source"]["width"], 1280);
+        let v = round_trip(
+            &Stats {
+                interval_s: 10.0,
+                fps: 30.0,
+                kbps: Bitrates {
+                    context: 300.0,
+                    source: 0.0,
+                },
+                viewers: 1,
+                mode: Mode::Low,
+                encode_ms: TrackMap {
+                    context: Some(1.5),
+                    source: None,
+                },
+                dropped_frames: TrackMap::default(),
+                detector_fps: 15.0,
+                cpu_percent: 12.5,
+                rss_mb: Some(30.1),
+                mqtt_dropped: 0,
+            },
+            "cpu_percent,detector_fps,dropped_frames,encode_ms,fps,interval_s,kbps,mode,mqtt_dropped,rss_mb,viewers",
+        );
+        assert_eq!(v["encode_ms"]["source"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn topics_name_the_device() {
+        let t = Topics::new("focusd", "cam-1");
+        assert_eq!(t.cmd_result, "focusd/cam-1/cmd/result");
+        assert_eq!(Topics::device_of("focusd", &t.state), Some("cam-1"));
+        assert_eq!(Topics::device_of("focusd", "other/cam-1/state"), None);
+    }
+}

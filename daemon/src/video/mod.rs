@@ -1,0 +1,18 @@
+//! The video path: capture, shaping by mode, encoding once per track.
+//!
+//! ```text
+//! source ─► capture thread ─► [slot] ─► context encoder ─┐
+//!                  │        ─► [slot] ─► mask ─► source encoder ──┼─► hub queue
+//!                  └──────────► [slot] ─► ROI detector            │
+//! ```
+//! * [`pipeline`]: the capture thread and one encoder thread per track;
+//! * [`slot`]: the one-frame "latest wins" hand-over between them;
+//! * [`mask`]: what the source track shows in each mode;
+//! * [`signals`]: keyframe requests and the pipeline's pulse, shared lock-free;
+//! * [`track`]: the two tracks and the encoded frames they carry.
+
+pub mod mask;
+pub mod pipeline;
+pub mod signals;
+pub mod slot;
+pub mod track;
