@@ -93,7 +93,8 @@ cargo clippy --locked --workspace --all-targets --release -- -D warnings
 
 status=0
 # Runs a cargo test command, keeping its output for the summary; a failure is counted,
-# and the remaining steps still run.
+# and the remaining steps still run (each command with --no-fail-fast, so every test
+# binary runs).
 tests() {
   "$@" 2>&1 | grep -v '^\[OpenH264\]' | tee -a "$log" || status=1
 }
@@ -103,7 +104,7 @@ cargo test --release --locked --workspace --no-run
 cargo build --release --locked --workspace --bins
 
 step "tests: x86_64 unit and end-to-end"
-tests cargo test --release --locked --workspace
+tests cargo test --release --locked --no-fail-fast --workspace
 
 step "the amd64 .deb under a real systemd (debootstrap root, systemd as PID 1 of a namespace)"
 deb=$(bash packaging/deb/assemble.sh target/release/focusd amd64 target/debian)
@@ -121,10 +122,10 @@ if wait "$boards_job"; then
   tail -n 3 "$tmp/boards.log"
   for target in "${boards[@]}"; do
     step "tests: $target unit tests under qemu-user"
-    CARGO_TARGET_DIR=$boards_dir tests cargo test --release --locked --target "$target" -p focusd-board -p focusd --lib
+    CARGO_TARGET_DIR=$boards_dir tests cargo test --release --locked --no-fail-fast --target "$target" -p focusd-board -p focusd --lib
     step "tests: $target binary and package tests (smoke, sd_notify, exit codes, .deb) under qemu-user"
-    FOCUSD_TARGET=$target FOCUSD_BINARY=$boards_dir/$target/release/focusd \
-      tests cargo test --release --locked --workspace --test cli --test service --test package
+    FOCUSD_TARGET=$target FOCUSD_BINARY=$PWD/$boards_dir/$target/release/focusd \
+      tests cargo test --release --locked --no-fail-fast --workspace --test cli --test service --test package
   done
 else
   cat "$tmp/boards.log"

@@ -2,9 +2,9 @@
 //! qemu-user), a running daemon that says where it serves, its /metrics and its CPU.
 //!
 //! With `FOCUSD_TARGET` set to a cross target (e.g. `aarch64-unknown-linux-gnu`), the
-//! binary is `target/<that>/release/focusd`, built by `cross/build.sh` (or the one
-//! `FOCUSD_BINARY` names), and runs under qemu-user, so the same tests check the board
-//! binary.
+//! binary is `target/<that>/release/focusd`, built by `cross/build.sh` (or the one the
+//! absolute path `FOCUSD_BINARY` names), and runs under qemu-user, so the same tests check
+//! the board binary.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -49,6 +49,14 @@ impl Mode {
     }
 }
 
+impl std::str::FromStr for Mode {
+    type Err = String;
+    /// A mode name, ignoring ASCII case (the config file's `control.mode`).
+    fn from_str(s: &str) -> Result<Mode, String> {
+        Mode::parse(s).ok_or_else(|| format!("unknown mode `{s}`: use LOW, HIGH, VISION or HYBRID"))
+    }
+}
+
 impl fmt::Display for Mode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

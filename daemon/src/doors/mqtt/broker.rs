@@ -40,6 +40,13 @@ impl fmt::Display for Broker {
     }
 }
 
+impl std::str::FromStr for Broker {
+    type Err = String;
+    fn from_str(url: &str) -> Result<Broker, String> {
+        Broker::parse(url)
+    }
+}
+
 impl Broker {
     /// Parses a broker URL; the error says what is wrong in one line.
     pub fn parse(url: &str) -> Result<Broker, String> {

@@ -1,0 +1,277 @@
+//! Flags over file values over built-in defaults, one resolver per section, each value
+//! checked; an error names its key.
+
+use std::str::FromStr;
+
+use focusd_board::encode::EncoderSpec;
+use focusd_board::source::SourceSpec;
+
+use super::file::{ControlFile, Listen, MqttFile, RoiFile, Size, VideoFile, WebRtcFile};
+use super::{
+    ConfigError, DetectorKind, FileConfig, Flags, MqttSettings, RoiSettings, Settings,
+    VideoSettings, WebRtcSettings, bad,
+};
+use crate::doors::mqtt::Broker;
+use crate::state::command::{Mode, Rect};
+
+impl Settings {
+    /// Resolves flags over file values over defaults, section by section.
+    pub fn resolve(flags: &Flags, file: FileConfig) -> Result<Settings, ConfigError> {
+        let listen = match &flags.listen {
+            Some(text) => from_flag::<Listen>("listen", text)?,
+            None => file.listen.unwrap_or(Listen(([0, 0, 0, 0], 8888).into())),
+        };
+        let source = match &flags.source {
+            Some(text) => from_flag("source", text)?,
+            None => file.source.unwrap_or(SourceSpec::Auto),
+        };
+        let size = match &flags.size {
+            Some(text) => Some(from_flag::<Size>("size", text)?),
+            None => file.size,
+        };
+        let fps = flags.fps.or(file.fps).unwrap_or(30);
+        if !(1..=120).contains(&fps) {
+            return bad("fps", format!("{fps} is outside 1..=120"));
+        }
+        let Size(width, height) = size.unwrap_or(Size(1280, 720));
+        let encoder = match &flags.encoder {
+            Some(text) => Some(from_flag("video.encoder", text)?),
+            None => None,
+        };
+        let device_id = device_id(flags.device_id.clone().or(file.device_id))?;
+        let mqtt = resolve_mqtt(flags.mqtt.as_deref(), file.mqtt, &device_id)?;
+        let (mode, hybrid_rect) = control(file.control)?;
+        Ok(Settings {
+            listen: listen.0,
+            source,
+            size: (width, height),
+            size_given: size.is_some(),
+            fps,
+            video: video(encoder, file.video, width)?,
+            webrtc: webrtc(file.webrtc)?,
+            mode,
+            hybrid_rect,
+            roi: roi(file.roi)?,
+            mqtt,
+            device_id,
+        })
+    }
+}
+
+/// A flag's text read as `T`; an error names `key`.
+fn from_flag<T>(key: &str, text: &str) -> Result<T, ConfigError>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    text.parse().or_else(|e: T::Err| bad(key, e.to_string()))
+}
+
+/// `[video]`, with `--encoder` over `video.encoder`; the context is at most `main_width`.
+fn video(
+    encoder: Option<EncoderSpec>,
+    file: VideoFile,
+    main_width: u32,
+) -> Result<VideoSettings, ConfigError> {
+    let video = VideoSettings {
+        encoder: encoder.or(file.encoder).unwrap_or_default(),
+        context_width: file.context_width.unwrap_or(320),
+        context_kbps: file.context_kbps.unwrap_or(300),
+        source_kbps: file.source_kbps.unwrap_or(2500),
+        keyframe_interval_s: file.keyframe_interval_s.unwrap_or(2.0),
+    };
+    if video.context_width < 16 || video.context_width % 2 == 1 || video.context_width > main_width
+    {
+        return bad(
+            "video.context_width",
+            format!(
+                "{} must be even, at least 16 and at most the main width {main_width}",
+                video.context_width
+            ),
+        );
+    }
+    for (key, kbps) in [
+        ("video.context_kbps", video.context_kbps),
+        ("video.source_kbps", video.source_kbps),
+    ] {
+        if !(20..=100_000).contains(&kbps) {
+            return bad(key, format!("{kbps} kbit/s is outside 20..=100000"));
+        }
+    }
+    if !(0.1..=60.0).contains(&video.keyframe_interval_s) {
+        return bad(
+            "video.keyframe_interval_s",
+            "must be between 0.1 and 60 seconds",
+        );
+    }
+    Ok(video)
+}
+
+/// `[webrtc]`.
+fn webrtc(file: WebRtcFile) -> Result<WebRtcSettings, ConfigError> {
+    let webrtc = WebRtcSettings {
+        max_viewers: file.max_viewers.unwrap_or(16),
+        udp_port: file.udp_port.unwrap_or(0),
+    };
+    if !(1..=256).contains(&webrtc.max_viewers) {
+        return bad(
+            "webrtc.max_viewers",
+            format!("{} is outside 1..=256", webrtc.max_viewers),
+        );
+    }
+    Ok(webrtc)
+}
+
+/// `[control]`: the mode and rectangle at start-up.
+fn control(file: ControlFile) -> Result<(Mode, Option<Rect>), ConfigError> {
+    let hybrid_rect = match file.hybrid_rect {
+        None => None,
+        Some(r) => match r.validated() {
+            Ok(r) => Some(r),
+            Err(e) => return bad("control.hybrid_rect", e.0),
+        },
+    };
+    Ok((file.mode.unwrap_or(Mode::High), hybrid_rect))
+}
+
+/// `[roi]`: the detector, with defaults that depend on its kind.
+fn roi(file: RoiFile) -> Result<RoiSettings, ConfigError> {
+    let kind = file.kind.unwrap_or(DetectorKind::Motion);
+    let model = kind == DetectorKind::Model;
+    let roi = RoiSettings {
+        kind,
+        model: file.model,
+        labels: file.labels.unwrap_or_else(|| vec!["person".into()]),
+        threshold: file.threshold.unwrap_or(0.5),
+        // The model costs tens of milliseconds a crop: 5 looks a second is plenty.
+        fps: file.fps.unwrap_or(if model { 5.0 } else { 15.0 }),
+        // A model's box already spans the person; motion's cells lag a moving object.
+        margin_percent: file.margin_percent.unwrap_or(if model { 1.0 } else { 4.0 }),
+    };
+    if !(0.05..=1.0).contains(&roi.threshold) {
+        return bad("roi.threshold", "must be between 0.05 and 1");
+    }
+    if roi.labels.is_empty() || roi.labels.iter().any(|l| l.trim().is_empty()) {
+        return bad("roi.labels", "must list at least one non-empty label");
+    }
+    if let Some(path) = &roi.model
+        && !model
+    {
+        return bad(
+            "roi.model",
+            format!("{} is set but roi.kind is not `model`", path.display()),
+        );
+    }
+    if !(0.5..=120.0).contains(&roi.fps) {
+        return bad("roi.fps", "must be between 0.5 and 120");
+    }
+    if !(0.0..=50.0).contains(&roi.margin_percent) {
+        return bad("roi.margin_percent", "must be between 0 and 50");
+    }
+    Ok(roi)
+}
+
+/// The device id: given, else the host name made safe for a topic level.
+fn device_id(given: Option<String>) -> Result<String, ConfigError> {
+    let id = given.unwrap_or_else(default_device_id);
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return bad(
+            "device_id",
+            format!("`{id}` must be 1-64 characters of A-Z a-z 0-9 - _"),
+        );
+    }
+    Ok(id)
+}
+
+/// `[mqtt]`, with `flag_url` (`--mqtt`, `ctl --broker`) over `mqtt.url`: off without
+/// either. `device_id` names the device when `mqtt.name` does not.
+pub fn resolve_mqtt(
+    flag_url: Option<&str>,
+    file: MqttFile,
+    device_id: &str,
+) -> Result<Option<MqttSettings>, ConfigError> {
+    let mut broker = match (flag_url, file.url) {
+        (Some(u), _) => from_flag::<Broker>("mqtt", u)?,
+        (None, Some(b)) => b,
+        (None, None) => return Ok(None),
+    };
+    if file.username.is_some() {
+        broker.username = file.username;
+    }
+    if file.password.is_some() {
+        broker.password = file.password;
+    }
+    if broker.password.is_some() && broker.username.is_none() {
+        return bad("mqtt.password", "a password needs a username");
+    }
+    for (key, path) in [
+        ("mqtt.ca_file", &file.ca_file),
+        ("mqtt.cert_file", &file.cert_file),
+        ("mqtt.key_file", &file.key_file),
+    ] {
+        if let Some(path) = path {
+            if !broker.tls {
+                return bad(key, "TLS files need an mqtts:// URL");
+            }
+            if let Err(e) = std::fs::File::open(path) {
+                return bad(key, format!("cannot read {}: {e}", path.display()));
+            }
+        }
+    }
+    let client_auth = match (file.cert_file, file.key_file) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        (Some(_), None) => return bad("mqtt.key_file", "cert_file needs key_file"),
+        (None, Some(_)) => return bad("mqtt.cert_file", "key_file needs cert_file"),
+    };
+    let prefix = file.prefix.unwrap_or_else(|| "focusd".into());
+    if prefix.is_empty() || prefix.contains(['+', '#']) || prefix.starts_with('/') {
+        return bad(
+            "mqtt.prefix",
+            format!("`{prefix}` must be a topic level without + # or a leading /"),
+        );
+    }
+    let keep_alive = file.keep_alive_s.unwrap_or(15);
+    if !(5..=3600).contains(&keep_alive) {
+        return bad("mqtt.keep_alive_s", "must be between 5 and 3600");
+    }
+    let stats = file.stats_interval_s.unwrap_or(10.0);
+    if !(0.1..=3600.0).contains(&stats) {
+        return bad("mqtt.stats_interval_s", "must be between 0.1 and 3600");
+    }
+    Ok(Some(MqttSettings {
+        broker,
+        ca_file: file.ca_file,
+        client_auth,
+        prefix: prefix.trim_end_matches('/').to_string(),
+        name: file.name.unwrap_or_else(|| device_id.to_string()),
+        advertise: file.advertise,
+        keep_alive: std::time::Duration::from_secs(keep_alive),
+        stats_interval: std::time::Duration::from_secs_f64(stats),
+        home_assistant: file.home_assistant.unwrap_or(false),
+    }))
+}
+
+fn default_device_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .unwrap_or_default();
+    let id: String = host
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    if id.is_empty() { "focusd".into() } else { id }
+}

@@ -1,0 +1,154 @@
+//! The resolved settings: every value checked and defaulted. Nothing downstream sees a raw
+//! value.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use focusd_board::encode::EncoderSpec;
+use focusd_board::source::SourceSpec;
+
+use super::{ConfigError, FileConfig, Flags, read_file};
+use crate::doors::mqtt::Broker;
+use crate::state::command::{Mode, Rect};
+
+/// Resolved, validated settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    /// HTTP listen address.
+    pub listen: SocketAddr,
+    /// What to capture.
+    pub source: SourceSpec,
+    /// Main image size.
+    pub size: (u32, u32),
+    /// Whether `size` was given (a file is then scaled to it).
+    pub size_given: bool,
+    /// Capture and encode rate for the test source.
+    pub fps: u32,
+    /// The encoders (`[video]`).
+    pub video: VideoSettings,
+    /// The viewers (`[webrtc]`).
+    pub webrtc: WebRtcSettings,
+    /// Mode at start-up.
+    pub mode: Mode,
+    /// HYBRID rectangle at start-up.
+    pub hybrid_rect: Option<Rect>,
+    /// The ROI detector (`[roi]`).
+    pub roi: RoiSettings,
+    /// The MQTT control plane, when a broker URL is configured.
+    pub mqtt: Option<MqttSettings>,
+    /// Device id (MQTT topics, registration).
+    pub device_id: String,
+}
+
+/// How to reach the MQTT broker and what to tell it (`[mqtt]`; off without a URL).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MqttSettings {
+    /// Where the broker is, and the login.
+    pub broker: Broker,
+    /// TLS files (PEM); without `ca_file` the system's roots are trusted.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key, both or neither.
+    pub client_auth: Option<(PathBuf, PathBuf)>,
+    /// First level of every topic (`focusd`).
+    pub prefix: String,
+    /// Human name in the registration (the device id unless set).
+    pub name: String,
+    /// Host or address put into the URLs of the registration (first non-loopback address
+    /// unless set).
+    pub advertise: Option<String>,
+    /// MQTT keep-alive: the broker says the last will after 1.5 times this in silence.
+    pub keep_alive: std::time::Duration,
+    /// How often `stats` is published.
+    pub stats_interval: std::time::Duration,
+    /// Publish Home Assistant discovery messages.
+    pub home_assistant: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct VideoSettings {
+    /// Which encoder both tracks use.
+    pub encoder: EncoderSpec,
+    /// Width of the context (lores) track; height follows the main aspect ratio.
+    pub context_width: u32,
+    /// Target bitrate of the context track, kbit/s.
+    pub context_kbps: u32,
+    /// Target bitrate of the source track, kbit/s.
+    pub source_kbps: u32,
+    /// Seconds between periodic keyframes.
+    pub keyframe_interval_s: f64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct WebRtcSettings {
+    /// Viewers served at once; one more gets 503.
+    pub max_viewers: usize,
+    /// UDP port for media (0 = any free port).
+    pub udp_port: u16,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RoiSettings {
+    /// Which detector finds the ROI.
+    pub kind: DetectorKind,
+    /// Model file for `kind = model`; `None` is the built-in person detector.
+    pub model: Option<PathBuf>,
+    /// Model labels to keep.
+    pub labels: Vec<String>,
+    /// Score a model detection needs, 0–1.
+    pub threshold: f32,
+    /// How often the detector looks at a frame (its rate).
+    pub fps: f64,
+    /// Margin added around each detection, percent of the frame width.
+    pub margin_percent: f64,
+}
+
+/// Which ROI detector runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DetectorKind {
+    /// Background subtraction on the lores frame.
+    Motion,
+    /// Motion proposes, a detection model confirms.
+    Model,
+    /// No detector: the ROI stays empty (VISION sends only the stamp band).
+    Off,
+}
+
+impl DetectorKind {
+    /// Its name in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DetectorKind::Motion => "motion",
+            DetectorKind::Model => "model",
+            DetectorKind::Off => "off",
+        }
+    }
+}
+
+impl std::str::FromStr for DetectorKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        [DetectorKind::Motion, DetectorKind::Model, DetectorKind::Off]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown kind `{s}`: use motion, model or off"))
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings::resolve(&Flags::parse_from(["focusd"]), FileConfig::default())
+            .expect("the built-in defaults are valid")
+    }
+}
+
+impl Settings {
+    /// Reads the config file named by `flags` (if any) and resolves.
+    pub fn load(flags: &Flags) -> Result<Settings, ConfigError> {
+        let file = match &flags.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        Settings::resolve(flags, file)
+    }
+}
