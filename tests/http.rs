@@ -313,6 +313,11 @@ fn json_offer_form_and_state_api() {
     let metrics = d.get("/metrics").text();
     assert!(metrics.contains("focusd_encode_seconds_bucket{track=\"source\""));
     assert!(metrics.contains("focusd_frames_encoded_total{track=\"context\"}"));
+    // The encoder in use, by the name the state and the registration give it.
+    assert!(
+        metrics.contains(&format!("encoder=\"{}\"", state.encoder)),
+        "{metrics}"
+    );
 }
 
 #[test]

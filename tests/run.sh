@@ -54,7 +54,7 @@ cargo fetch --locked >/dev/null
 jobs_to_end=()
 tmp=$(mktemp -d /tmp/focusd-run.XXXXXX)
 log="$tmp/tests.log"
-trap 'for j in "${jobs_to_end[@]}"; do kill -- "-$j" 2>/dev/null; done; rm -rf "$tmp"' EXIT
+trap 'for j in "${jobs_to_end[@]}"; do kill -- "-$j" 2>/dev/null || true; done; rm -rf "$tmp"' EXIT
 
 # The boards' binaries, packages and unit-test binaries, at the lowest priority.
 boards_dir=target/boards

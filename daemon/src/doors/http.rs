@@ -175,10 +175,9 @@ async fn healthz(State(s): State<AppState>) -> Response {
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
-    let viewers = s.control.snapshot().viewers;
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.metrics.render(viewers),
+        s.metrics.render(&s.control.snapshot()),
     )
         .into_response()
 }

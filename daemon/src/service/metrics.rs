@@ -3,6 +3,7 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::state::State;
 use crate::video::track::{Track, TrackMap};
 
 /// A monotonically increasing counter.
@@ -96,8 +97,10 @@ impl Metrics {
         &self.tracks[t]
     }
 
-    /// Prometheus text exposition. `viewers` is read from the state by the caller.
-    pub fn render(&self, viewers: usize) -> String {
+    /// Prometheus text exposition; `state` gives the viewers and what runs (the encoder's
+    /// and the source's names, as the state JSON and the registration give them).
+    pub fn render(&self, state: &State) -> String {
+        let viewers = state.viewers;
         let mut out = String::with_capacity(4096);
         let mut counter = |name: &str, help: &str, values: &[(String, u64)]| {
             let _ = writeln!(
@@ -207,6 +210,15 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
+            "# HELP focusd_info What runs: the version, the encoder and the source.\n\
+             # TYPE focusd_info gauge\n\
+             focusd_info{{version=\"{}\",encoder=\"{}\",source=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION"),
+            label_value(&state.encoder),
+            label_value(&state.source)
+        );
+        let _ = writeln!(
+            out,
             "# HELP focusd_encode_seconds Time to encode one frame.\n# TYPE focusd_encode_seconds histogram"
         );
         for t in Track::ALL {
@@ -242,9 +254,18 @@ impl Metrics {
     }
 }
 
+/// `s` as a Prometheus label value: backslash, double quote and newline escaped.
+fn label_value(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::Control;
+    use crate::state::command::Mode;
 
     #[test]
     fn renders_prometheus_text() {
@@ -252,7 +273,18 @@ mod tests {
         m.frames_captured.add(3);
         m.track(Track::Source).bytes.add(1000);
         m.track(Track::Context).encode_seconds.observe(0.003);
-        let text = m.render(2);
+        let control = Control::new(
+            Mode::High,
+            None,
+            "openh264".into(),
+            "file:/a \"b\".y4m".into(),
+        );
+        control.set_viewers(2);
+        let text = m.render(&control.snapshot());
+        assert!(
+            text.contains(r#"encoder="openh264",source="file:/a \"b\".y4m"} 1"#),
+            "{text}"
+        );
         assert!(text.contains("focusd_frames_captured_total 3"));
         assert!(text.contains("focusd_bytes_encoded_total{track=\"source\"} 1000"));
         assert!(text.contains("focusd_viewers 2"));

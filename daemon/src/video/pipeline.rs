@@ -50,8 +50,9 @@ pub enum PipelineError {
 pub struct Pipeline {
     /// Per-track keyframe requests, indexed by [`Track`].
     pub keyframes: KeyframeRequests,
-    /// Sizes of the main (source) and lores (context) images.
+    /// Size of the main image (the source track).
     pub main_size: (u32, u32),
+    /// Size of the lores image (the context track).
     pub lores_size: (u32, u32),
     /// Frame rate of the source.
     pub fps: f64,
