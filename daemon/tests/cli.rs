@@ -56,6 +56,18 @@ fn bad_config_exits_2_with_one_line_naming_the_key() {
             vec!["--source", "v4l2:/dev/video0", "--listen", "127.0.0.1:0"],
             "not enabled in this build",
         ),
+        (vec!["--encoder", "x265"], "`video.encoder`"),
+        (
+            vec![
+                "--encoder",
+                "v4l2m2m",
+                "--source",
+                "test",
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            "(rebuild with `--features v4l2-m2m`)",
+        ),
     ];
     for (args, want) in cases {
         let (code, stderr) = run(&args);
