@@ -1,19 +1,19 @@
 //! `focusd-bench`: measures a real daemon process on loopback against an encoder-only
 //! baseline measured in the same run, and prints the figures with the targets.
 //!
-//! * **baseline**: the same two openh264 encoders, fed the same test-pattern frames at the
+//! * **baseline**: the same two encoders (`encoder = auto`), fed the same test-pattern frames at the
 //!   same rate, in a thread of this process — the least any implementation must spend;
 //! * **daemon**: `focusd --source test` as a child process, its CPU and memory read from
 //!   `/proc`, viewed by headless str0m receivers in this process (viewer 1 decodes and reads
 //!   the stamp for latency; the others only receive);
 //! * **cold start**: the daemon started afresh, timed from exec to `READY=1` on a
 //!   notification socket of the bench's own, as systemd would see it;
-//!
-//! The daemon is the `focusd` beside the bench's own executable (`target/release/`).
 //! * **ROI model** ([`detector`]): inferences per second on one core; on real footage, the
 //!   model against motion detection: added CPU and VISION's source bitrate against HIGH's;
 //! * **MQTT** ([`mqtt`]): `focusd ctl mode` to the first frame in the new mode, and the
 //!   control plane's CPU cost.
+//!
+//! The daemon is the `focusd` beside the bench's own executable (`target/release/`).
 
 mod detector;
 mod mqtt;
