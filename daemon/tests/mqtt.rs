@@ -85,7 +85,9 @@ fn registration_availability_state_and_stats() {
     let mut w = Watcher::connect(broker.port, &["focusd/cam-a/stats", "focusd/cam-a/events"]);
     let stats = w.wait_for("focusd/cam-a/stats", 3 * SECOND, |_| true);
     let stats: Stats = serde_json::from_str(&stats.payload).expect("stats as the contract says");
-    assert!(stats.fps > 0.0, "{stats:?}");
+    // The first message may come before the first once-a-second rate (fps 0): the
+    // encoder times and the process's memory are there at once.
+    assert!(stats.interval_s > 0.0, "{stats:?}");
     assert!(stats.encode_ms.context.is_some(), "{stats:?}");
     assert!(stats.rss_mb.unwrap() > 1.0, "{stats:?}");
     // The test source's shapes move: the detector reports them as events.
