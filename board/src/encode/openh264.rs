@@ -2,6 +2,8 @@
 //! constrained baseline, no B-frames, real-time usage, one slice per picture. The depth-0
 //! case of the encoder contract: a picture's access unit is ready when `submit` returns.
 
+use std::collections::VecDeque;
+
 use openh264::OpenH264API;
 use openh264::encoder::{
     BitRate, Complexity, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, Level,
@@ -18,8 +20,11 @@ pub struct OpenH264Encoder {
     encoder: Encoder,
     /// The picture size it was created for.
     size: (u32, u32),
-    /// The access unit of the last picture, until `poll` takes it.
-    ready: Option<(EncodedUnit, Vec<u8>)>,
+    /// Access units `poll` has not taken yet, oldest first (one, when the caller polls
+    /// after each submit).
+    ready: VecDeque<(EncodedUnit, Vec<u8>)>,
+    /// A buffer `poll` emptied, for the next access unit.
+    spare: Vec<u8>,
     /// Set by `finish`: no more pictures.
     finished: bool,
 }
@@ -68,7 +73,8 @@ impl OpenH264Encoder {
         Ok(Self {
             encoder,
             size: (settings.width, settings.height),
-            ready: None,
+            ready: VecDeque::new(),
+            spare: Vec::new(),
             finished: false,
         })
     }
@@ -129,8 +135,7 @@ impl VideoEncoder for OpenH264Encoder {
             .encode(&Planes(image))
             .map_err(|e| EncodeError::Frame(e.to_string()))?;
         let frame_type = stream.frame_type();
-        // The buffer of a unit `poll` did not take is reused.
-        let mut data = self.ready.take().map(|(_, d)| d).unwrap_or_default();
+        let mut data = std::mem::take(&mut self.spare);
         data.clear();
         stream.write_vec(&mut data);
         if !matches!(frame_type, FrameType::Skip) && !data.is_empty() {
@@ -138,14 +143,15 @@ impl VideoEncoder for OpenH264Encoder {
                 keyframe: matches!(frame_type, FrameType::IDR | FrameType::I),
                 captured,
             };
-            self.ready = Some((unit, data));
+            self.ready.push_back((unit, data));
         }
         Ok(())
     }
 
     fn poll(&mut self, out: &mut Vec<u8>) -> Result<Option<EncodedUnit>, EncodeError> {
-        Ok(self.ready.take().map(|(unit, data)| {
+        Ok(self.ready.pop_front().map(|(unit, data)| {
             out.extend_from_slice(&data);
+            self.spare = data;
             unit
         }))
     }
@@ -173,7 +179,7 @@ impl VideoEncoder for OpenH264Encoder {
 
     fn finish(&mut self, out: &mut Vec<(EncodedUnit, Vec<u8>)>) -> Result<(), EncodeError> {
         self.finished = true;
-        out.extend(self.ready.take());
+        out.extend(self.ready.drain(..));
         Ok(())
     }
 }
@@ -272,12 +278,18 @@ mod tests {
     #[test]
     fn finish_drains_and_then_refuses() {
         let mut enc = OpenH264Encoder::new(&settings()).unwrap();
-        enc.submit(&I420Image::new(320, 180), CaptureTime::now(), true)
-            .unwrap();
+        for keyframe in [true, false] {
+            enc.submit(&I420Image::new(320, 180), CaptureTime::now(), keyframe)
+                .unwrap();
+        }
         let mut rest = Vec::new();
         enc.finish(&mut rest).unwrap();
-        assert_eq!(rest.len(), 1, "the unit nobody polled is drained");
-        assert!(rest[0].0.keyframe);
+        assert_eq!(
+            rest.len(),
+            2,
+            "the units nobody polled are drained, none lost"
+        );
+        assert!(rest[0].0.keyframe, "oldest first");
         let err = enc
             .submit(&I420Image::new(320, 180), CaptureTime::now(), false)
             .unwrap_err();
