@@ -5,7 +5,7 @@ use std::path::Path;
 
 use focusd::roi::model::input::Region;
 use focusd::roi::{Model, ModelDetector, ModelOptions};
-use focusd_board::frame::I420Image;
+use focusd_board::image::Image;
 use focusd_testkit::picture::json_boxes;
 
 /// Whether detection `d` finds annotated person `p`. The model's person box is built from
@@ -21,7 +21,7 @@ fn finds(d: [f64; 4], p: [f64; 4]) -> bool {
     iou >= 0.3 || (iou >= 0.2 && inter >= 0.7 * area(d))
 }
 
-fn load_still(name: &str) -> I420Image {
+fn load_still(name: &str) -> Image {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/.media/stills");
     let file = std::fs::read_dir(&dir)
         .expect("tests/.media/stills: run tests/media.sh first")
@@ -35,7 +35,7 @@ fn load_still(name: &str) -> I420Image {
         .unwrap_or_else(|| panic!("{name} not prepared: run tests/media.sh"));
     let stem = file.file_stem().unwrap().to_str().unwrap();
     let (w, h) = stem.rsplit_once('_').unwrap().1.split_once('x').unwrap();
-    let mut img = I420Image::new(w.parse().unwrap(), h.parse().unwrap());
+    let mut img = Image::i420(w.parse().unwrap(), h.parse().unwrap());
     let bytes = std::fs::read(&file).unwrap();
     assert_eq!(bytes.len(), img.as_bytes().len(), "{}", file.display());
     img.as_bytes_mut().copy_from_slice(&bytes);

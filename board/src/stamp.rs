@@ -9,23 +9,24 @@ pub fn band_height(h: u32) -> u32 {
     ((h as f64) / 18.0).round().max(1.0) as u32
 }
 
+use crate::image::PlaneMut;
+
 const WHITE: u8 = 235;
 const BLACK: u8 = 16;
 
-/// Draws the stamp for `ms` into the top band of the luma plane `y` (`w` wide, `h` high).
+/// Draws the stamp for `ms` into the top band of `luma`, a luma plane.
 /// Chroma under the band is left to the caller (the test pattern keeps it neutral).
-pub fn draw(y: &mut [u8], w: u32, h: u32, ms: u64) {
+pub fn draw(luma: &mut PlaneMut<'_>, ms: u64) {
     let value = ms as u32;
-    let (w, band) = (w as usize, band_height(h) as usize);
-    let first_row = &mut y[..w];
-    for i in 0..32usize {
-        let bit = (value >> (31 - i)) & 1;
-        let (x0, x1) = (i * w / 32, (i + 1) * w / 32);
-        first_row[x0..x1].fill(if bit == 1 { WHITE } else { BLACK });
-    }
-    let (first, rest) = y.split_at_mut(w);
-    for row in rest.chunks_exact_mut(w).take(band - 1) {
-        row.copy_from_slice(first);
+    let (w, h) = (luma.width(), luma.height());
+    let band = (band_height(h as u32) as usize).min(h);
+    for row in 0..band {
+        let line = luma.row_mut(row);
+        for i in 0..32usize {
+            let bit = (value >> (31 - i)) & 1;
+            let (x0, x1) = (i * w / 32, (i + 1) * w / 32);
+            line[x0..x1].fill(if bit == 1 { WHITE } else { BLACK });
+        }
     }
 }
 
@@ -61,14 +62,22 @@ pub fn age_ms(stamp: u32, now_ms: u64) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::{Image, Layout, PixelFormat};
 
     #[test]
     fn draw_then_read_round_trips() {
         for &(w, h) in &[(1280u32, 720u32), (320, 180), (768, 576)] {
-            let mut y = vec![90u8; (w * h) as usize];
+            // A padded stride, as cameras deliver.
+            let mut img = Image::new(Layout::aligned(PixelFormat::Nv12, w, h, 256, 16));
+            img.fill(90);
             let ms = 1_763_700_000_123u64;
-            draw(&mut y, w, h, ms);
-            assert_eq!(read(&y, w, h, w as usize), Some(ms as u32), "{w}x{h}");
+            draw(&mut img.luma_mut(), ms);
+            let luma = img.luma();
+            assert_eq!(
+                read(luma.data(), w, h, luma.stride()),
+                Some(ms as u32),
+                "{w}x{h}"
+            );
         }
     }
 

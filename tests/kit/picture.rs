@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use focusd_board::frame::I420Image;
+use focusd_board::image::Image;
 use focusd_board::source::TestPattern;
 
 /// PSNR (dB) of luma `got` against `want`, both `w` x `h`, over rows `from_row..`.
@@ -28,10 +28,11 @@ pub fn psnr(got: &[u8], want: &[u8], w: usize, from_row: usize) -> f64 {
 /// The test pattern's luma at wall-clock `ms`, `w` x `h`.
 pub fn pattern_luma(w: u32, h: u32, ms: u32) -> Vec<u8> {
     let pattern = TestPattern::new((w, h), 30.0);
-    let mut img = I420Image::new(w, h);
+    let mut img = Image::i420(w, h);
     // The stamp holds ms mod 2^32 and the scene is a function of that, so any epoch works.
     pattern.draw(&mut img, ms as u64);
-    img.y().to_vec()
+    // A packed image: its luma plane is exactly w x h bytes.
+    img.luma().data().to_vec()
 }
 
 /// A y4m made from real footage: `vtest.avi` of Debian's opencv-doc, converted by

@@ -36,7 +36,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 pub use self::openh264::OpenH264Encoder;
-use crate::frame::{CaptureTime, I420Image};
+use crate::frame::CaptureTime;
+use crate::image::{Image, PixelFormat};
 
 #[cfg(not(feature = "v4l2-m2m"))]
 use disabled::v4l2m2m;
@@ -111,6 +112,9 @@ pub struct EncoderSettings {
     pub width: u32,
     /// Height of the pictures the encoder will be fed.
     pub height: u32,
+    /// Pixel format of the pictures the encoder will be fed (the source's, so a hardware
+    /// encoder that takes it needs no conversion); their strides may be any.
+    pub format: PixelFormat,
     /// Nominal frame rate, for rate control.
     pub fps: f64,
     /// Target bitrate in kbit/s, until [`VideoEncoder::set_bitrate`] changes it.
@@ -143,14 +147,18 @@ pub enum EncodeError {
         /// What it said.
         reason: String,
     },
-    /// The picture does not have the size the encoder was created for. Recoverable: that
-    /// picture is lost.
-    #[error("image is {got:?}, encoder expects {expected:?}")]
-    WrongSize {
+    /// The picture does not have the size or pixel format the encoder was created for.
+    /// Recoverable: that picture is lost.
+    #[error("picture is {got:?} {got_format}, encoder expects {expected:?} {expected_format}")]
+    WrongPicture {
         /// The picture's size.
         got: (u32, u32),
+        /// The picture's pixel format.
+        got_format: PixelFormat,
         /// The size the encoder was created for.
         expected: (u32, u32),
+        /// The pixel format the encoder was created for.
+        expected_format: PixelFormat,
     },
     /// The encoder rejected one picture. Recoverable: that picture is lost, the next one
     /// should be a keyframe.
@@ -167,7 +175,7 @@ pub enum EncodeError {
 impl EncodeError {
     /// Whether the encoder cannot go on and must be dropped.
     pub fn is_fatal(&self) -> bool {
-        !matches!(self, Self::WrongSize { .. } | Self::Frame(_))
+        !matches!(self, Self::WrongPicture { .. } | Self::Frame(_))
     }
 
     /// Whether this comes from configuration (restarting the process will not help).
@@ -198,11 +206,11 @@ pub trait VideoEncoder: Send {
         0
     }
 
-    /// Hands in one picture of the configured size, captured at `captured`; `keyframe`
-    /// makes it an IDR.
+    /// Hands in one picture of the configured size and format (any strides), captured at
+    /// `captured`; `keyframe` makes it an IDR.
     fn submit(
         &mut self,
-        image: &I420Image,
+        image: &Image,
         captured: CaptureTime,
         keyframe: bool,
     ) -> Result<(), EncodeError>;
@@ -280,6 +288,7 @@ mod tests {
         EncoderSettings {
             width: 64,
             height: 64,
+            format: PixelFormat::I420,
             fps: 30.0,
             bitrate_kbps: 100,
             keyframe_interval: 0,

@@ -1,6 +1,9 @@
 //! Software H.264 with Cisco's openh264 (built from source by the `openh264` crate):
 //! constrained baseline, no B-frames, real-time usage, one slice per picture. The depth-0
 //! case of the encoder contract: a picture's access unit is ready when `submit` returns.
+//!
+//! openh264 reads I420 only, with any strides: I420 pictures are read in place; NV12 ones
+//! are first split into an I420 copy (one pass over the chroma, a copy of the luma).
 
 use std::collections::VecDeque;
 
@@ -13,13 +16,18 @@ use openh264::formats::YUVSource;
 use openh264_sys2::{ENCODER_OPTION_BITRATE, SBitrateInfo, SPATIAL_LAYER_ALL};
 
 use super::{EncodeError, EncodedUnit, EncoderSettings, VideoEncoder};
-use crate::frame::{CaptureTime, I420Image};
+use crate::frame::CaptureTime;
+use crate::image::{Image, Layout, PixelFormat, Plane};
 
 /// The openh264 software encoder.
 pub struct OpenH264Encoder {
     encoder: Encoder,
     /// The picture size it was created for.
     size: (u32, u32),
+    /// The pixel format it was created for.
+    format: PixelFormat,
+    /// The I420 copy of an NV12 picture, made on first use.
+    converted: Option<Image>,
     /// Access units `poll` has not taken yet, oldest first (one, when the caller polls
     /// after each submit).
     ready: VecDeque<(EncodedUnit, Vec<u8>)>,
@@ -73,6 +81,8 @@ impl OpenH264Encoder {
         Ok(Self {
             encoder,
             size: (settings.width, settings.height),
+            format: settings.format,
+            converted: None,
             ready: VecDeque::new(),
             spare: Vec::new(),
             finished: false,
@@ -80,29 +90,49 @@ impl OpenH264Encoder {
     }
 }
 
-/// Borrowed view of an [`I420Image`] in the shape openh264 reads.
-struct Planes<'a>(&'a I420Image);
+/// Borrowed view of an I420 [`Image`] in the shape openh264 reads.
+struct Planes<'a> {
+    size: (u32, u32),
+    y: Plane<'a>,
+    u: Plane<'a>,
+    v: Plane<'a>,
+}
+
+impl<'a> Planes<'a> {
+    /// The planes of `image`, which is I420.
+    fn of(image: &'a Image) -> Self {
+        debug_assert_eq!(image.format(), PixelFormat::I420);
+        let mut planes = image.planes();
+        // An I420 image has three planes.
+        let mut next = || planes.next().expect("three I420 planes");
+        Self {
+            size: image.size(),
+            y: next(),
+            u: next(),
+            v: next(),
+        }
+    }
+}
 
 impl YUVSource for Planes<'_> {
     fn dimensions(&self) -> (usize, usize) {
-        (self.0.width() as usize, self.0.height() as usize)
+        (self.size.0 as usize, self.size.1 as usize)
     }
 
     fn strides(&self) -> (usize, usize, usize) {
-        let w = self.0.width() as usize;
-        (w, w / 2, w / 2)
+        (self.y.stride(), self.u.stride(), self.v.stride())
     }
 
     fn y(&self) -> &[u8] {
-        self.0.y()
+        self.y.data()
     }
 
     fn u(&self) -> &[u8] {
-        self.0.u()
+        self.u.data()
     }
 
     fn v(&self) -> &[u8] {
-        self.0.v()
+        self.v.data()
     }
 }
 
@@ -113,26 +143,38 @@ impl VideoEncoder for OpenH264Encoder {
 
     fn submit(
         &mut self,
-        image: &I420Image,
+        image: &Image,
         captured: CaptureTime,
         keyframe: bool,
     ) -> Result<(), EncodeError> {
         if self.finished {
             return Err(EncodeError::Finished);
         }
-        let got = (image.width(), image.height());
-        if got != self.size {
-            return Err(EncodeError::WrongSize {
-                got,
+        if image.size() != self.size || image.format() != self.format {
+            return Err(EncodeError::WrongPicture {
+                got: image.size(),
+                got_format: image.format(),
                 expected: self.size,
+                expected_format: self.format,
             });
         }
+        let image = match image.format() {
+            PixelFormat::I420 => image,
+            _ => {
+                let (w, h) = self.size;
+                let copy = self
+                    .converted
+                    .get_or_insert_with(|| Image::new(Layout::packed(PixelFormat::I420, w, h)));
+                copy.copy_from(image);
+                &*copy
+            }
+        };
         if keyframe {
             self.encoder.force_intra_frame();
         }
         let stream = self
             .encoder
-            .encode(&Planes(image))
+            .encode(&Planes::of(image))
             .map_err(|e| EncodeError::Frame(e.to_string()))?;
         let frame_type = stream.frame_type();
         let mut data = std::mem::take(&mut self.spare);
@@ -194,6 +236,7 @@ mod tests {
         EncoderSettings {
             width: 320,
             height: 180,
+            format: PixelFormat::I420,
             fps: 30.0,
             bitrate_kbps: 500,
             keyframe_interval: 0,
@@ -205,7 +248,7 @@ mod tests {
         let mut enc = OpenH264Encoder::new(&settings()).unwrap();
         assert_eq!(enc.depth(), 0);
         let pattern = TestPattern::new((320, 180), 30.0);
-        let mut img = I420Image::new(320, 180);
+        let mut img = Image::i420(320, 180);
         let mut dec = Decoder::new().unwrap();
         let mut out = Vec::new();
         let mut kinds = vec![];
@@ -243,9 +286,38 @@ mod tests {
     }
 
     #[test]
+    fn nv12_and_padded_strides_encode_exactly_like_packed_i420() {
+        let ms = 1_000_000;
+        let bitstream = |layout: Layout| {
+            let mut enc = OpenH264Encoder::new(&EncoderSettings {
+                format: layout.format,
+                ..settings()
+            })
+            .unwrap();
+            let pattern = TestPattern::with_layout(layout, 30.0);
+            let mut img = Image::new(layout);
+            let mut out = Vec::new();
+            for i in 0..3 {
+                pattern.draw(&mut img, ms + i * 33);
+                enc.submit(&img, CaptureTime::now(), false).unwrap();
+                enc.poll(&mut out).unwrap().expect("depth 0");
+            }
+            out
+        };
+        let packed = bitstream(Layout::packed(PixelFormat::I420, 320, 180));
+        assert!(!packed.is_empty());
+        for layout in [
+            Layout::aligned(PixelFormat::I420, 320, 180, 64, 16),
+            Layout::aligned(PixelFormat::Nv12, 320, 180, 32, 16),
+        ] {
+            assert!(bitstream(layout) == packed, "{layout:?}");
+        }
+    }
+
+    #[test]
     fn live_bitrate_change_steers_the_output() {
         let pattern = TestPattern::new((320, 180), 30.0);
-        let mut img = I420Image::new(320, 180);
+        let mut img = Image::i420(320, 180);
         let mut enc = OpenH264Encoder::new(&EncoderSettings {
             bitrate_kbps: 1500,
             ..settings()
@@ -279,7 +351,7 @@ mod tests {
     fn finish_drains_and_then_refuses() {
         let mut enc = OpenH264Encoder::new(&settings()).unwrap();
         for keyframe in [true, false] {
-            enc.submit(&I420Image::new(320, 180), CaptureTime::now(), keyframe)
+            enc.submit(&Image::i420(320, 180), CaptureTime::now(), keyframe)
                 .unwrap();
         }
         let mut rest = Vec::new();
@@ -291,17 +363,20 @@ mod tests {
         );
         assert!(rest[0].0.keyframe, "oldest first");
         let err = enc
-            .submit(&I420Image::new(320, 180), CaptureTime::now(), false)
+            .submit(&Image::i420(320, 180), CaptureTime::now(), false)
             .unwrap_err();
         assert!(matches!(err, EncodeError::Finished) && err.is_fatal());
     }
 
     #[test]
-    fn wrong_size_is_recoverable() {
+    fn wrong_size_or_format_is_recoverable() {
         let mut enc = OpenH264Encoder::new(&settings()).unwrap();
         let err = enc
-            .submit(&I420Image::new(64, 64), CaptureTime::now(), false)
+            .submit(&Image::i420(64, 64), CaptureTime::now(), false)
             .unwrap_err();
-        assert!(matches!(err, EncodeError::WrongSize { .. }) && !err.is_fatal());
+        assert!(matches!(err, EncodeError::WrongPicture { .. }) && !err.is_fatal());
+        let nv12 = Image::new(Layout::packed(PixelFormat::Nv12, 320, 180));
+        let err = enc.submit(&nv12, CaptureTime::now(), false).unwrap_err();
+        assert!(err.to_string().contains("NV12") && !err.is_fatal(), "{err}");
     }
 }

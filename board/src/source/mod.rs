@@ -1,9 +1,15 @@
 //! Frame sources: where pictures come from.
 //!
-//! A [`FrameSource`] writes the next picture into a caller-owned [`I420Image`] and blocks
+//! A [`FrameSource`] writes the next picture into a caller-owned [`Image`] and blocks
 //! until that picture is due, so a source paces itself (a camera by its sensor, a file by
 //! its frame rate, the test pattern by the configured rate). Open one from a [`SourceSpec`]
 //! with [`open`].
+//!
+//! The source declares the [`Layout`] of its pictures (I420 or NV12, its strides), and the
+//! caller allocates images in exactly that layout, so a camera's buffer is copied whole and
+//! never converted on the capture thread. A source that produces a low-resolution picture
+//! itself (an ISP's second output) declares it with [`FrameSource::lores_layout`]; the
+//! pipeline then uses it for the context track instead of scaling the main picture.
 
 mod disabled;
 mod test_pattern;
@@ -27,7 +33,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use crate::frame::{CaptureTime, I420Image};
+use crate::frame::CaptureTime;
+use crate::image::{Image, Layout};
 
 pub use test_pattern::{SceneBox, TestPattern, scene_boxes};
 pub use y4m::Y4mFile;
@@ -117,20 +124,36 @@ pub enum SourceError {
 
 /// A source of pictures. Implementations pace themselves: `capture` returns when the next
 /// picture is due.
+///
+/// One thread (the pipeline's capture thread) owns the source and calls every method; a
+/// source may block in [`Self::capture`] for up to about two frame intervals. An error from
+/// `capture` is never fatal to the caller: it backs off and opens the source again.
 pub trait FrameSource: Send {
     /// A short human description, e.g. `test 1280x720@30` (shown in the state JSON).
     fn describe(&self) -> String;
-    /// Size of the images `capture` writes.
-    fn size(&self) -> (u32, u32);
+    /// Layout of the main pictures `capture` writes (their size, format and strides); it
+    /// passes [`Layout::check`] and does not change while the source is open.
+    fn layout(&self) -> Layout;
+    /// Layout of the low-resolution picture the source delivers itself, if it does (an
+    /// ISP's second stream); `None` when the pipeline must scale the main picture.
+    fn lores_layout(&self) -> Option<Layout> {
+        None
+    }
     /// Nominal frames per second.
     fn fps(&self) -> f64;
     /// Whether frames carry the timestamp stamp (see [`crate::stamp`]).
     fn has_stamp(&self) -> bool {
         false
     }
-    /// Blocks until the next picture is due, writes it into `main` (of [`Self::size`]) and
-    /// says when it was taken.
-    fn capture(&mut self, main: &mut I420Image) -> Result<CaptureTime, SourceError>;
+    /// Blocks until the next picture is due, writes it into `main` (in [`Self::layout`])
+    /// and, when the source delivers one, its low-resolution picture into `lores` (in
+    /// [`Self::lores_layout`]; the caller passes `Some` exactly then), and says when the
+    /// picture was taken.
+    fn capture(
+        &mut self,
+        main: &mut Image,
+        lores: Option<&mut Image>,
+    ) -> Result<CaptureTime, SourceError>;
 }
 
 /// Opens the source described by `spec`. `size` is the configured main size: the test

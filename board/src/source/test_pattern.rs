@@ -7,7 +7,7 @@
 
 use super::{FrameSource, Pacer, SourceError};
 use crate::frame::CaptureTime;
-use crate::frame::I420Image;
+use crate::image::{Image, Layout, PixelFormat, PixelRect};
 use crate::stamp;
 
 /// A shape's true box in the test scene, as fractions (0–1) of the frame.
@@ -95,8 +95,7 @@ pub fn scene_boxes(ms: u32) -> [SceneBox; 3] {
 /// The test pattern source.
 #[derive(Debug)]
 pub struct TestPattern {
-    width: u32,
-    height: u32,
+    layout: Layout,
     fps: f64,
     /// The static background, drawn once (luma only; chroma is neutral).
     background: Vec<u8>,
@@ -104,7 +103,14 @@ pub struct TestPattern {
 }
 
 impl TestPattern {
+    /// The pattern at `size`, in packed I420.
     pub fn new((width, height): (u32, u32), fps: f64) -> Self {
+        Self::with_layout(Layout::packed(PixelFormat::I420, width, height), fps)
+    }
+
+    /// The pattern in any layout (NV12, padded strides), as a camera would deliver it.
+    pub fn with_layout(layout: Layout, fps: f64) -> Self {
+        let (width, height) = layout.size();
         let mut background = vec![0u8; (width * height) as usize];
         for (y, row) in background.chunks_exact_mut(width as usize).enumerate() {
             for (x, px) in row.iter_mut().enumerate() {
@@ -117,50 +123,69 @@ impl TestPattern {
             }
         }
         Self {
-            width,
-            height,
+            layout,
             fps,
             background,
             pacer: Pacer::new(fps),
         }
     }
 
-    /// Draws the scene as it is at wall-clock time `ms` into `image`.
-    pub fn draw(&self, image: &mut I420Image, ms: u64) {
-        let (w, h) = (self.width as usize, self.height as usize);
-        let (y, u, v) = image.planes_mut();
-        y.copy_from_slice(&self.background);
-        u.fill(128);
-        v.fill(128);
-        for (b, shape) in scene_boxes(ms as u32).iter().zip(SHAPES.iter()) {
-            let (luma, cu, cv) = (shape.luma, shape.u, shape.v);
-            let x0 = (b.x1 * w as f64).round() as usize;
-            let x1 = ((b.x2 * w as f64).round() as usize).min(w);
-            let y0 = (b.y1 * h as f64).round() as usize;
-            let y1 = ((b.y2 * h as f64).round() as usize).min(h);
-            for row in y0..y1 {
-                for (i, px) in y[row * w + x0..row * w + x1].iter_mut().enumerate() {
-                    // A checker texture inside the shape so it is not a flat block.
-                    let checker = ((i / 8) + (row - y0) / 8).is_multiple_of(2);
-                    *px = if checker { luma } else { luma - 25 };
+    /// Draws the scene as it is at wall-clock time `ms` into `image` (of this pattern's
+    /// size, in any layout).
+    pub fn draw(&self, image: &mut Image, ms: u64) {
+        let (w, h) = (self.layout.width as usize, self.layout.height as usize);
+        debug_assert_eq!(image.size(), self.layout.size());
+        let whole = PixelRect {
+            x0: 0,
+            y0: 0,
+            x1: w as u32,
+            y1: h as u32,
+        };
+        image.fill_chroma(whole, 128, 128);
+        let boxes = scene_boxes(ms as u32);
+        {
+            let mut luma = image.luma_mut();
+            for (row, background) in self.background.chunks_exact(w).enumerate() {
+                luma.row_mut(row).copy_from_slice(background);
+            }
+            for (b, shape) in boxes.iter().zip(SHAPES.iter()) {
+                let rect = pixels(b, w, h);
+                for row in rect.y0 as usize..rect.y1 as usize {
+                    let line = &mut luma.row_mut(row)[rect.x0 as usize..rect.x1 as usize];
+                    for (i, px) in line.iter_mut().enumerate() {
+                        // A checker texture inside the shape so it is not a flat block.
+                        let checker = ((i / 8) + (row - rect.y0 as usize) / 8).is_multiple_of(2);
+                        *px = if checker { shape.luma } else { shape.luma - 25 };
+                    }
                 }
             }
-            for row in y0.div_ceil(2)..y1 / 2 {
-                u[row * w / 2 + x0.div_ceil(2)..row * w / 2 + x1 / 2].fill(cu);
-                v[row * w / 2 + x0.div_ceil(2)..row * w / 2 + x1 / 2].fill(cv);
-            }
+            stamp::draw(&mut luma, ms);
         }
-        stamp::draw(y, self.width, self.height, ms);
+        for (b, shape) in boxes.iter().zip(SHAPES.iter()) {
+            image.fill_chroma(pixels(b, w, h), shape.u, shape.v);
+        }
+    }
+}
+
+/// A scene box in pixels of a `w` x `h` picture.
+fn pixels(b: &SceneBox, w: usize, h: usize) -> PixelRect {
+    let at = |v: f64, size: usize| ((v * size as f64).round() as usize).min(size) as u32;
+    PixelRect {
+        x0: at(b.x1, w),
+        y0: at(b.y1, h),
+        x1: at(b.x2, w),
+        y1: at(b.y2, h),
     }
 }
 
 impl FrameSource for TestPattern {
     fn describe(&self) -> String {
-        format!("test {}x{}@{}", self.width, self.height, self.fps)
+        let (w, h) = self.layout.size();
+        format!("test {w}x{h}@{}", self.fps)
     }
 
-    fn size(&self) -> (u32, u32) {
-        (self.width, self.height)
+    fn layout(&self) -> Layout {
+        self.layout
     }
 
     fn fps(&self) -> f64 {
@@ -171,7 +196,11 @@ impl FrameSource for TestPattern {
         true
     }
 
-    fn capture(&mut self, main: &mut I420Image) -> Result<CaptureTime, SourceError> {
+    fn capture(
+        &mut self,
+        main: &mut Image,
+        _lores: Option<&mut Image>,
+    ) -> Result<CaptureTime, SourceError> {
         self.pacer.wait();
         let capture = CaptureTime::now();
         self.draw(main, capture.wallclock_ms);
@@ -202,14 +231,29 @@ mod tests {
 
     #[test]
     fn drawn_frame_carries_stamp_and_shapes() {
-        let src = TestPattern::new((640, 360), 30.0);
-        let mut img = I420Image::new(640, 360);
         let ms = 1_763_700_000_456u64;
-        src.draw(&mut img, ms);
-        assert_eq!(stamp::read(img.y(), 640, 360, 640), Some(ms as u32));
         let b = scene_boxes(ms as u32)[0];
         let cx = ((b.x1 + b.x2) / 2.0 * 640.0) as usize;
         let cy = ((b.y1 + b.y2) / 2.0 * 360.0) as usize;
-        assert!(img.y()[cy * 640 + cx] >= 170);
+        let mut drawn = vec![];
+        for layout in [
+            Layout::packed(PixelFormat::I420, 640, 360),
+            Layout::aligned(PixelFormat::Nv12, 640, 360, 256, 16),
+        ] {
+            let src = TestPattern::with_layout(layout, 30.0);
+            let mut img = Image::new(layout);
+            src.draw(&mut img, ms);
+            let luma = img.luma();
+            assert_eq!(
+                stamp::read(luma.data(), 640, 360, luma.stride()),
+                Some(ms as u32)
+            );
+            assert!(luma.row(cy)[cx] >= 170);
+            assert_eq!(img.chroma_at(cx, cy), (SHAPES[0].u, SHAPES[0].v));
+            let mut packed = Image::i420(640, 360);
+            packed.copy_from(&img);
+            drawn.push(packed);
+        }
+        assert_eq!(drawn[0], drawn[1], "the same picture in either layout");
     }
 }

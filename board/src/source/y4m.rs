@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::{FrameSource, Pacer, SourceError};
 use crate::frame::CaptureTime;
-use crate::frame::I420Image;
+use crate::image::{Image, Layout, PixelFormat};
 use crate::scale::Scaler;
 
 /// A looping y4m reader.
@@ -23,14 +23,14 @@ pub struct Y4mFile {
     data_start: u64,
     fps: f64,
     /// Present when frames are scaled to another size; holds the native-size frame.
-    scaling: Option<(Scaler, I420Image)>,
+    scaling: Option<(Scaler, Image)>,
     out_size: (u32, u32),
     pacer: Pacer,
     frames_read: u64,
     /// Whether the input can be rewound (a regular file), so that it loops.
     seekable: bool,
     /// From a pipe, the frame read at open to check the format, delivered first.
-    first: Option<I420Image>,
+    first: Option<Image>,
 }
 
 /// The parts of a y4m stream header that matter here.
@@ -107,7 +107,7 @@ impl Y4mFile {
         let scaling = (out_size != native).then(|| {
             (
                 Scaler::new(native, out_size),
-                I420Image::new(native.0, native.1),
+                Image::i420(native.0, native.1),
             )
         });
         let mut me = Self {
@@ -123,7 +123,7 @@ impl Y4mFile {
             first: None,
         };
         // Fail now, not on the first capture, if the file holds no whole frame.
-        let mut probe = I420Image::new(native.0, native.1);
+        let mut probe = Image::i420(native.0, native.1);
         if !me.read_frame(&mut probe)? {
             return Err(SourceError::Format(format!(
                 "{}: no complete frame in file",
@@ -140,7 +140,7 @@ impl Y4mFile {
     }
 
     /// Reads the next frame at native size; `false` at a clean end of file.
-    fn read_frame(&mut self, into: &mut I420Image) -> Result<bool, SourceError> {
+    fn read_frame(&mut self, into: &mut Image) -> Result<bool, SourceError> {
         let mut line = Vec::with_capacity(16);
         let n = (&mut self.reader).take(256).read_until(b'\n', &mut line)?;
         if n == 0 {
@@ -163,7 +163,7 @@ impl Y4mFile {
         Ok(true)
     }
 
-    fn next_into(&mut self, native: &mut I420Image) -> Result<(), SourceError> {
+    fn next_into(&mut self, native: &mut Image) -> Result<(), SourceError> {
         if let Some(first) = self.first.take() {
             native.as_bytes_mut().copy_from_slice(first.as_bytes());
             return Ok(());
@@ -201,15 +201,20 @@ impl FrameSource for Y4mFile {
         )
     }
 
-    fn size(&self) -> (u32, u32) {
-        self.out_size
+    fn layout(&self) -> Layout {
+        // A y4m frame is packed I420: it is read straight into the image.
+        Layout::packed(PixelFormat::I420, self.out_size.0, self.out_size.1)
     }
 
     fn fps(&self) -> f64 {
         self.fps
     }
 
-    fn capture(&mut self, main: &mut I420Image) -> Result<CaptureTime, SourceError> {
+    fn capture(
+        &mut self,
+        main: &mut Image,
+        _lores: Option<&mut Image>,
+    ) -> Result<CaptureTime, SourceError> {
         self.pacer.wait();
         match self.scaling.take() {
             Some((scaler, mut native)) => {
@@ -277,19 +282,19 @@ mod tests {
         write_y4m(&path, 16, 8, 3);
         let mut src = Y4mFile::open(&path, None).unwrap();
         src.pacer = Pacer::new(10_000.0);
-        let mut img = I420Image::new(16, 8);
+        let mut img = Image::new(src.layout());
         let mut seen = vec![];
         for _ in 0..5 {
-            src.capture(&mut img).unwrap();
-            seen.push(img.y()[0]);
+            src.capture(&mut img, None).unwrap();
+            seen.push(img.luma().row(0)[0]);
         }
         assert_eq!(seen, vec![20, 30, 40, 20, 30]);
 
         let mut scaled = Y4mFile::open(&path, Some((32, 16))).unwrap();
-        assert_eq!(scaled.size(), (32, 16));
-        let mut big = I420Image::new(32, 16);
-        scaled.capture(&mut big).unwrap();
-        assert!(big.y().iter().all(|&p| p == 20));
+        assert_eq!(scaled.layout().size(), (32, 16));
+        let mut big = Image::new(scaled.layout());
+        scaled.capture(&mut big, None).unwrap();
+        assert!(big.luma().data().iter().all(|&p| p == 20));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -323,11 +328,11 @@ mod tests {
         };
         let mut src = Y4mFile::open(&fifo, None).unwrap();
         src.pacer = Pacer::new(10_000.0);
-        let mut img = I420Image::new(16, 8);
+        let mut img = Image::new(src.layout());
         let mut seen = vec![];
         for _ in 0..3 {
-            src.capture(&mut img).unwrap();
-            seen.push(img.y()[0]);
+            src.capture(&mut img, None).unwrap();
+            seen.push(img.luma().row(0)[0]);
         }
         assert_eq!(
             seen,
@@ -335,7 +340,7 @@ mod tests {
             "every frame once, the probed one first"
         );
         writer.join().unwrap();
-        let end = src.capture(&mut img).unwrap_err();
+        let end = src.capture(&mut img, None).unwrap_err();
         assert!(end.to_string().contains("the stream ended"), "{end}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

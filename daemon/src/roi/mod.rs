@@ -15,7 +15,8 @@ mod tracker;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use focusd_board::frame::{I420Image, PooledFrame};
+use focusd_board::frame::PooledFrame;
+use focusd_board::image::Image;
 use tokio_util::sync::CancellationToken;
 
 pub use model::{Model, ModelError};
@@ -31,7 +32,7 @@ use crate::video::slot::LatestSlot;
 pub trait Detector: Send {
     /// Looks at one frame (`main` at full size, `lores` as the context track has it) and
     /// returns the current boxes in percent of the frame.
-    fn detect(&mut self, main: &I420Image, lores: &I420Image) -> Vec<RoiBox>;
+    fn detect(&mut self, main: &Image, lores: &Image) -> Vec<RoiBox>;
 }
 
 /// Builds the detector `settings` ask for. A model that cannot be loaded gives the motion

@@ -18,7 +18,7 @@
 //! model misses the person; motion that never held a person (leaves, shadows, lights) is
 //! left out.
 
-use focusd_board::frame::I420Image;
+use focusd_board::image::Image;
 
 use super::Detector;
 use super::confirmed::ConfirmedMotion;
@@ -101,7 +101,7 @@ impl ModelDetector {
     }
 
     /// Runs the model on `region` of `img` and returns kept detections in frame pixels.
-    pub fn look(&mut self, img: &I420Image, region: Region, min_score: f32) -> Vec<Detection> {
+    pub fn look(&mut self, img: &Image, region: Region, min_score: f32) -> Vec<Detection> {
         let placement = letterbox(img, region, self.model.input_size(), &mut self.rgb);
         let found = match self.model.detect(&self.rgb, min_score) {
             Ok(found) => found,
@@ -131,7 +131,7 @@ impl ModelDetector {
 
     /// Regions to look at this run, in frame pixels: motion no tracked person explains
     /// first (largest first), then the tracked people, least recently seen first.
-    fn regions(&self, main: &I420Image, motion: &[Track]) -> Vec<Region> {
+    fn regions(&self, main: &Image, motion: &[Track]) -> Vec<Region> {
         let whole = Region::whole(main);
         let (w, h) = (whole.w, whole.h);
         let tracks = self.tracker.tracks();
@@ -173,12 +173,12 @@ impl ModelDetector {
 }
 
 impl Detector for ModelDetector {
-    fn detect(&mut self, main: &I420Image, lores: &I420Image) -> Vec<RoiBox> {
+    fn detect(&mut self, main: &Image, lores: &Image) -> Vec<RoiBox> {
         let (w, h) = (main.width() as f64, main.height() as f64);
         // Motion regions in frame pixels.
         let motion: Vec<Track> = self
             .motion
-            .detect_luma(lores.y(), lores.width(), lores.height())
+            .detect_plane(&lores.luma())
             .iter()
             .map(|p| {
                 Track::new(

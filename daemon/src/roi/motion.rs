@@ -8,7 +8,7 @@
 //! background: that clears "ghosts" (background revealed where something stood when the
 //! model started) and, in time, objects that stop.
 
-use focusd_board::frame::I420Image;
+use focusd_board::image::{Image, Plane};
 
 use super::Detector;
 use super::tracker::{Track, Tracker};
@@ -59,12 +59,18 @@ impl MotionDetector {
     }
 
     /// Cells with enough foreground pixels; updates the background as it goes.
-    fn active_cells(&mut self, luma: &[u8], w: usize, h: usize) -> (Vec<bool>, usize, usize) {
+    fn active_cells(
+        &mut self,
+        luma: &[u8],
+        w: usize,
+        h: usize,
+        stride: usize,
+    ) -> (Vec<bool>, usize, usize) {
         let (cols, rows) = (w / CELL, h / CELL);
         let mut counts = vec![0u32; cols * rows];
         let first_row = self.ignore_top.div_ceil(CELL) * CELL;
         for y in first_row..rows * CELL {
-            let row = &luma[y * w..y * w + cols * CELL];
+            let row = &luma[y * stride..y * stride + cols * CELL];
             let span = y * w..y * w + cols * CELL;
             let bg = &mut self.background[span.clone()];
             let prev = &mut self.previous[span.clone()];
@@ -140,18 +146,36 @@ impl MotionDetector {
 }
 
 impl MotionDetector {
-    /// Looks at one luma plane (`width` x `height`, tightly packed) and returns the tracked
-    /// motion boxes in percent of the frame.
-    pub fn detect_luma(&mut self, luma: &[u8], width: u32, height: u32) -> Vec<RoiBox> {
+    /// Looks at one luma plane and returns the tracked motion boxes in percent of the
+    /// frame.
+    pub fn detect_plane(&mut self, luma: &Plane<'_>) -> Vec<RoiBox> {
+        self.detect_luma(
+            luma.data(),
+            luma.width() as u32,
+            luma.height() as u32,
+            luma.stride(),
+        )
+    }
+
+    /// Looks at one luma plane (`width` x `height`, rows `stride` bytes apart) and returns
+    /// the tracked motion boxes in percent of the frame.
+    pub fn detect_luma(
+        &mut self,
+        luma: &[u8],
+        width: u32,
+        height: u32,
+        stride: usize,
+    ) -> Vec<RoiBox> {
         let (w, h) = (width as usize, height as usize);
-        if self.background.len() != luma.len() {
-            self.background = luma.iter().map(|&p| (p as u16) << 8).collect();
-            self.previous = luma.to_vec();
-            self.still = vec![0; luma.len()];
+        if self.background.len() != w * h {
+            let picture = || (0..h).flat_map(|y| &luma[y * stride..y * stride + w]);
+            self.background = picture().map(|&p| (p as u16) << 8).collect();
+            self.previous = picture().copied().collect();
+            self.still = vec![0; w * h];
             self.tracker.clear();
             return Vec::new();
         }
-        let (active, cols, rows) = self.active_cells(luma, w, h);
+        let (active, cols, rows) = self.active_cells(luma, w, h, stride);
         self.tracker.update(&Self::blobs(&active, cols, rows));
         let pad = self.margin * w as f64;
         self.tracker
@@ -170,8 +194,8 @@ impl MotionDetector {
 }
 
 impl Detector for MotionDetector {
-    fn detect(&mut self, _main: &I420Image, lores: &I420Image) -> Vec<RoiBox> {
-        self.detect_luma(lores.y(), lores.width(), lores.height())
+    fn detect(&mut self, _main: &Image, lores: &Image) -> Vec<RoiBox> {
+        self.detect_plane(&lores.luma())
     }
 }
 
@@ -190,21 +214,21 @@ mod tests {
         let mut d = MotionDetector::new(10, 4.0);
         let luma = vec![90u8; 320 * 180];
         for _ in 0..5 {
-            assert!(d.detect_luma(&luma, 320, 180).is_empty());
+            assert!(d.detect_luma(&luma, 320, 180, 320).is_empty());
         }
     }
 
     #[test]
     fn finds_the_moving_shapes_of_the_test_pattern() {
         let pattern = TestPattern::new((320, 180), 30.0);
-        let mut img = I420Image::new(320, 180);
+        let mut img = Image::i420(320, 180);
         let mut d = MotionDetector::new(10, 4.0);
         let mut roi = vec![];
         let start = 5_000_000u64;
         for i in 0..20 {
             let ms = start + i * 66;
             pattern.draw(&mut img, ms);
-            roi = d.detect_luma(img.y(), 320, 180);
+            roi = d.detect_plane(&img.luma());
         }
         let last = start + 19 * 66;
         for b in scene_boxes(last as u32) {
@@ -235,11 +259,11 @@ mod tests {
         let mut d = MotionDetector::new(0, 0.0);
         let empty = vec![50u8; 160 * 96];
         let mut luma = empty.clone();
-        d.detect_luma(&luma, 160, 96);
+        d.detect_luma(&luma, 160, 96, 160);
         for y in 40..56 {
             luma[y * 160 + 40..y * 160 + 56].fill(200);
         }
-        let roi = d.detect_luma(&luma, 160, 96);
+        let roi = d.detect_luma(&luma, 160, 96, 160);
         assert_eq!(roi.len(), 1);
         assert!(
             (roi[0].x1 - 25.0).abs() < 0.1 && (roi[0].x2 - 35.0).abs() < 0.1,
@@ -247,9 +271,9 @@ mod tests {
         );
         // An object that stops is absorbed after a while.
         let mut stopped = MotionDetector::new(0, 0.0);
-        stopped.detect_luma(&empty, 160, 96);
+        stopped.detect_luma(&empty, 160, 96, 160);
         let runs = (0..100)
-            .take_while(|_| !stopped.detect_luma(&luma, 160, 96).is_empty())
+            .take_while(|_| !stopped.detect_luma(&luma, 160, 96, 160).is_empty())
             .count();
         assert!(
             (ABSORB_RUNS as usize..ABSORB_RUNS as usize + HOLD_RUNS as usize + 2).contains(&runs),
@@ -257,10 +281,10 @@ mod tests {
         );
         // The object leaves: its box is held a little, then dropped.
         for _ in 0..HOLD_RUNS {
-            assert_eq!(d.detect_luma(&empty, 160, 96).len(), 1, "held");
+            assert_eq!(d.detect_luma(&empty, 160, 96, 160).len(), 1, "held");
         }
         assert!(
-            d.detect_luma(&empty, 160, 96).is_empty(),
+            d.detect_luma(&empty, 160, 96, 160).is_empty(),
             "dropped after hold"
         );
     }

@@ -1,6 +1,6 @@
 //! Shaping the source frame by mode: which pixels of the main image the source track keeps.
 
-use focusd_board::frame::{I420Image, PixelRect};
+use focusd_board::image::{Image, PixelRect};
 
 use crate::state::Shaping;
 use crate::state::command::{Mode, Rect};
@@ -59,7 +59,8 @@ pub const MASK_LUMA: u8 = 0;
 
 /// Writes `src` into `dst` with everything outside `keep` black, except the top
 /// `stamp_rows` rows (the test stamp), which stay so latency can be read on every track.
-pub fn apply(src: &I420Image, keep: &[PixelRect], stamp_rows: u32, dst: &mut I420Image) {
+/// `dst` has `src`'s size and format (any strides).
+pub fn apply(src: &Image, keep: &[PixelRect], stamp_rows: u32, dst: &mut Image) {
     dst.fill(MASK_LUMA);
     let (w, h) = (src.width(), src.height());
     if stamp_rows > 0 {
@@ -82,6 +83,7 @@ pub fn apply(src: &I420Image, keep: &[PixelRect], stamp_rows: u32, dst: &mut I42
 mod tests {
     use super::*;
     use crate::state::RoiBox;
+    use focusd_board::image::{Layout, PixelFormat};
 
     fn roi(x1: f64, y1: f64, x2: f64, y2: f64) -> RoiBox {
         RoiBox {
@@ -146,19 +148,32 @@ mod tests {
     }
 
     #[test]
-    fn apply_blacks_out_all_but_keep_and_stamp() {
-        let mut src = I420Image::new(64, 64);
-        src.planes_mut().0.fill(150);
-        let mut dst = I420Image::new(64, 64);
-        let keep = [PixelRect {
-            x0: 16,
-            y0: 32,
-            x1: 32,
-            y1: 48,
-        }];
-        apply(&src, &keep, 4, &mut dst);
-        assert_eq!(dst.y()[0], 150, "stamp band kept");
-        assert_eq!(dst.y()[10 * 64 + 10], MASK_LUMA, "outside is black");
-        assert_eq!(dst.y()[40 * 64 + 20], 150, "inside kept");
+    fn apply_blacks_out_all_but_keep_and_stamp_in_either_format() {
+        for format in [PixelFormat::I420, PixelFormat::Nv12] {
+            let layout = Layout::aligned(format, 64, 64, 128, 16);
+            let mut src = Image::new(layout);
+            src.fill(150);
+            let whole = PixelRect {
+                x0: 0,
+                y0: 0,
+                x1: 64,
+                y1: 64,
+            };
+            src.fill_chroma(whole, 40, 220);
+            let mut dst = Image::new(layout);
+            let keep = [PixelRect {
+                x0: 16,
+                y0: 32,
+                x1: 32,
+                y1: 48,
+            }];
+            apply(&src, &keep, 4, &mut dst);
+            let luma = dst.luma();
+            assert_eq!(luma.row(0)[0], 150, "{format}: stamp band kept");
+            assert_eq!(luma.row(10)[10], MASK_LUMA, "{format}: outside is black");
+            assert_eq!(luma.row(40)[20], 150, "{format}: inside kept");
+            assert_eq!(dst.chroma_at(20, 40), (40, 220), "{format}: colour kept");
+            assert_eq!(dst.chroma_at(10, 10), (128, 128), "{format}: grey outside");
+        }
     }
 }

@@ -15,7 +15,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use focusd_board::encode::{self, EncodeError, EncoderSettings, VideoEncoder};
-use focusd_board::frame::{CaptureTime, FramePool, I420Image, PooledFrame};
+use focusd_board::frame::{CaptureTime, FramePool, PooledFrame};
+use focusd_board::image::{Image, Layout};
 use focusd_board::scale::{Scaler, lores_size};
 use focusd_board::source::{self, FrameSource, SourceError, SourceSpec};
 use focusd_board::stamp;
@@ -79,20 +80,24 @@ impl Pipeline {
         shutdown: CancellationToken,
     ) -> Result<Pipeline, PipelineError> {
         let src = capture.open()?;
-        let main_size = src.size();
-        let lores = lores_size(main_size, video.context_width);
+        let capturer = Capturer::new(src, video.context_width);
+        let (main_layout, lores_layout) =
+            (capturer.pool.main_layout(), capturer.pool.lores_layout());
+        let (main_size, lores) = (main_layout.size(), lores_layout.size());
+        let src = &capturer.source;
         let src_fps = src.fps();
         let keyframe_interval = (video.keyframe_interval_s * src_fps).round().max(1.0) as u32;
-        let enc_settings = |(width, height): (u32, u32), kbps| EncoderSettings {
-            width,
-            height,
+        let enc_settings = |layout: Layout, kbps| EncoderSettings {
+            width: layout.width,
+            height: layout.height,
+            format: layout.format,
             fps: src_fps,
             bitrate_kbps: kbps,
             keyframe_interval,
         };
         let spec = &video.encoder;
-        let context_encoder = encode::open(spec, &enc_settings(lores, video.context_kbps))?;
-        let source_encoder = encode::open(spec, &enc_settings(main_size, video.source_kbps))?;
+        let context_encoder = encode::open(spec, &enc_settings(lores_layout, video.context_kbps))?;
+        let source_encoder = encode::open(spec, &enc_settings(main_layout, video.source_kbps))?;
         let encoder_name = source_encoder.name().to_string();
         tracing::info!(encoder = %encoder_name, "encoders open");
         let description = src.describe();
@@ -108,10 +113,8 @@ impl Pipeline {
         let mut threads = Vec::new();
 
         let capture = CaptureThread {
-            source: src,
+            capturer,
             spec: capture.clone(),
-            pool: FramePool::new(main_size, lores),
-            scaler: Scaler::new(main_size, lores),
             encoders: slots.clone(),
             detector: detector_frames,
             metrics: metrics.clone(),
@@ -224,13 +227,75 @@ impl CaptureSpec {
     }
 }
 
+/// Takes pictures from a source into pooled frames: the main picture as the source lays
+/// it out, the lores picture from the source when it delivers one, else scaled from the
+/// main one, and the test stamp on both.
+struct Capturer {
+    source: Box<dyn FrameSource>,
+    pool: FramePool,
+    /// Present when the source delivers no lores picture of its own.
+    scaler: Option<Scaler>,
+    has_stamp: bool,
+}
+
+impl Capturer {
+    /// Frames for `source`; a lores picture it does not deliver is scaled to
+    /// `context_width` wide, in the main picture's pixel format.
+    fn new(source: Box<dyn FrameSource>, context_width: u32) -> Self {
+        let main = source.layout();
+        let (lores, scaler) = match source.lores_layout() {
+            Some(lores) => (lores, None),
+            None => {
+                let size = lores_size(main.size(), context_width);
+                let lores = Layout::packed(main.format, size.0, size.1);
+                (lores, Some(Scaler::new(main.size(), size)))
+            }
+        };
+        Self {
+            has_stamp: source.has_stamp(),
+            pool: FramePool::new(main, lores),
+            scaler,
+            source,
+        }
+    }
+
+    /// Waits for the source's next picture and returns it as frame `seq`.
+    fn next(&mut self, seq: u64) -> Result<PooledFrame, SourceError> {
+        let mut frame = self.pool.take();
+        let f = frame.get_mut();
+        let delivers_lores = self.scaler.is_none();
+        let captured = self
+            .source
+            .capture(&mut f.main, delivers_lores.then_some(&mut f.lores))?;
+        f.seq = seq;
+        f.captured_at = captured.at;
+        f.wallclock_ms = captured.wallclock_ms;
+        if let Some(scaler) = &self.scaler {
+            scaler.scale(&f.main, &mut f.lores);
+        }
+        if self.has_stamp {
+            stamp::draw(&mut f.lores.luma_mut(), captured.wallclock_ms);
+        }
+        Ok(frame)
+    }
+
+    /// Replaces the source with `source` if it delivers pictures in the same layouts
+    /// (the encoders and the pool were made for them); says whether it did.
+    fn replace_source(&mut self, source: Box<dyn FrameSource>) -> bool {
+        let same = source.layout() == self.source.layout()
+            && source.lores_layout() == self.source.lores_layout();
+        if same {
+            self.source = source;
+        }
+        same
+    }
+}
+
 /// The capture thread's state.
 struct CaptureThread {
-    source: Box<dyn FrameSource>,
+    capturer: Capturer,
     /// What to reopen after a failure.
     spec: CaptureSpec,
-    pool: FramePool,
-    scaler: Scaler,
     /// Each track's encoder thread.
     encoders: TrackMap<Arc<LatestSlot<Arc<PooledFrame>>>>,
     /// The ROI detector's thread.
@@ -242,12 +307,9 @@ impl CaptureThread {
     fn run(mut self, shutdown: CancellationToken) {
         let mut seq = 0u64;
         let mut backoff = Duration::from_millis(100);
-        let has_stamp = self.source.has_stamp();
         while !shutdown.is_cancelled() {
-            let mut frame = self.pool.take();
-            let f = frame.get_mut();
-            let captured = match self.source.capture(&mut f.main) {
-                Ok(c) => c,
+            let frame = match self.capturer.next(seq) {
+                Ok(frame) => frame,
                 Err(e) => {
                     self.metrics.capture_errors.inc();
                     tracing::warn!(error = %e, retry_in = ?backoff, "capture failed; reopening the source");
@@ -260,14 +322,6 @@ impl CaptureThread {
                 }
             };
             backoff = Duration::from_millis(100);
-            f.seq = seq;
-            f.captured_at = captured.at;
-            f.wallclock_ms = captured.wallclock_ms;
-            self.scaler.scale(&f.main, &mut f.lores);
-            if has_stamp {
-                let (w, h) = (f.lores.width(), f.lores.height());
-                stamp::draw(f.lores.planes_mut().0, w, h, captured.wallclock_ms);
-            }
             seq += 1;
             self.metrics.frames_captured.inc();
             let frame = Arc::new(frame);
@@ -282,11 +336,15 @@ impl CaptureThread {
 
     fn reopen(&mut self) {
         match self.spec.open() {
-            Ok(src) if src.size() == self.source.size() => self.source = src,
-            Ok(src) => tracing::warn!(
-                size = ?src.size(),
-                "reopened source changed size; keeping the old one until it comes back"
-            ),
+            Ok(src) => {
+                let layout = src.layout();
+                if !self.capturer.replace_source(src) {
+                    tracing::warn!(
+                        ?layout,
+                        "reopened source changed its picture layout; keeping the old one until it comes back"
+                    );
+                }
+            }
             Err(e) => tracing::warn!(error = %e, "cannot reopen source"),
         }
     }
@@ -317,7 +375,7 @@ struct EncoderWorker {
     /// Rows of test stamp kept through masking.
     stamp_rows: u32,
     /// Masked copy of the main image (VISION / HYBRID), made on first use.
-    scratch: Option<I420Image>,
+    scratch: Option<Image>,
     /// Marked for every frame encoded, on the track that stands for the pipeline's pulse.
     liveness: Option<Liveness>,
 }
@@ -346,9 +404,9 @@ impl EncoderWorker {
                     }
                     Shape::Full => &frame.main,
                     Shape::Only(rects) => {
-                        let scratch = self.scratch.get_or_insert_with(|| {
-                            I420Image::new(frame.main.width(), frame.main.height())
-                        });
+                        let scratch = self
+                            .scratch
+                            .get_or_insert_with(|| Image::new(*frame.main.layout()));
                         mask::apply(&frame.main, &rects, self.stamp_rows, scratch);
                         &*scratch
                     }
@@ -420,5 +478,196 @@ impl EncoderWorker {
                 captured_at: unit.captured.at,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use focusd_board::encode::OpenH264Encoder;
+    use focusd_board::image::{PixelFormat, PixelRect};
+    use focusd_board::source::TestPattern;
+    use openh264::decoder::Decoder;
+
+    /// Like a camera behind an ISP: NV12 with padded strides, and a low-resolution picture
+    /// of its own (flat grey, so it cannot be mistaken for a scaled main picture).
+    struct TwoStreamCamera {
+        main: TestPattern,
+        lores: Layout,
+    }
+
+    const LORES_GREY: u8 = 200;
+
+    impl FrameSource for TwoStreamCamera {
+        fn describe(&self) -> String {
+            "two-stream camera".into()
+        }
+        fn layout(&self) -> Layout {
+            self.main.layout()
+        }
+        fn lores_layout(&self) -> Option<Layout> {
+            Some(self.lores)
+        }
+        fn fps(&self) -> f64 {
+            30.0
+        }
+        fn has_stamp(&self) -> bool {
+            true
+        }
+        fn capture(
+            &mut self,
+            main: &mut Image,
+            lores: Option<&mut Image>,
+        ) -> Result<CaptureTime, SourceError> {
+            let at = CaptureTime::now();
+            self.main.draw(main, at.wallclock_ms);
+            lores.expect("asked for the lores picture").fill(LORES_GREY);
+            Ok(at)
+        }
+    }
+
+    fn read_stamp(img: &Image) -> Option<u32> {
+        let luma = img.luma();
+        stamp::read(luma.data(), img.width(), img.height(), luma.stride())
+    }
+
+    #[test]
+    fn a_lores_picture_from_the_source_is_used_as_delivered() {
+        let main = Layout::aligned(PixelFormat::Nv12, 640, 360, 64, 16);
+        let lores = Layout::aligned(PixelFormat::Nv12, 256, 144, 32, 16);
+        let camera = TwoStreamCamera {
+            main: TestPattern::with_layout(main, 30.0),
+            lores,
+        };
+        let mut capturer = Capturer::new(Box::new(camera), 320);
+        assert!(capturer.scaler.is_none(), "nothing to scale");
+        assert_eq!(
+            capturer.pool.lores_layout(),
+            lores,
+            "the source's, not 320 wide"
+        );
+        let frame = capturer.next(7).unwrap();
+        assert_eq!(frame.seq, 7);
+        assert_eq!(*frame.main.layout(), main);
+        assert_eq!(*frame.lores.layout(), lores);
+        let luma = frame.lores.luma();
+        assert_eq!(luma.row(100)[128], LORES_GREY, "as the source drew it");
+        let stamped = read_stamp(&frame.lores);
+        assert_eq!(
+            stamped,
+            Some(frame.wallclock_ms as u32),
+            "stamped on lores too"
+        );
+        assert_eq!(read_stamp(&frame.main), stamped);
+    }
+
+    /// The test scene frozen at one instant, in any layout: what it shows is known.
+    struct StillScene {
+        pattern: TestPattern,
+    }
+
+    /// An instant when the shapes of the test scene are 5% of the frame apart.
+    const STILL_MS: u64 = 5_002_000;
+
+    impl FrameSource for StillScene {
+        fn describe(&self) -> String {
+            "still scene".into()
+        }
+        fn layout(&self) -> Layout {
+            self.pattern.layout()
+        }
+        fn fps(&self) -> f64 {
+            30.0
+        }
+        fn has_stamp(&self) -> bool {
+            true
+        }
+        fn capture(
+            &mut self,
+            main: &mut Image,
+            _lores: Option<&mut Image>,
+        ) -> Result<CaptureTime, SourceError> {
+            self.pattern.draw(main, STILL_MS);
+            Ok(CaptureTime {
+                wallclock_ms: STILL_MS,
+                ..CaptureTime::now()
+            })
+        }
+    }
+
+    #[test]
+    fn without_one_the_main_picture_is_scaled_in_its_own_format() {
+        let main = Layout::aligned(PixelFormat::Nv12, 640, 360, 64, 16);
+        let pattern = TestPattern::with_layout(main, 30.0);
+        let mut capturer = Capturer::new(Box::new(StillScene { pattern }), 320);
+        let lores = capturer.pool.lores_layout();
+        assert_eq!(lores, Layout::packed(PixelFormat::Nv12, 320, 180));
+        let frame = capturer.next(0).unwrap();
+        assert_eq!(read_stamp(&frame.lores), Some(STILL_MS as u32));
+        // Each shape's colour survives scaling at its centre.
+        for b in focusd_board::source::scene_boxes(STILL_MS as u32) {
+            let (cx, cy) = ((b.x1 + b.x2) * 160.0, (b.y1 + b.y2) * 90.0);
+            let (cx, cy) = (cx as usize, cy as usize);
+            assert_eq!(
+                frame.lores.chroma_at(cx, cy),
+                frame.main.chroma_at(cx * 2, cy * 2),
+                "{b:?}"
+            );
+            assert_ne!(frame.lores.chroma_at(cx, cy), (128, 128), "{b:?}");
+        }
+    }
+
+    #[test]
+    fn nv12_frames_are_masked_encoded_and_decoded_intact() {
+        let main = Layout::aligned(PixelFormat::Nv12, 640, 360, 64, 16);
+        let mut capturer = Capturer::new(Box::new(TestPattern::with_layout(main, 30.0)), 320);
+        let mut encoder = OpenH264Encoder::new(&EncoderSettings {
+            width: 640,
+            height: 360,
+            format: PixelFormat::Nv12,
+            fps: 30.0,
+            bitrate_kbps: 2000,
+            keyframe_interval: 0,
+        })
+        .unwrap();
+        let keep = PixelRect {
+            x0: 320,
+            y0: 160,
+            x1: 480,
+            y1: 320,
+        };
+        let stamp_rows = stamp::band_height(360);
+        let mut masked = Image::new(main);
+        let mut decoder = Decoder::new().unwrap();
+        let frame = capturer.next(0).unwrap();
+        mask::apply(&frame.main, &[keep], stamp_rows, &mut masked);
+        let captured = CaptureTime {
+            at: frame.captured_at,
+            wallclock_ms: frame.wallclock_ms,
+        };
+        encoder.submit(&masked, captured, true).unwrap();
+        let mut unit = Vec::new();
+        assert!(encoder.poll(&mut unit).unwrap().unwrap().keyframe);
+        let decoded = decoder.decode(&unit).unwrap().expect("a picture");
+        use openh264::formats::YUVSource;
+        let (stride, y) = (decoded.strides().0, decoded.y());
+        assert_eq!(
+            stamp::read(y, 640, 360, stride),
+            Some(frame.wallclock_ms as u32)
+        );
+        let mean = |x0: usize, y0: usize| {
+            let sum: u32 = (y0..y0 + 16)
+                .flat_map(|r| &y[r * stride + x0..r * stride + x0 + 16])
+                .map(|&p| p as u32)
+                .sum();
+            sum / 256
+        };
+        assert!(mean(32, 100) <= 4, "masked out: {}", mean(32, 100));
+        let inside = frame.main.luma().row(240)[400] as i32;
+        assert!(
+            (mean(392, 232) as i32 - inside).abs() < 40,
+            "kept: {} vs {inside}",
+            mean(392, 232)
+        );
     }
 }

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use focusd_board::frame::I420Image;
+use focusd_board::image::Image;
 
 use focusd::roi::Model;
 use focusd::roi::model::input::{Region, letterbox};
@@ -21,7 +21,7 @@ pub(super) fn run(lab: &Lab, secs: u64, footage: Option<&Path>) -> anyhow::Resul
     let model = Model::default_model()?;
     let (w, h) = model.input_size();
     // A real-looking input: the test pattern's frame, letterboxed as the detector does.
-    let mut frame = I420Image::new(768, 576);
+    let mut frame = Image::i420(768, 576);
     focusd_board::source::TestPattern::new((768, 576), 10.0).draw(&mut frame, 5_000_000);
     let mut rgb = Vec::new();
     let whole = Region::whole(&frame);

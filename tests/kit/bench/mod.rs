@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 use focusd_board::encode::{self, EncoderSettings, EncoderSpec};
-use focusd_board::frame::{CaptureTime, I420Image};
+use focusd_board::frame::CaptureTime;
+use focusd_board::image::{Image, PixelFormat};
 use focusd_board::scale::{Scaler, lores_size};
 use focusd_board::source::TestPattern;
 
@@ -352,11 +353,11 @@ fn encoder_only_cpu(secs: u64) -> anyhow::Result<f64> {
     let pattern = TestPattern::new(SIZE, FPS as f64);
     let scaler = Scaler::new(SIZE, lores);
     // One second of frames, made before measuring: only encoding is on the clock.
-    let frames: Vec<(I420Image, I420Image)> = (0..FPS as u64)
+    let frames: Vec<(Image, Image)> = (0..FPS as u64)
         .map(|i| {
-            let mut main = I420Image::new(SIZE.0, SIZE.1);
+            let mut main = Image::i420(SIZE.0, SIZE.1);
             pattern.draw(&mut main, 1_700_000_000_000 + i * 1000 / FPS as u64);
-            let mut small = I420Image::new(lores.0, lores.1);
+            let mut small = Image::i420(lores.0, lores.1);
             scaler.scale(&main, &mut small);
             (main, small)
         })
@@ -364,6 +365,7 @@ fn encoder_only_cpu(secs: u64) -> anyhow::Result<f64> {
     let settings = |(width, height), bitrate_kbps| EncoderSettings {
         width,
         height,
+        format: PixelFormat::I420,
         fps: FPS as f64,
         bitrate_kbps,
         keyframe_interval: 2 * FPS,

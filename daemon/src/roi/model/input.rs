@@ -1,7 +1,7 @@
-//! Preparing a model's input from a video frame: a region of an I420 image, scaled to fit
+//! Preparing a model's input from a video frame: a region of a 4:2:0 image (I420 or NV12), scaled to fit
 //! the model's input with its aspect kept (letterboxed, black bars) and converted to RGB.
 
-use focusd_board::frame::I420Image;
+use focusd_board::image::Image;
 
 /// A region of the frame, in frame pixels.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -14,7 +14,7 @@ pub struct Region {
 
 impl Region {
     /// The whole of `img`.
-    pub fn whole(img: &I420Image) -> Self {
+    pub fn whole(img: &Image) -> Self {
         Self {
             x: 0.0,
             y: 0.0,
@@ -48,7 +48,7 @@ impl Placement {
 /// Fills `rgb` (`size.0` x `size.1` x 3) with `region` of `img`, scaled bilinearly to fit
 /// and centred; the bars are black.
 pub fn letterbox(
-    img: &I420Image,
+    img: &Image,
     region: Region,
     size: (usize, usize),
     rgb: &mut Vec<u8>,
@@ -66,23 +66,21 @@ pub fn letterbox(
     rgb.clear();
     rgb.resize(out_w * out_h * 3, 0);
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
-    let (luma, u, v) = (img.y(), img.u(), img.v());
+    let (luma, chroma) = (img.luma(), img.chroma());
     for oy in pad_y..pad_y + fit_h.min(out_h) {
         let sy = (region.y + (oy - pad_y) as f64 / scale).clamp(0.0, (h - 1) as f64);
         let (y0, fy) = (sy as usize, sy.fract());
         let y1 = (y0 + 1).min(h - 1);
-        let crow = (y0 / 2).min(ch - 1) * cw;
+        let (top_row, bottom_row) = (luma.row(y0), luma.row(y1));
         for ox in pad_x..pad_x + fit_w.min(out_w) {
             let sx = (region.x + (ox - pad_x) as f64 / scale).clamp(0.0, (w - 1) as f64);
             let (x0, fx) = (sx as usize, sx.fract());
             let x1 = (x0 + 1).min(w - 1);
-            let at = |x: usize, y: usize| luma[y * w + x] as f64;
-            let top = at(x0, y0) + (at(x1, y0) - at(x0, y0)) * fx;
-            let bottom = at(x0, y1) + (at(x1, y1) - at(x0, y1)) * fx;
+            let lerp = |row: &[u8]| row[x0] as f64 + (row[x1] as f64 - row[x0] as f64) * fx;
+            let (top, bottom) = (lerp(top_row), lerp(bottom_row));
             let yv = top + (bottom - top) * fy;
-            let c = crow + (x0 / 2).min(cw - 1);
-            let (cb, cr) = (u[c] as f64 - 128.0, v[c] as f64 - 128.0);
+            let (u, v) = chroma.at(x0, y0);
+            let (cb, cr) = (u as f64 - 128.0, v as f64 - 128.0);
             // BT.601, limited range, as cameras and ffmpeg's yuv420p give.
             let l = (yv - 16.0) * 1.164;
             let px = &mut rgb[(oy * out_w + ox) * 3..][..3];
@@ -105,7 +103,7 @@ mod tests {
 
     #[test]
     fn a_wide_region_is_centred_with_bars_and_maps_back() {
-        let mut img = I420Image::new(64, 32);
+        let mut img = Image::i420(64, 32);
         img.fill(235);
         let mut rgb = Vec::new();
         let p = letterbox(&img, Region::whole(&img), (16, 16), &mut rgb);
