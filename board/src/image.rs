@@ -300,14 +300,16 @@ impl PlaneMut<'_> {
     ) {
         let ch = self.channels();
         debug_assert_eq!(value.len(), ch, "one byte per channel");
-        for y in ys {
-            let row = &mut self.row_mut(y)[xs.start * ch..xs.end * ch];
-            if ch == 1 {
-                row.fill(value[0]);
-            } else {
-                for sample in row.chunks_exact_mut(ch) {
-                    sample.copy_from_slice(value);
-                }
+        let bytes = xs.start * ch..xs.end * ch;
+        if ch == 1 {
+            for y in ys {
+                self.row_mut(y)[bytes.clone()].fill(value[0]);
+            }
+        } else {
+            // One row's worth of samples, copied into each row: a memcpy per row.
+            let line = value.repeat(xs.len());
+            for y in ys {
+                self.row_mut(y)[bytes.clone()].copy_from_slice(&line);
             }
         }
     }

@@ -71,20 +71,29 @@ impl Scaler {
     }
 }
 
-fn plane(src: &Plane, (xs, ys): &(Axis, Axis), dst: &mut PlaneMut) {
-    let (src_w, src_h, ch) = (src.width(), src.height(), src.channels());
+fn plane(src: &Plane, axes: &(Axis, Axis), dst: &mut PlaneMut) {
+    // One loop per sample width, so each compiles to straight code.
+    match src.channels() {
+        1 => plane_of::<1>(src, axes, dst),
+        2 => plane_of::<2>(src, axes, dst),
+        n => unreachable!("4:2:0 planes have 1 or 2 channels, not {n}"),
+    }
+}
+
+fn plane_of<const CH: usize>(src: &Plane, (xs, ys): &(Axis, Axis), dst: &mut PlaneMut) {
+    let (src_w, src_h) = (src.width(), src.height());
     for row in 0..dst.height() {
         let y = ys.index[row] as usize;
         let wy = ys.weight[row] as u32;
         let top = src.row(y);
         let bottom = src.row((y + 1).min(src_h - 1));
         let out = dst.row_mut(row);
-        for (col, px) in out.chunks_exact_mut(ch).enumerate() {
+        for (col, px) in out.chunks_exact_mut(CH).enumerate() {
             let x = xs.index[col] as usize;
             let wx = xs.weight[col] as u32;
             let x1 = (x + 1).min(src_w - 1);
             for (c, px) in px.iter_mut().enumerate() {
-                let (l, r) = (x * ch + c, x1 * ch + c);
+                let (l, r) = (x * CH + c, x1 * CH + c);
                 let t = top[l] as u32 * (256 - wx) + top[r] as u32 * wx;
                 let b = bottom[l] as u32 * (256 - wx) + bottom[r] as u32 * wx;
                 *px = ((t * (256 - wy) + b * wy + (1 << 15)) >> 16) as u8;
