@@ -163,7 +163,7 @@ mod tests {
         let mut i420 = Image::i420(64, 32);
         for y in 0..32 {
             for x in 0..64 {
-                i420.luma_mut().row_mut(y)[x] = (x * 4 ^ y * 8) as u8;
+                i420.luma_mut().row_mut(y)[x] = ((x * 4) ^ (y * 8)) as u8;
             }
         }
         for cy in 0..16u32 {
