@@ -61,6 +61,18 @@ pub enum LayoutError {
     },
 }
 
+/// A foreign plane too short for the picture it should hold.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("plane {index} holds {got} bytes, the picture needs {need}")]
+pub struct ShortPlane {
+    /// Which plane (0 = Y).
+    pub index: usize,
+    /// Its length.
+    pub got: usize,
+    /// The length the picture needs.
+    pub need: usize,
+}
+
 /// Where the planes of an image lie in its buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Layout {
@@ -277,7 +289,7 @@ impl Plane<'_> {
     plane_accessors!();
 }
 
-impl PlaneMut<'_> {
+impl<'a> PlaneMut<'a> {
     plane_accessors!();
 
     /// Picture row `y`, writable.
@@ -316,6 +328,11 @@ impl PlaneMut<'_> {
 
     /// The plane's bytes from its first row, padding included, writable.
     pub fn data_mut(&mut self) -> &mut [u8] {
+        self.data
+    }
+
+    /// The plane's bytes, writable for as long as the image is borrowed.
+    pub fn into_data(self) -> &'a mut [u8] {
         self.data
     }
 }
@@ -502,6 +519,28 @@ impl Image {
         }
     }
 
+    /// Copies an I420 picture given as foreign planes (a decoder's or a driver's buffer),
+    /// each with its row stride, into this image, which is I420 of the same size. A chroma
+    /// stride of two rows takes every other row: how 4:2:2 chroma becomes 4:2:0.
+    pub fn copy_from_i420_planes(&mut self, planes: [(&[u8], usize); 3]) -> Result<(), ShortPlane> {
+        assert_eq!(self.format(), PixelFormat::I420, "copy into an I420 image");
+        for (index, (mut dst, (src, stride))) in self.planes_mut().zip(planes).enumerate() {
+            let (rows, row) = (dst.height(), dst.row_bytes());
+            let need = (rows - 1) * stride + row;
+            if src.len() < need || stride < row {
+                return Err(ShortPlane {
+                    index,
+                    got: src.len(),
+                    need,
+                });
+            }
+            for y in 0..rows {
+                dst.row_mut(y).copy_from_slice(&src[y * stride..][..row]);
+            }
+        }
+        Ok(())
+    }
+
     /// Copies the whole picture from `src`, of the same size, converting between I420 and
     /// NV12 and between strides as needed.
     pub fn copy_from(&mut self, src: &Image) {
@@ -683,6 +722,33 @@ mod tests {
         let mut again = Image::i420(16, 8);
         again.copy_from(&strided);
         assert_eq!(again, i420);
+    }
+
+    #[test]
+    fn foreign_planes_are_copied_and_422_chroma_takes_every_other_row() {
+        let (w, h) = (8usize, 4usize);
+        let y: Vec<u8> = (0..w * h).map(|i| i as u8).collect();
+        // 4:2:2 chroma: half width, full height; row r holds r * 10 + column.
+        let chroma = |base: u8| -> Vec<u8> {
+            (0..h)
+                .flat_map(|r| (0..w / 2).map(move |c| base + (r * 10 + c) as u8))
+                .collect()
+        };
+        let (u, v) = (chroma(0), chroma(100));
+        let mut img = Image::i420(w as u32, h as u32);
+        img.copy_from_i420_planes([(&y, w), (&u, w), (&v, w)])
+            .unwrap();
+        assert_eq!(img.luma().row(3), &y[24..32]);
+        assert_eq!(
+            img.chroma_at(2, 2),
+            (21, 121),
+            "chroma row 1 is 4:2:2 row 2"
+        );
+        let short = img
+            .copy_from_i420_planes([(&y[..20], w), (&u, w), (&v, w)])
+            .unwrap_err();
+        assert_eq!(short.index, 0);
+        assert!(short.to_string().contains("needs 32"), "{short}");
     }
 
     #[test]

@@ -14,7 +14,11 @@ pub(super) mod v4l2 {
         None
     }
 
-    pub(in crate::source) fn open(_device: &Path) -> Result<Box<dyn FrameSource>, SourceError> {
+    pub(in crate::source) fn open(
+        _device: &Path,
+        _size: (u32, u32),
+        _fps: f64,
+    ) -> Result<Box<dyn FrameSource>, SourceError> {
         Err(SourceError::NotEnabled {
             backend: "V4L2",
             feature: "v4l2",

@@ -24,9 +24,7 @@ compile_error!(
 #[cfg(not(feature = "v4l2"))]
 use disabled::v4l2;
 #[cfg(feature = "v4l2")]
-compile_error!(
-    "the V4L2 capture backend is not written yet (issue 11); build without --features v4l2"
-);
+pub mod v4l2;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -176,7 +174,7 @@ pub fn open(
         },
         SourceSpec::Test => Ok(Box::new(TestPattern::new(size, fps))),
         SourceSpec::File(path) => Ok(Box::new(Y4mFile::open(path, scale_file.then_some(size))?)),
-        SourceSpec::V4l2(dev) => v4l2::open(dev),
+        SourceSpec::V4l2(dev) => v4l2::open(dev, size, fps),
         SourceSpec::Libcamera(id) => gst::open_libcamera(id.as_deref()),
         SourceSpec::Gst(pipeline) => gst::open(pipeline),
     }
@@ -268,14 +266,18 @@ mod tests {
 
     #[test]
     fn disabled_backends_say_how_to_enable_them() {
-        for (spec, feature) in [
-            ("v4l2:/dev/video0", "v4l2"),
-            ("libcamera", "gstreamer"),
-            ("gst:videotestsrc ! appsink", "gstreamer"),
-        ] {
+        let mut disabled = vec![];
+        if cfg!(not(feature = "v4l2")) {
+            disabled.push(("v4l2:/dev/video0", "v4l2"));
+        }
+        if cfg!(not(feature = "gstreamer")) {
+            disabled.push(("libcamera", "gstreamer"));
+            disabled.push(("gst:videotestsrc ! appsink", "gstreamer"));
+        }
+        for (spec, feature) in disabled {
             let err = open(&spec.parse().unwrap(), (64, 64), 30.0, false)
                 .err()
-                .expect("not in the default build");
+                .expect("not in this build");
             let text = err.to_string();
             assert!(
                 text.contains("not enabled in this build")
@@ -283,5 +285,17 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[cfg(feature = "v4l2")]
+    #[test]
+    fn a_missing_v4l2_device_is_named() {
+        let err = open(&"v4l2:/dev/video99".parse().unwrap(), (64, 64), 30.0, false)
+            .err()
+            .expect("no such device");
+        assert!(
+            err.to_string().contains("cannot open /dev/video99"),
+            "{err}"
+        );
     }
 }

@@ -84,7 +84,10 @@ impl Pipeline {
         let (main_layout, lores_layout) =
             (capturer.pool.main_layout(), capturer.pool.lores_layout());
         let (main_size, lores) = (main_layout.size(), lores_layout.size());
-        let src = &capturer.source;
+        let src = capturer
+            .source
+            .as_ref()
+            .expect("a capturer starts with its source");
         let src_fps = src.fps();
         let keyframe_interval = (video.keyframe_interval_s * src_fps).round().max(1.0) as u32;
         let enc_settings = |layout: Layout, kbps| EncoderSettings {
@@ -231,8 +234,12 @@ impl CaptureSpec {
 /// it out, the lores picture from the source when it delivers one, else scaled from the
 /// main one, and the test stamp on both.
 struct Capturer {
-    source: Box<dyn FrameSource>,
+    /// The open source; `None` between a failure and a successful reopen (a camera must
+    /// be closed before it can be opened again).
+    source: Option<Box<dyn FrameSource>>,
     pool: FramePool,
+    /// The lores layout the source delivers itself, if it does.
+    source_lores: Option<Layout>,
     /// Present when the source delivers no lores picture of its own.
     scaler: Option<Scaler>,
     has_stamp: bool,
@@ -243,7 +250,8 @@ impl Capturer {
     /// `context_width` wide, in the main picture's pixel format.
     fn new(source: Box<dyn FrameSource>, context_width: u32) -> Self {
         let main = source.layout();
-        let (lores, scaler) = match source.lores_layout() {
+        let source_lores = source.lores_layout();
+        let (lores, scaler) = match source_lores {
             Some(lores) => (lores, None),
             None => {
                 let size = lores_size(main.size(), context_width);
@@ -254,19 +262,24 @@ impl Capturer {
         Self {
             has_stamp: source.has_stamp(),
             pool: FramePool::new(main, lores),
+            source_lores,
             scaler,
-            source,
+            source: Some(source),
         }
     }
 
-    /// Waits for the source's next picture and returns it as frame `seq`.
+    /// Waits for the source's next picture and returns it as frame `seq`. Without an open
+    /// source, says so at once.
     fn next(&mut self, seq: u64) -> Result<PooledFrame, SourceError> {
+        let Some(source) = self.source.as_mut() else {
+            return Err(SourceError::Io(std::io::Error::other(
+                "the source is closed after a failure",
+            )));
+        };
         let mut frame = self.pool.take();
         let f = frame.get_mut();
         let delivers_lores = self.scaler.is_none();
-        let captured = self
-            .source
-            .capture(&mut f.main, delivers_lores.then_some(&mut f.lores))?;
+        let captured = source.capture(&mut f.main, delivers_lores.then_some(&mut f.lores))?;
         f.seq = seq;
         f.captured_at = captured.at;
         f.wallclock_ms = captured.wallclock_ms;
@@ -279,13 +292,25 @@ impl Capturer {
         Ok(frame)
     }
 
-    /// Replaces the source with `source` if it delivers pictures in the same layouts
-    /// (the encoders and the pool were made for them); says whether it did.
-    fn replace_source(&mut self, source: Box<dyn FrameSource>) -> bool {
-        let same = source.layout() == self.source.layout()
-            && source.lores_layout() == self.source.lores_layout();
+    /// Closes the source (after a failure), so that it can be opened again.
+    fn close(&mut self) {
+        if let Some(source) = self.source.take() {
+            // Some device libraries panic when closing a device that failed (the `v4l`
+            // crate, on an unexpected ioctl error); capture must survive that.
+            let closed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(source)));
+            if closed.is_err() {
+                tracing::warn!("closing the failed source panicked; carrying on");
+            }
+        }
+    }
+
+    /// Takes `source` if it delivers pictures in the layouts the pool and the encoders were
+    /// made for; says whether it did.
+    fn reopened(&mut self, source: Box<dyn FrameSource>) -> bool {
+        let same = source.layout() == self.pool.main_layout()
+            && source.lores_layout() == self.source_lores;
         if same {
-            self.source = source;
+            self.source = Some(source);
         }
         same
     }
@@ -303,25 +328,34 @@ struct CaptureThread {
     metrics: Arc<Metrics>,
 }
 
+/// The first wait before reopening a failed source, doubled after each failed reopen.
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+/// The longest wait between reopens.
+const LAST_RETRY: Duration = Duration::from_secs(5);
+
 impl CaptureThread {
     fn run(mut self, shutdown: CancellationToken) {
         let mut seq = 0u64;
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = FIRST_RETRY;
         while !shutdown.is_cancelled() {
+            if self.capturer.source.is_none() {
+                if wait_cancelled(&shutdown, backoff) {
+                    break;
+                }
+                backoff = (backoff * 2).min(LAST_RETRY);
+                self.reopen();
+                continue;
+            }
             let frame = match self.capturer.next(seq) {
                 Ok(frame) => frame,
                 Err(e) => {
                     self.metrics.capture_errors.inc();
                     tracing::warn!(error = %e, retry_in = ?backoff, "capture failed; reopening the source");
-                    if wait_cancelled(&shutdown, backoff) {
-                        break;
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    self.reopen();
+                    self.capturer.close();
                     continue;
                 }
             };
-            backoff = Duration::from_millis(100);
+            backoff = FIRST_RETRY;
             seq += 1;
             self.metrics.frames_captured.inc();
             let frame = Arc::new(frame);
@@ -338,10 +372,12 @@ impl CaptureThread {
         match self.spec.open() {
             Ok(src) => {
                 let layout = src.layout();
-                if !self.capturer.replace_source(src) {
+                if self.capturer.reopened(src) {
+                    tracing::info!("source open again");
+                } else {
                     tracing::warn!(
                         ?layout,
-                        "reopened source changed its picture layout; keeping the old one until it comes back"
+                        "reopened source changed its picture layout; retrying until it comes back as it was"
                     );
                 }
             }
