@@ -7,6 +7,8 @@
 #   x86_64-unknown-linux-gnu        PCs and servers                    -> amd64 .deb
 # Output: target/TARGET/release/focusd and target/debian/focusd_VERSION_ARCH.deb
 # (under $CARGO_TARGET_DIR instead of target/ when that is set)
+# Hardware backends: $FOCUSD_FEATURES (default: v4l2), each a cargo feature of focusd.
+# The V4L2 backend needs libclang-dev and cmake at build time (installed here when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,9 +45,14 @@ for target in "$@"; do
   cargo_targets+=(--target "$target")
 done
 command -v dpkg-deb >/dev/null || apt_install dpkg
+features=${FOCUSD_FEATURES-v4l2}
+if [[ " $features " == *" v4l2 "* ]]; then
+  [ -e /usr/lib/llvm-14/lib/libclang.so ] || apt_install libclang-dev
+  command -v cmake >/dev/null || apt_install cmake
+fi
 
-echo "==> cargo build --release ${cargo_targets[*]}"
-cargo build --release --locked "${cargo_targets[@]}" -p focusd
+echo "==> cargo build --release ${cargo_targets[*]} --features \"$features\""
+cargo build --release --locked "${cargo_targets[@]}" -p focusd --features "$features"
 
 for target in "$@"; do
   case "$target" in

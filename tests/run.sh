@@ -14,6 +14,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 boards=(aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf)
+# The hardware backends every build here has (the packages' set, see cross/build.sh).
+features=(--features focusd/v4l2)
 step_names=() step_secs=() step_started=$SECONDS
 # Closes the running step (its time is kept for the summary) and opens the next one.
 step() {
@@ -28,6 +30,10 @@ step "system packages"
 need=()
 command -v ffmpeg >/dev/null || need+=(ffmpeg)
 command -v nasm >/dev/null || need+=(nasm)
+# The V4L2 backend's build: bindgen (libclang) for the kernel's headers, cmake for
+# libjpeg-turbo.
+[ -e /usr/lib/llvm-14/lib/libclang.so ] || need+=(libclang-dev)
+command -v cmake >/dev/null || need+=(cmake)
 [ -x /usr/lib/chromium/chromium ] || need+=(chromium)
 command -v node >/dev/null || need+=(nodejs npm)
 /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
@@ -64,7 +70,7 @@ setsid nice -n 19 bash -c '
   flags=(); for t in "$@"; do flags+=(--target "$t"); done
   export CARGO_TARGET_DIR=$boards_dir
   bash cross/build.sh "$@"
-  cargo test --release --locked "${flags[@]}" -p focusd-board -p focusd --lib --no-run
+  cargo test --release --locked "${flags[@]}" --features focusd/v4l2 -p focusd-board -p focusd --lib --no-run
   echo "boards built in $SECONDS s (background)"
 ' boards "$boards_dir" "${boards[@]}" >"$tmp/boards.log" 2>&1 &
 boards_job=$!
@@ -88,7 +94,8 @@ bash tests/media.sh
 step "cargo fmt --check"
 cargo fmt --all --check
 
-step "cargo clippy --all-targets -- -D warnings"
+step "cargo clippy --all-targets -- -D warnings (with the backends, and without)"
+cargo clippy --locked --workspace --all-targets --release "${features[@]}" -- -D warnings
 cargo clippy --locked --workspace --all-targets --release -- -D warnings
 
 status=0
@@ -100,15 +107,25 @@ tests() {
 }
 
 step "build: x86_64 tests and binaries (release)"
-cargo test --release --locked --workspace --no-run
-cargo build --release --locked --workspace --bins
+cargo test --release --locked --workspace "${features[@]}" --no-run
+cargo build --release --locked --workspace "${features[@]}" --bins
 
 # The boards' build pauses while the x86 tests and the systemd boot run: timing-sensitive
 # tests (VISION's mask follows moving shapes) run on a quiet machine, as the bench does.
 kill -STOP -- "-$boards_job" 2>/dev/null || true
 
 step "tests: x86_64 unit and end-to-end"
-tests cargo test --release --locked --no-fail-fast --workspace
+tests cargo test --release --locked --no-fail-fast --workspace "${features[@]}"
+
+step "tests: V4L2 capture against real drivers (vivid, an MJPEG webcam) in a VM"
+# The test binaries just built; cargo names them, the newest of each is this build's.
+newest() { ls -t target/release/deps/"$1"-* | grep -v '\.d$' | head -n 1; }
+not_run=()
+if [ -x "${V4L2VM:-../shared/v4l2vm}/run-in-vm.sh" ]; then
+  tests bash tests/v4l2vm.sh "$(newest v4l2_devices)" "$(newest v4l2)"
+else
+  not_run+=("V4L2 device tests: no VM tool at ${V4L2VM:-../shared/v4l2vm} (set V4L2VM)")
+fi
 
 step "the amd64 .deb under a real systemd (debootstrap root, systemd as PID 1 of a namespace)"
 deb=$(bash packaging/deb/assemble.sh target/release/focusd amd64 target/debian)
@@ -128,10 +145,10 @@ if wait "$boards_job"; then
   tail -n 3 "$tmp/boards.log"
   for target in "${boards[@]}"; do
     step "tests: $target unit tests under qemu-user"
-    CARGO_TARGET_DIR=$boards_dir tests cargo test --release --locked --no-fail-fast --target "$target" -p focusd-board -p focusd --lib
+    CARGO_TARGET_DIR=$boards_dir tests cargo test --release --locked --no-fail-fast --target "$target" "${features[@]}" -p focusd-board -p focusd --lib
     step "tests: $target binary and package tests (smoke, sd_notify, exit codes, .deb) under qemu-user"
     FOCUSD_TARGET=$target FOCUSD_BINARY=$PWD/$boards_dir/$target/release/focusd \
-      tests cargo test --release --locked --no-fail-fast --workspace --test cli --test service --test package
+      tests cargo test --release --locked --no-fail-fast --workspace "${features[@]}" --test cli --test service --test package
   done
 else
   cat "$tmp/boards.log"
@@ -155,4 +172,5 @@ if [ "$status" != 0 ] && [ "$failed" = 0 ]; then
   echo "a test command failed before reporting results (see above)"
 fi
 echo "tests: $passed passed, $failed failed"
+for n in "${not_run[@]}"; do echo "NOT RUN: $n"; done
 exit "$status"

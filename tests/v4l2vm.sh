@@ -2,13 +2,15 @@
 # The V4L2 capture backend against real kernel drivers, in throw-away VMs that boot
 # Debian's own kernel (../shared/v4l2vm): vivid (each raw format, size changes, an unplug
 # and the camera back) and an MJPEG webcam (v4l2loopback fed by ffmpeg).
-# Usage: tests/v4l2vm.sh TEST_BINARY
-#   TEST_BINARY: board/tests/v4l2_devices.rs built with --features v4l2 (its tests are
-#   #[ignore]d on machines without the drivers; here they run with --ignored).
+# Usage: tests/v4l2vm.sh DEVICE_TESTS DAEMON_TESTS
+#   DEVICE_TESTS: board/tests/v4l2_devices.rs; DAEMON_TESTS: tests/v4l2.rs (the daemon
+#   with a camera unplugged and back); both built with --features v4l2. Their tests are
+#   #[ignore]d on machines without the drivers; here they run with --ignored.
 # Exit status: the tests'; 3 when the VM tool is not there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=$(realpath "$1")
+daemon_bin=$(realpath "$2")
 vm=${V4L2VM:-$(realpath -m ../shared/v4l2vm)}
 if [ ! -x "$vm/run-in-vm.sh" ]; then
   echo "tests/v4l2vm.sh: no VM tool at $vm (set V4L2VM): V4L2 device tests not run" >&2
@@ -28,3 +30,6 @@ bash "$vm/run-in-vm.sh" -t 300 -M "v4l2loopback exclusive_caps=1 video_nr=10" "$
   ffmpeg -v error -re -f lavfi -i testsrc=size=640x480:rate=15 -t 120 -c:v mjpeg -f v4l2 /dev/video10 &
   for i in \$(seq 60); do v4l2-ctl -d /dev/video10 --list-formats 2>/dev/null | grep -q MJPG && break; sleep 0.5; done
   '$bin' --ignored --exact an_mjpeg_webcam"
+
+echo "-- the daemon with vivid: a viewer watches while the camera is unplugged and back"
+bash "$vm/run-in-vm.sh" -t 400 -m 2G "$PWD" "ip link set lo up && '$daemon_bin' --ignored --test-threads=1"

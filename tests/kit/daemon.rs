@@ -48,7 +48,8 @@ impl TestDaemon {
     }
 
     fn wait_healthy(&self) {
-        for _ in 0..200 {
+        // Seconds for a camera in a VM; the test source is healthy in milliseconds.
+        for _ in 0..1000 {
             if self.get("/healthz").status == 200 {
                 return;
             }
@@ -72,6 +73,12 @@ impl TestDaemon {
     /// `GET /api/state`, read as the contract's state JSON.
     pub fn state(&self) -> State {
         serde_json::from_slice(&self.get("/api/state").body).expect("state JSON")
+    }
+
+    /// The pipeline's pulse: frames encoded, attempts to reopen a failed device.
+    pub fn liveness(&self) -> focusd::video::signals::Liveness {
+        // Present from start until stop, which consumes `self`.
+        self.daemon.as_ref().expect("running").liveness().clone()
     }
 
     /// Stops the daemon and says how long that took.

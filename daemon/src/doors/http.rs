@@ -163,15 +163,26 @@ fn utf8(bytes: Bytes) -> Result<String, Reject> {
 }
 
 async fn healthz(State(s): State<AppState>) -> Response {
-    match s.liveness.since_last_frame() {
-        Some(age) if age < Duration::from_secs(2) => (StatusCode::OK, "ok\n").into_response(),
-        Some(age) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("no frame for {:.1} s\n", age.as_secs_f64()),
-        )
-            .into_response(),
-        None => (StatusCode::SERVICE_UNAVAILABLE, "no frame encoded yet\n").into_response(),
-    }
+    let stalled = match s.liveness.since_last_frame() {
+        Some(age) if age < Duration::from_secs(2) => {
+            return (StatusCode::OK, "ok\n").into_response();
+        }
+        Some(age) => format!("no frame for {:.1} s", age.as_secs_f64()),
+        None => "no frame encoded yet".to_string(),
+    };
+    // Why, when a device is failing: `no frame for 4.2 s; source: capture failed: ...`.
+    let reasons: String = s
+        .control
+        .snapshot()
+        .faults
+        .iter()
+        .map(|f| format!("; {}: {} ({} failures)", f.part.name(), f.error, f.failures))
+        .collect();
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("{stalled}{reasons}\n"),
+    )
+        .into_response()
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {

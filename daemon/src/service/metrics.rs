@@ -3,7 +3,7 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::state::State;
+use crate::state::{Part, State};
 use crate::video::track::{Track, TrackMap};
 
 /// A monotonically increasing counter.
@@ -217,6 +217,19 @@ impl Metrics {
             label_value(&state.encoder),
             label_value(&state.source)
         );
+        let _ = writeln!(
+            out,
+            "# HELP focusd_fault Whether a part's device is failing and being retried.\n# TYPE focusd_fault gauge"
+        );
+        for part in Part::ALL {
+            let failing = state.faults.iter().any(|f| f.part == part);
+            let _ = writeln!(
+                out,
+                "focusd_fault{{part=\"{}\"}} {}",
+                part.name(),
+                u8::from(failing)
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP focusd_encode_seconds Time to encode one frame.\n# TYPE focusd_encode_seconds histogram"

@@ -7,11 +7,14 @@
 //! daemon behaves the same under systemd, in a shell and in tests.
 //!
 //! * [`Notifier`] is the socket and the watchdog interval read from the environment.
-//! * [`Heartbeat`] decides what is due from the count of frames encoded so far; it has no
-//!   clock, so it is tested by feeding it counts.
+//! * [`Heartbeat`] decides what is due from the count of frames encoded so far and of
+//!   attempts to reopen a failed device; it has no clock, so it is tested by feeding it
+//!   counts.
 //! * [`report`] drives both for a running daemon: `READY=1` once HTTP listens and the
-//!   first frame is encoded, `WATCHDOG=1` only while frames flow (a stalled pipeline is
-//!   then restarted by systemd's `WatchdogSec=`), `STOPPING=1` on shutdown.
+//!   first frame is encoded, `WATCHDOG=1` only while frames flow or the pipeline is busy
+//!   reopening a failed camera (a hung pipeline is then restarted by systemd's
+//!   `WatchdogSec=`; an unplugged camera is not a reason to restart), `STOPPING=1` on
+//!   shutdown.
 
 use std::ffi::OsString;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
@@ -170,7 +173,8 @@ fn socket_addr(socket: &OsString) -> Result<SocketAddr, NotifyError> {
 pub struct Due {
     /// Send `READY=1`: the first frame has been encoded.
     pub ready: bool,
-    /// Send `WATCHDOG=1`: frames were encoded since the previous tick.
+    /// Send `WATCHDOG=1`: frames were encoded, or a failed device was retried, since the
+    /// previous tick.
     pub watchdog: bool,
     /// Frames stopped (`Some(false)`) or started again (`Some(true)`) since the previous
     /// tick; worth a `STATUS=` line.
@@ -187,22 +191,27 @@ pub struct Heartbeat {
     ready: bool,
     /// Frames encoded at the previous tick.
     seen: u64,
+    /// Recovery attempts at the previous tick.
+    seen_recoveries: u64,
     /// Whether frames were flowing at the previous tick.
     flowing: bool,
 }
 
 impl Heartbeat {
-    /// Takes the current count of frames encoded and says what is due.
-    pub fn tick(&mut self, frames_encoded: u64) -> Due {
+    /// Takes the current counts of frames encoded and of attempts to reopen a failed
+    /// device, and says what is due.
+    pub fn tick(&mut self, frames_encoded: u64, recovery_attempts: u64) -> Due {
         let progressed = frames_encoded > self.seen;
         self.seen = frames_encoded;
+        let recovering = recovery_attempts > self.seen_recoveries;
+        self.seen_recoveries = recovery_attempts;
         let ready = progressed && !self.ready;
         self.ready |= progressed;
         let flowing = (self.ready && progressed != self.flowing && !ready).then_some(progressed);
         self.flowing = progressed;
         Due {
             ready,
-            watchdog: progressed,
+            watchdog: progressed || (self.ready && recovering),
             flowing,
         }
     }
@@ -242,7 +251,7 @@ pub async fn report(
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(wait) => {}
         }
-        let due = heartbeat.tick(liveness.frames_encoded());
+        let due = heartbeat.tick(liveness.frames_encoded(), liveness.recovery_attempts());
         let mut messages = Vec::with_capacity(2);
         let stalled;
         if due.ready {
@@ -405,10 +414,14 @@ mod tests {
     #[test]
     fn heartbeat_is_ready_at_the_first_frame_and_pings_only_on_progress() {
         let mut h = Heartbeat::default();
-        assert_eq!(h.tick(0), Due::default(), "nothing before the first frame");
-        assert_eq!(h.tick(0), Due::default());
         assert_eq!(
-            h.tick(1),
+            h.tick(0, 0),
+            Due::default(),
+            "nothing before the first frame"
+        );
+        assert_eq!(h.tick(0, 0), Due::default());
+        assert_eq!(
+            h.tick(1, 0),
             Due {
                 ready: true,
                 watchdog: true,
@@ -416,7 +429,7 @@ mod tests {
             }
         );
         assert_eq!(
-            h.tick(9),
+            h.tick(9, 0),
             Due {
                 ready: false,
                 watchdog: true,
@@ -425,17 +438,17 @@ mod tests {
         );
         // The pipeline stalls: no ping, one status change.
         assert_eq!(
-            h.tick(9),
+            h.tick(9, 0),
             Due {
                 ready: false,
                 watchdog: false,
                 flowing: Some(false)
             }
         );
-        assert_eq!(h.tick(9), Due::default());
+        assert_eq!(h.tick(9, 0), Due::default());
         // It recovers: pings again, one status change, never a second READY.
         assert_eq!(
-            h.tick(12),
+            h.tick(12, 0),
             Due {
                 ready: false,
                 watchdog: true,
@@ -443,7 +456,7 @@ mod tests {
             }
         );
         assert_eq!(
-            h.tick(20),
+            h.tick(20, 0),
             Due {
                 ready: false,
                 watchdog: true,
@@ -451,5 +464,23 @@ mod tests {
             }
         );
         assert!(h.is_ready());
+    }
+
+    #[test]
+    fn a_camera_being_reopened_keeps_the_watchdog_fed_but_is_not_flowing() {
+        let mut h = Heartbeat::default();
+        assert!(!h.tick(0, 3).watchdog, "no ping before ready");
+        assert!(h.tick(5, 3).ready);
+        assert_eq!(
+            h.tick(5, 4),
+            Due {
+                ready: false,
+                watchdog: true,
+                flowing: Some(false)
+            },
+            "no frames, but a retry: alive"
+        );
+        assert!(!h.tick(5, 4).watchdog, "neither: hung");
+        assert_eq!(h.tick(8, 4).flowing, Some(true));
     }
 }

@@ -41,6 +41,46 @@ pub fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// A part of the pipeline whose device failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Part {
+    /// The camera or other frame source.
+    Source,
+    /// The context track's encoder.
+    ContextEncoder,
+    /// The source track's encoder.
+    SourceEncoder,
+}
+
+impl Part {
+    /// Every part.
+    pub const ALL: [Part; 3] = [Part::Source, Part::ContextEncoder, Part::SourceEncoder];
+
+    /// The name in the state JSON, metrics and `/healthz`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Part::Source => "source",
+            Part::ContextEncoder => "context_encoder",
+            Part::SourceEncoder => "source_encoder",
+        }
+    }
+}
+
+/// A failure being retried: it stays in the state until the part works again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fault {
+    /// What failed.
+    pub part: Part,
+    /// The last error, as the device or library said it.
+    pub error: String,
+    /// Failures since it began (the first error and each failed retry).
+    pub failures: u32,
+    /// When it began, in ms since the Unix epoch.
+    pub since_ms: u64,
+}
+
 /// Measured rates per track.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Bitrates {
@@ -59,6 +99,9 @@ pub struct State {
     pub bitrate_kbps: Bitrates,
     pub encoder: String,
     pub source: String,
+    /// Parts failing now and being retried; empty when all is well.
+    #[serde(default)]
+    pub faults: Vec<Fault>,
 }
 
 /// What the pipeline needs each frame, cheap to copy out under the lock.
@@ -91,6 +134,7 @@ impl Control {
                 bitrate_kbps: Bitrates::default(),
                 encoder,
                 source,
+                faults: Vec::new(),
             }),
             version: watch::Sender::new(0),
         }
@@ -176,6 +220,43 @@ impl Control {
         s.source = source;
     }
 
+    /// Records a failure of `part`. A new fault, or a new error text, is a notified change;
+    /// another failure of the same kind only counts.
+    pub fn fault(&self, part: Part, error: String) {
+        let mut s = self.lock();
+        let changed = match s.faults.iter_mut().find(|f| f.part == part) {
+            Some(f) => {
+                f.failures = f.failures.saturating_add(1);
+                std::mem::replace(&mut f.error, error.clone()) != error
+            }
+            None => {
+                s.faults.push(Fault {
+                    part,
+                    error,
+                    failures: 1,
+                    since_ms: unix_ms(),
+                });
+                true
+            }
+        };
+        drop(s);
+        if changed {
+            self.bump();
+        }
+    }
+
+    /// `part` works again.
+    pub fn recovered(&self, part: Part) {
+        let mut s = self.lock();
+        let before = s.faults.len();
+        s.faults.retain(|f| f.part != part);
+        let changed = s.faults.len() != before;
+        drop(s);
+        if changed {
+            self.bump();
+        }
+    }
+
     /// A receiver that wakes on every notified change.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.version.subscribe()
@@ -185,6 +266,33 @@ impl Control {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fault_is_kept_until_recovered_and_notified_when_it_changes() {
+        let c = Control::new(Mode::High, None, "openh264".into(), "test".into());
+        let mut rx = c.subscribe();
+        c.fault(Part::Source, "No such device".into());
+        assert!(rx.has_changed().unwrap(), "a new fault is news");
+        rx.mark_unchanged();
+        c.fault(Part::Source, "No such device".into());
+        assert!(
+            !rx.has_changed().unwrap(),
+            "the same error again only counts"
+        );
+        let faults = c.snapshot().faults;
+        assert_eq!((faults.len(), faults[0].failures), (1, 2));
+        for part in Part::ALL {
+            assert_eq!(serde_json::to_value(part).unwrap(), part.name());
+        }
+        c.fault(Part::Source, "Input/output error".into());
+        assert!(rx.has_changed().unwrap(), "another error is news");
+        rx.mark_unchanged();
+        c.recovered(Part::ContextEncoder);
+        assert!(!rx.has_changed().unwrap(), "nothing to recover");
+        c.recovered(Part::Source);
+        assert!(rx.has_changed().unwrap());
+        assert!(c.snapshot().faults.is_empty());
+    }
 
     #[test]
     fn apply_changes_and_notifies_only_on_change() {

@@ -9,4 +9,4 @@ pub mod command;
 pub mod control;
 pub mod protocol;
 
-pub use control::{Bitrates, Control, RoiBox, Shaping, State, unix_ms};
+pub use control::{Bitrates, Control, Fault, Part, RoiBox, Shaping, State, unix_ms};

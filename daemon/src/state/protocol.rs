@@ -189,6 +189,7 @@ impl Topics {
 mod tests {
     use super::*;
     use crate::state::command::Rect;
+    use crate::state::{Fault, Part};
 
     fn state() -> State {
         State {
@@ -215,6 +216,12 @@ mod tests {
             },
             encoder: "openh264".into(),
             source: "test 1280x720@30".into(),
+            faults: vec![Fault {
+                part: Part::Source,
+                error: "capture failed: No such device (os error 19)".into(),
+                failures: 3,
+                since_ms: 1_700_000_000_000,
+            }],
         }
     }
 
@@ -240,7 +247,7 @@ mod tests {
                 state: state(),
                 id: Some("c1".into()),
             },
-            "bitrate_kbps,encoder,fps,hybrid_rect,id,mode,roi,source,type,viewers",
+            "bitrate_kbps,encoder,faults,fps,hybrid_rect,id,mode,roi,source,type,viewers",
         );
         assert_eq!(v["type"], "state");
         assert_eq!(v["mode"], "HYBRID");
@@ -249,7 +256,7 @@ mod tests {
                 state: state(),
                 id: None,
             },
-            "bitrate_kbps,encoder,fps,hybrid_rect,mode,roi,source,type,viewers",
+            "bitrate_kbps,encoder,faults,fps,hybrid_rect,mode,roi,source,type,viewers",
         );
         let v = round_trip(&ViewerMessage::Error { error: "no".into() }, "error,type");
         assert_eq!(v["type"], "error");

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Settings, VideoSettings};
 use crate::service::metrics::Metrics;
-use crate::state::Control;
+use crate::state::{Control, Part};
 use crate::video::mask::{self, Shape};
 use crate::video::signals::{KeyframeRequests, Liveness};
 use crate::video::slot::LatestSlot;
@@ -121,6 +121,9 @@ impl Pipeline {
             encoders: slots.clone(),
             detector: detector_frames,
             metrics: metrics.clone(),
+            control: control.clone(),
+            keyframes: keyframes.clone(),
+            liveness: liveness.clone(),
         };
         let token = shutdown.clone();
         threads.push(
@@ -326,6 +329,12 @@ struct CaptureThread {
     /// The ROI detector's thread.
     detector: Arc<LatestSlot<Arc<PooledFrame>>>,
     metrics: Arc<Metrics>,
+    /// Where a failing source is reported (state, `/healthz`, MQTT).
+    control: Arc<Control>,
+    /// Asked for a keyframe on every track when the source comes back.
+    keyframes: KeyframeRequests,
+    /// Told of each reopen attempt: the watchdog stays fed while a camera is away.
+    liveness: Liveness,
 }
 
 /// The first wait before reopening a failed source, doubled after each failed reopen.
@@ -343,6 +352,7 @@ impl CaptureThread {
                     break;
                 }
                 backoff = (backoff * 2).min(LAST_RETRY);
+                self.liveness.recovery_attempted();
                 self.reopen();
                 continue;
             }
@@ -351,6 +361,7 @@ impl CaptureThread {
                 Err(e) => {
                     self.metrics.capture_errors.inc();
                     tracing::warn!(error = %e, retry_in = ?backoff, "capture failed; reopening the source");
+                    self.control.fault(Part::Source, e.to_string());
                     self.capturer.close();
                     continue;
                 }
@@ -374,14 +385,26 @@ impl CaptureThread {
                 let layout = src.layout();
                 if self.capturer.reopened(src) {
                     tracing::info!("source open again");
+                    self.control.recovered(Part::Source);
+                    // Viewers stayed connected; their decoders start again from an IDR.
+                    for track in Track::ALL {
+                        self.keyframes[track].request();
+                    }
                 } else {
+                    self.control.fault(
+                        Part::Source,
+                        format!("reopened with another picture layout ({layout:?})"),
+                    );
                     tracing::warn!(
                         ?layout,
                         "reopened source changed its picture layout; retrying until it comes back as it was"
                     );
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "cannot reopen source"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reopen source");
+                self.control.fault(Part::Source, e.to_string());
+            }
         }
     }
 }

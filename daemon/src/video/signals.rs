@@ -34,6 +34,8 @@ pub struct Liveness {
     frames: Arc<AtomicU64>,
     /// Milliseconds since `started` at which the last frame was encoded (0 = none yet).
     last_ms: Arc<AtomicU64>,
+    /// Attempts to reopen a failed device: the pipeline is alive and working on it.
+    recoveries: Arc<AtomicU64>,
     started: Instant,
 }
 
@@ -43,6 +45,7 @@ impl Liveness {
         Liveness {
             frames: Arc::default(),
             last_ms: Arc::default(),
+            recoveries: Arc::default(),
             started: Instant::now(),
         }
     }
@@ -57,6 +60,16 @@ impl Liveness {
     /// Frames encoded on the context track since start.
     pub fn frames_encoded(&self) -> u64 {
         self.frames.load(Ordering::Relaxed)
+    }
+
+    /// Marks an attempt to reopen a failed device (called by the thread that retries).
+    pub fn recovery_attempted(&self) {
+        self.recoveries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Attempts to reopen a failed device since start.
+    pub fn recovery_attempts(&self) -> u64 {
+        self.recoveries.load(Ordering::Relaxed)
     }
 
     /// Time since the last encoded frame, `None` before the first.
