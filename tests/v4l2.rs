@@ -150,3 +150,35 @@ fn a_camera_unplugged_and_back_while_a_viewer_watches() {
     assert_eq!(d.get("/healthz").status, 200);
     assert!(r.stats().ended.is_none(), "the same viewer throughout");
 }
+
+#[test]
+#[ignore = "needs the vivid driver: run by tests/v4l2vm.sh"]
+fn probe_lists_the_devices_and_takes_the_first_camera() {
+    use focusd_board::encode::EncoderSpec;
+    use focusd_board::source::SourceSpec;
+    let report = focusd_board::probe::probe(&SourceSpec::Auto, &EncoderSpec::Auto);
+    println!("{report}");
+    let camera = vivid();
+    let node = report
+        .video_nodes
+        .iter()
+        .find(|n| n.path == camera)
+        .expect("vivid listed");
+    assert_eq!(node.driver, "vivid");
+    assert!(node.note.is_none(), "{node:?}");
+    assert!(
+        node.modes.iter().any(|m| m.starts_with("NV12 640x360@")),
+        "{:?}",
+        node.modes
+    );
+    // vicodec, loaded beside vivid, is a codec, not a camera.
+    assert!(
+        report.video_nodes.iter().any(|n| n.driver == "vicodec"
+            && n.note
+                .as_deref()
+                .is_some_and(|t| t.contains("memory-to-memory"))),
+        "{report}"
+    );
+    assert_eq!(report.source.spec, format!("v4l2:{}", camera.display()));
+    assert_eq!(report.source.reason, "the first V4L2 camera");
+}

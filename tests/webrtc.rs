@@ -124,6 +124,7 @@ fn vision_mode_blacks_out_all_but_the_moving_shapes() {
     std::thread::sleep(Duration::from_millis(4000));
     let roi = d.state().roi;
     assert!(!roi.is_empty(), "the motion detector found the shapes");
+    let (mut all_black, mut all_outside) = (0, 0);
     for _ in 0..3 {
         let pic = fresh_source(&r, 10).tracks[1].last.clone().unwrap();
         let (w, h) = (pic.width as f64, pic.height as f64);
@@ -148,12 +149,15 @@ fn vision_mode_blacks_out_all_but_the_moving_shapes() {
             share * 100.0
         );
         assert!(outside > 1000, "the shapes leave most of the frame free");
+        // A box held a few runs after its shape moved on covers up to ~6% of the frame,
+        // and two can be held at once: one picture may show 12% more than the shapes.
         assert!(
-            share >= 0.90,
+            share >= 0.80,
             "only {:.1}% black far from the shapes; roi {:?}",
             share * 100.0,
             d.state().roi
         );
+        (all_black, all_outside) = (all_black + black, all_outside + outside);
         for b in scene_boxes(ms) {
             let (cx, cy) = (
                 ((b.x1 + b.x2) / 2.0 * w) as usize,
@@ -163,6 +167,14 @@ fn vision_mode_blacks_out_all_but_the_moving_shapes() {
             assert!(v > 100, "shape centre ({cx},{cy}) is shown, luma {v}");
         }
     }
+    // Over the three pictures, held boxes come and go: nearly everything far from the
+    // shapes is black.
+    let share = all_black as f64 / all_outside as f64;
+    assert!(
+        share >= 0.88,
+        "{:.1}% black over three pictures",
+        share * 100.0
+    );
 }
 
 #[test]

@@ -30,6 +30,7 @@
 pub mod config;
 pub mod ctl;
 pub mod doors;
+pub mod probe;
 pub mod roi;
 pub mod service;
 pub mod state;

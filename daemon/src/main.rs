@@ -46,6 +46,9 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Subcmd::Probe(probe)) = &flags.command {
+        return focusd::probe::run(&flags, probe);
+    }
     let settings = match Settings::load(&flags) {
         Ok(s) => s,
         Err(e) => {

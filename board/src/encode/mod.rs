@@ -227,6 +227,36 @@ pub trait VideoEncoder: Send {
     fn finish(&mut self, out: &mut Vec<(EncodedUnit, Vec<u8>)>) -> Result<(), EncodeError>;
 }
 
+/// What `auto` takes on this machine now, and why: the board's hardware encoder when this
+/// build has its backend and finds it, else openh264.
+pub fn resolve_auto() -> (EncoderSpec, String) {
+    match v4l2m2m::find() {
+        Some(device) => (
+            EncoderSpec::V4l2M2m(Some(device)),
+            "the hardware H.264 encoder".into(),
+        ),
+        None if cfg!(feature = "v4l2-m2m") => (
+            EncoderSpec::OpenH264,
+            "no hardware H.264 encoder found".into(),
+        ),
+        None => (
+            EncoderSpec::OpenH264,
+            "no hardware encoder backend in this build".into(),
+        ),
+    }
+}
+
+/// The hardware encoders this build finds here.
+pub fn hardware_encoders() -> Vec<crate::probe::EncoderInfo> {
+    v4l2m2m::find()
+        .map(|device| crate::probe::EncoderInfo {
+            spec: EncoderSpec::V4l2M2m(Some(device)).to_string(),
+            about: "V4L2 stateful H.264 encoder".into(),
+        })
+        .into_iter()
+        .collect()
+}
+
 /// Opens the encoder `spec` names for pictures of `settings`.
 ///
 /// `auto` takes the board's hardware encoder when one of this build's backends finds it,
@@ -237,13 +267,11 @@ pub fn open(
     settings: &EncoderSettings,
 ) -> Result<Box<dyn VideoEncoder>, EncodeError> {
     match spec {
-        EncoderSpec::Auto => match v4l2m2m::find() {
-            Some(device) => v4l2m2m::open(Some(&device), settings),
-            None => {
-                tracing::debug!("no hardware encoder found: using openh264");
-                Ok(Box::new(OpenH264Encoder::new(settings)?))
-            }
-        },
+        EncoderSpec::Auto => {
+            let (spec, reason) = resolve_auto();
+            tracing::debug!(encoder = %spec, %reason, "encoder auto");
+            open(&spec, settings)
+        }
         EncoderSpec::OpenH264 => Ok(Box::new(OpenH264Encoder::new(settings)?)),
         EncoderSpec::V4l2M2m(device) => v4l2m2m::open(device.as_deref(), settings),
         EncoderSpec::Gst(element) => gst::open(element, settings),

@@ -14,6 +14,11 @@ pub(super) mod v4l2 {
         None
     }
 
+    /// V4L2 device nodes: none seen without the backend.
+    pub(in crate::source) fn video_nodes() -> Vec<crate::probe::VideoNode> {
+        Vec::new()
+    }
+
     pub(in crate::source) fn open(
         _device: &Path,
         _size: (u32, u32),

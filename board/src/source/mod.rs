@@ -165,19 +165,47 @@ pub fn open(
 ) -> Result<Box<dyn FrameSource>, SourceError> {
     match spec {
         // libcamera first: on a Pi, the ISP's V4L2 nodes are not cameras to open directly.
-        SourceSpec::Auto => match gst::first_camera().or_else(v4l2::first_camera) {
-            Some(camera) => open(&camera, size, fps, scale_file),
-            None => {
-                tracing::info!("no camera found: using the test source");
-                Ok(Box::new(TestPattern::new(size, fps)))
-            }
-        },
+        SourceSpec::Auto => {
+            let (spec, reason) = resolve_auto();
+            tracing::info!(source = %spec, %reason, "source auto");
+            open(&spec, size, fps, scale_file)
+        }
         SourceSpec::Test => Ok(Box::new(TestPattern::new(size, fps))),
         SourceSpec::File(path) => Ok(Box::new(Y4mFile::open(path, scale_file.then_some(size))?)),
         SourceSpec::V4l2(dev) => v4l2::open(dev, size, fps),
         SourceSpec::Libcamera(id) => gst::open_libcamera(id.as_deref()),
         SourceSpec::Gst(pipeline) => gst::open(pipeline),
     }
+}
+
+/// What `auto` opens on this machine now, and why: the first libcamera camera, else the
+/// first V4L2 camera (on a Pi, the ISP's V4L2 nodes are not cameras to open directly), else
+/// the test pattern.
+pub fn resolve_auto() -> (SourceSpec, String) {
+    if let Some(camera) = gst::first_camera() {
+        return (camera, "the first libcamera camera".into());
+    }
+    if let Some(camera) = v4l2::first_camera() {
+        return (camera, "the first V4L2 camera".into());
+    }
+    let missing: Vec<&str> = [
+        (cfg!(feature = "gstreamer"), "libcamera"),
+        (cfg!(feature = "v4l2"), "V4L2"),
+    ]
+    .into_iter()
+    .filter_map(|(built, name)| (!built).then_some(name))
+    .collect();
+    let reason = if missing.is_empty() {
+        "no camera found".to_string()
+    } else {
+        format!("no camera found ({} not in this build)", missing.join(", "))
+    };
+    (SourceSpec::Test, reason)
+}
+
+/// Every V4L2 device node and what it is to focusd (none without the V4L2 backend).
+pub fn video_nodes() -> Vec<crate::probe::VideoNode> {
+    v4l2::video_nodes()
 }
 
 /// Paces a source at a fixed rate without drifting: frame `n` is due at `start + n / fps`.

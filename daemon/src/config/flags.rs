@@ -45,6 +45,16 @@ pub struct Flags {
 pub enum Subcmd {
     /// Fleet console: list devices, watch them, change their mode or rectangle over MQTT.
     Ctl(CtlFlags),
+    /// What this machine has: the board, video devices, encoders, the backends in this
+    /// build, what focusd would use and why, and what is missing.
+    Probe(ProbeFlags),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ProbeFlags {
+    /// Print JSON, for scripts.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -16,7 +16,7 @@ pub mod resolve;
 pub mod settings;
 
 pub use file::{FileConfig, MqttFile, read_file};
-pub use flags::{CtlAction, CtlFlags, Flags, Subcmd};
+pub use flags::{CtlAction, CtlFlags, Flags, ProbeFlags, Subcmd};
 pub use resolve::resolve_mqtt;
 pub use settings::{
     DetectorKind, MqttSettings, RoiSettings, Settings, VideoSettings, WebRtcSettings,

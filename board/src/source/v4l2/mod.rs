@@ -46,11 +46,12 @@ const MAX_BAD_IN_A_ROW: u32 = 30;
 /// nodes, which only libcamera can drive.
 const NEEDS_LIBCAMERA: [&str; 4] = ["unicam", "bcm2835-isp", "rp1-cfe", "pispbe"];
 
-/// The first V4L2 node on this machine that is a camera focusd can read: single-planar
-/// capture, not memory-to-memory, not an ISP node, offering a format this backend reads.
-pub(in crate::source) fn first_camera() -> Option<SourceSpec> {
-    let mut nodes: Vec<(u32, PathBuf)> = std::fs::read_dir("/dev")
-        .ok()?
+/// The `/dev/videoN` nodes, by number.
+fn dev_video_nodes() -> Vec<PathBuf> {
+    let Ok(dir) = std::fs::read_dir("/dev") else {
+        return Vec::new();
+    };
+    let mut nodes: Vec<(u32, PathBuf)> = dir
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
@@ -59,10 +60,66 @@ pub(in crate::source) fn first_camera() -> Option<SourceSpec> {
         })
         .collect();
     nodes.sort();
-    nodes
+    nodes.into_iter().map(|(_, p)| p).collect()
+}
+
+/// Every V4L2 device node and what it is to focusd.
+pub fn video_nodes() -> Vec<crate::probe::VideoNode> {
+    use v4l::capability::Flags;
+    dev_video_nodes()
         .into_iter()
-        .find(|(_, path)| is_camera(path))
-        .map(|(_, path)| SourceSpec::V4l2(path))
+        .map(|path| {
+            let mut node = crate::probe::VideoNode {
+                path: path.clone(),
+                driver: String::new(),
+                card: String::new(),
+                modes: Vec::new(),
+                note: None,
+            };
+            let caps = match Device::with_path(&path).and_then(|d| Ok((d.query_caps()?, d))) {
+                Ok(caps) => caps,
+                Err(e) => {
+                    node.note = Some(format!("cannot open: {e}"));
+                    return node;
+                }
+            };
+            let (caps, device) = caps;
+            node.driver = caps.driver.clone();
+            node.card = caps.card.clone();
+            node.note = if caps
+                .capabilities
+                .intersects(Flags::VIDEO_M2M | Flags::VIDEO_M2M_MPLANE)
+            {
+                Some("memory-to-memory device (an encoder, decoder or converter)".into())
+            } else if NEEDS_LIBCAMERA.contains(&caps.driver.as_str()) {
+                Some("part of a camera pipeline that libcamera drives".into())
+            } else if !caps.capabilities.contains(Flags::VIDEO_CAPTURE) {
+                Some("not a single-planar capture device".into())
+            } else {
+                match modes(&device) {
+                    Ok(m) if !m.is_empty() => {
+                        node.modes = m.iter().map(Mode::to_string).collect();
+                        None
+                    }
+                    Ok(_) => Some(format!(
+                        "offers no format focusd reads ({})",
+                        Input::ALL.map(|i| i.to_string()).join(", ")
+                    )),
+                    Err(e) => Some(format!("cannot list its formats: {e}")),
+                }
+            };
+            node
+        })
+        .collect()
+}
+
+/// The first V4L2 node on this machine that is a camera focusd can read: single-planar
+/// capture, not memory-to-memory, not an ISP node, offering a format this backend reads.
+pub(in crate::source) fn first_camera() -> Option<SourceSpec> {
+    dev_video_nodes()
+        .into_iter()
+        .find(|path| is_camera(path))
+        .map(SourceSpec::V4l2)
 }
 
 /// Whether `path` is a capture node this backend can stream from.

@@ -1,5 +1,4 @@
-//! What board this is, decided at run time from files the kernel and vendors provide, so
-//! one binary serves every board of an architecture.
+//! What board this is, from files the kernel and vendors provide.
 
 use std::path::Path;
 
@@ -49,6 +48,33 @@ impl Board {
             Board::RaspberryPi(m) | Board::Jetson(m) | Board::Generic(m) => m,
         }
     }
+
+    /// The family, for scripts: `raspberry_pi`, `jetson` or `generic`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Board::RaspberryPi(_) => "raspberry_pi",
+            Board::Jetson(_) => "jetson",
+            Board::Generic(_) => "generic",
+        }
+    }
+
+    /// Whether this board has an H.264 encoder in hardware: a Pi 4 (and older) does, a Pi 5
+    /// does not; Jetsons other than the Orin Nano do. `None` when unknown.
+    pub fn has_h264_encoder(&self) -> Option<bool> {
+        match self {
+            Board::RaspberryPi(m) => Some(!m.starts_with("Raspberry Pi 5")),
+            Board::Jetson(m) => Some(!m.contains("Orin Nano")),
+            Board::Generic(_) => None,
+        }
+    }
+}
+
+/// The first line of `/etc/nv_tegra_release` under `root` (a Jetson's L4T release).
+pub fn l4t_release(root: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(root.join("etc/nv_tegra_release")).ok()?;
+    text.lines()
+        .next()
+        .map(|l| l.trim_start_matches('#').trim().to_string())
 }
 
 #[cfg(test)]
