@@ -14,8 +14,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 boards=(aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf)
-# The hardware backends every build here has (the packages' set, see cross/build.sh).
-features=(--features focusd/v4l2)
+# The hardware backends the x86 build here has: V4L2 and GStreamer, with the end-to-end
+# tests of the GStreamer backend (the root package's feature).
+features=(--features focusd/v4l2,focusd-testkit/gstreamer)
 step_names=() step_secs=() step_started=$SECONDS
 # Closes the running step (its time is kept for the summary) and opens the next one.
 step() {
@@ -34,6 +35,15 @@ command -v nasm >/dev/null || need+=(nasm)
 # libjpeg-turbo.
 [ -e /usr/lib/llvm-14/lib/libclang.so ] || need+=(libclang-dev)
 command -v cmake >/dev/null || need+=(cmake)
+# The GStreamer backend: its libraries, Debian's plugins (x264enc, decodebin, RTSP), and
+# GStreamer's RTSP server for the tests (python3-gi, through Debian's own python3).
+pkg-config --exists gstreamer-app-1.0 gstreamer-video-1.0 2>/dev/null ||
+  need+=(libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev)
+gst-inspect-1.0 x264enc >/dev/null 2>&1 ||
+  need+=(gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+    gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav)
+/usr/bin/python3 -c 'import gi; gi.require_version("GstRtspServer", "1.0")' 2>/dev/null ||
+  need+=(python3-gi python3-gst-1.0 gir1.2-gst-rtsp-server-1.0)
 [ -x /usr/lib/chromium/chromium ] || need+=(chromium)
 command -v node >/dev/null || need+=(nodejs npm)
 /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
@@ -159,7 +169,7 @@ if wait "$boards_job"; then
   tail -n 3 "$tmp/boards.log"
   for target in "${boards[@]}"; do
     step "tests: $target unit tests under qemu-user"
-    CARGO_TARGET_DIR=$boards_dir tests cargo test --release --locked --no-fail-fast --target "$target" "${features[@]}" -p focusd-board -p focusd --lib
+    CARGO_TARGET_DIR=$boards_dir tests cargo test --release --locked --no-fail-fast --target "$target" --features focusd/v4l2 -p focusd-board -p focusd --lib
     step "tests: $target binary and package tests (smoke, sd_notify, exit codes, .deb) under qemu-user"
     FOCUSD_TARGET=$target FOCUSD_BINARY=$PWD/$boards_dir/$target/release/focusd \
       tests cargo test --release --locked --no-fail-fast --workspace "${features[@]}" --test cli --test service --test package

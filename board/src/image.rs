@@ -472,6 +472,11 @@ impl Image {
         &self.data
     }
 
+    /// The whole buffer, given up (to a library that takes ownership).
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.data
+    }
+
     /// The whole buffer, writable (for readers that fill it whole in this layout).
     pub fn as_bytes_mut(&mut self) -> &mut [u8] {
         &mut self.data
@@ -519,12 +524,18 @@ impl Image {
         }
     }
 
-    /// Copies an I420 picture given as foreign planes (a decoder's or a driver's buffer),
-    /// each with its row stride, into this image, which is I420 of the same size. A chroma
-    /// stride of two rows takes every other row: how 4:2:2 chroma becomes 4:2:0.
-    pub fn copy_from_i420_planes(&mut self, planes: [(&[u8], usize); 3]) -> Result<(), ShortPlane> {
-        assert_eq!(self.format(), PixelFormat::I420, "copy into an I420 image");
-        for (index, (mut dst, (src, stride))) in self.planes_mut().zip(planes).enumerate() {
+    /// Copies a picture of this image's size and format given as foreign planes (a
+    /// decoder's, a driver's or GStreamer's buffer), each with its row stride: Y, U, V for
+    /// I420, Y and UV for NV12. A chroma stride of two rows takes every other row: how
+    /// 4:2:2 chroma becomes 4:2:0.
+    pub fn copy_from_planes(&mut self, planes: &[(&[u8], usize)]) -> Result<(), ShortPlane> {
+        let format = self.format();
+        assert_eq!(
+            planes.len(),
+            self.planes().count(),
+            "one plane each for {format}"
+        );
+        for (index, (mut dst, &(src, stride))) in self.planes_mut().zip(planes).enumerate() {
             let (rows, row) = (dst.height(), dst.row_bytes());
             let need = (rows - 1) * stride + row;
             if src.len() < need || stride < row {
@@ -736,8 +747,7 @@ mod tests {
         };
         let (u, v) = (chroma(0), chroma(100));
         let mut img = Image::i420(w as u32, h as u32);
-        img.copy_from_i420_planes([(&y, w), (&u, w), (&v, w)])
-            .unwrap();
+        img.copy_from_planes(&[(&y, w), (&u, w), (&v, w)]).unwrap();
         assert_eq!(img.luma().row(3), &y[24..32]);
         assert_eq!(
             img.chroma_at(2, 2),
@@ -745,7 +755,7 @@ mod tests {
             "chroma row 1 is 4:2:2 row 2"
         );
         let short = img
-            .copy_from_i420_planes([(&y[..20], w), (&u, w), (&v, w)])
+            .copy_from_planes(&[(&y[..20], w), (&u, w), (&v, w)])
             .unwrap_err();
         assert_eq!(short.index, 0);
         assert!(short.to_string().contains("needs 32"), "{short}");

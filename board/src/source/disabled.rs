@@ -35,6 +35,8 @@ pub(super) mod v4l2 {
 /// `gstreamer`).
 #[cfg(not(feature = "gstreamer"))]
 pub(super) mod gst {
+    use std::path::Path;
+
     use crate::source::{FrameSource, SourceError, SourceSpec};
 
     /// The first libcamera camera on this machine: none without the backend.
@@ -54,6 +56,26 @@ pub(super) mod gst {
     pub(in crate::source) fn open(_pipeline: &str) -> Result<Box<dyn FrameSource>, SourceError> {
         Err(SourceError::NotEnabled {
             backend: "GStreamer",
+            feature: "gstreamer",
+        })
+    }
+
+    pub(in crate::source) fn open_file(
+        _path: &Path,
+        _scale_to: Option<(u32, u32)>,
+    ) -> Result<Box<dyn FrameSource>, SourceError> {
+        Err(SourceError::NotEnabled {
+            backend: "GStreamer (files other than .y4m)",
+            feature: "gstreamer",
+        })
+    }
+
+    pub(in crate::source) fn open_rtsp(
+        _url: &str,
+        _scale_to: Option<(u32, u32)>,
+    ) -> Result<Box<dyn FrameSource>, SourceError> {
+        Err(SourceError::NotEnabled {
+            backend: "GStreamer (RTSP)",
             feature: "gstreamer",
         })
     }

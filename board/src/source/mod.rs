@@ -18,9 +18,7 @@ mod y4m;
 #[cfg(not(feature = "gstreamer"))]
 use disabled::gst;
 #[cfg(feature = "gstreamer")]
-compile_error!(
-    "the GStreamer backend is not written yet (issue 11); build without --features gstreamer"
-);
+pub mod gst;
 #[cfg(not(feature = "v4l2"))]
 use disabled::v4l2;
 #[cfg(feature = "v4l2")]
@@ -44,8 +42,11 @@ pub enum SourceSpec {
     Auto,
     /// Moving shapes with known boxes and the timestamp stamp.
     Test,
-    /// A `.y4m` file, looped and paced at its own frame rate.
+    /// A video file, looped and paced at its own frame rate: `.y4m` read directly, any
+    /// other container and codec through GStreamer.
     File(PathBuf),
+    /// An RTSP camera or server (`rtsp://` or `rtsps://`), through GStreamer.
+    Rtsp(String),
     /// A V4L2 capture device such as `/dev/video0`.
     V4l2(PathBuf),
     /// A libcamera camera, by id or the first one.
@@ -58,6 +59,9 @@ impl FromStr for SourceSpec {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
+        if s.starts_with("rtsp://") || s.starts_with("rtsps://") {
+            return Ok(Self::Rtsp(s.to_string()));
+        }
         let (kind, arg) = match s.split_once(':') {
             Some((k, a)) => (k, Some(a)),
             None => (s, None),
@@ -69,14 +73,14 @@ impl FromStr for SourceSpec {
         match kind {
             "auto" if arg.is_none() => Ok(Self::Auto),
             "test" if arg.is_none() => Ok(Self::Test),
-            "file" => Ok(Self::File(need("a path to a .y4m file")?.into())),
+            "file" => Ok(Self::File(need("a path to a video file")?.into())),
             "v4l2" => Ok(Self::V4l2(need("a device such as /dev/video0")?.into())),
             "libcamera" => Ok(Self::Libcamera(
                 arg.filter(|a| !a.is_empty()).map(Into::into),
             )),
             "gst" => Ok(Self::Gst(need("a pipeline")?)),
             _ => Err(format!(
-                "unknown source `{s}`: expected test, file:PATH.y4m, v4l2:/dev/videoN, libcamera[:ID], gst:PIPELINE or auto"
+                "unknown source `{s}`: expected test, file:PATH, v4l2:/dev/videoN, libcamera[:ID], rtsp://URL, gst:PIPELINE or auto"
             )),
         }
     }
@@ -88,6 +92,7 @@ impl fmt::Display for SourceSpec {
             Self::Auto => write!(f, "auto"),
             Self::Test => write!(f, "test"),
             Self::File(p) => write!(f, "file:{}", p.display()),
+            Self::Rtsp(url) => f.write_str(url),
             Self::V4l2(p) => write!(f, "v4l2:{}", p.display()),
             Self::Libcamera(None) => write!(f, "libcamera"),
             Self::Libcamera(Some(id)) => write!(f, "libcamera:{id}"),
@@ -171,11 +176,21 @@ pub fn open(
             open(&spec, size, fps, scale_file)
         }
         SourceSpec::Test => Ok(Box::new(TestPattern::new(size, fps))),
-        SourceSpec::File(path) => Ok(Box::new(Y4mFile::open(path, scale_file.then_some(size))?)),
+        SourceSpec::File(path) if is_y4m(path) => {
+            Ok(Box::new(Y4mFile::open(path, scale_file.then_some(size))?))
+        }
+        SourceSpec::File(path) => gst::open_file(path, scale_file.then_some(size)),
+        SourceSpec::Rtsp(url) => gst::open_rtsp(url, scale_file.then_some(size)),
         SourceSpec::V4l2(dev) => v4l2::open(dev, size, fps),
         SourceSpec::Libcamera(id) => gst::open_libcamera(id.as_deref()),
         SourceSpec::Gst(pipeline) => gst::open(pipeline),
     }
+}
+
+/// Whether `path` names a YUV4MPEG2 file or pipe, which focusd reads itself.
+fn is_y4m(path: &std::path::Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("y4m"))
 }
 
 /// What `auto` opens on this machine now, and why: the first libcamera camera, else the
@@ -265,6 +280,14 @@ mod tests {
             "gst:videotestsrc ! appsink".parse(),
             Ok(SourceSpec::Gst("videotestsrc ! appsink".into()))
         );
+        assert_eq!(
+            "rtsp://cam.local:8554/main".parse(),
+            Ok(SourceSpec::Rtsp("rtsp://cam.local:8554/main".into()))
+        );
+        assert_eq!(
+            "file:/media/clip.mp4".parse(),
+            Ok(SourceSpec::File("/media/clip.mp4".into()))
+        );
     }
 
     #[test]
@@ -287,6 +310,7 @@ mod tests {
             "file:x.y4m",
             "v4l2:/dev/video2",
             "libcamera:0",
+            "rtsps://user:pw@cam/stream1",
         ] {
             assert_eq!(s.parse::<SourceSpec>().unwrap().to_string(), s);
         }
@@ -301,6 +325,8 @@ mod tests {
         if cfg!(not(feature = "gstreamer")) {
             disabled.push(("libcamera", "gstreamer"));
             disabled.push(("gst:videotestsrc ! appsink", "gstreamer"));
+            disabled.push(("rtsp://127.0.0.1:1/x", "gstreamer"));
+            disabled.push(("file:/nonexistent/clip.mp4", "gstreamer"));
         }
         for (spec, feature) in disabled {
             let err = open(&spec.parse().unwrap(), (64, 64), 30.0, false)

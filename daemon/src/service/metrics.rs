@@ -77,6 +77,8 @@ pub struct TrackMetrics {
 pub struct Metrics {
     pub frames_captured: Counter,
     pub capture_errors: Counter,
+    /// Encoders that failed and were opened again.
+    pub encoder_failures: Counter,
     pub detector_runs: Counter,
     /// Time the ROI detector spent detecting, in microseconds.
     pub detector_busy_us: Counter,
@@ -127,6 +129,11 @@ impl Metrics {
             "capture_errors_total",
             "Failed captures (the source is reopened).",
             &plain(&self.capture_errors),
+        );
+        counter(
+            "encoder_failures_total",
+            "Encoders that failed for good (they are opened again).",
+            &plain(&self.encoder_failures),
         );
         counter(
             "detector_runs_total",

@@ -136,9 +136,24 @@ impl Pipeline {
             (Track::Context, context_encoder),
             (Track::Source, source_encoder),
         ] {
+            let settings = enc_settings(
+                if track == Track::Context {
+                    lores_layout
+                } else {
+                    main_layout
+                },
+                if track == Track::Context {
+                    video.context_kbps
+                } else {
+                    video.source_kbps
+                },
+            );
+            let spec = spec.clone();
             let worker = EncoderWorker {
                 track,
-                encoder,
+                encoder: Some(encoder),
+                reopen: Box::new(move || encode::open(&spec, &settings)),
+                recovery: liveness.clone(),
                 frames: slots[track].clone(),
                 keyframe: keyframes.clone(),
                 control: control.clone(),
@@ -423,9 +438,18 @@ fn wait_cancelled(token: &CancellationToken, d: Duration) -> bool {
 }
 
 /// One track's encoder thread.
+/// Opens a track's encoder again after it failed (the spec and settings it was opened
+/// with).
+type EncoderOpener = Box<dyn Fn() -> Result<Box<dyn VideoEncoder>, EncodeError> + Send>;
+
 struct EncoderWorker {
     track: Track,
-    encoder: Box<dyn VideoEncoder>,
+    /// The encoder; `None` only while it is being opened again after a failure.
+    encoder: Option<Box<dyn VideoEncoder>>,
+    /// How to open it again.
+    reopen: EncoderOpener,
+    /// Told of each reopen attempt: the watchdog stays fed while a device is away.
+    recovery: Liveness,
     frames: Arc<LatestSlot<Arc<PooledFrame>>>,
     keyframe: KeyframeRequests,
     control: Arc<Control>,
@@ -440,6 +464,39 @@ struct EncoderWorker {
 }
 
 impl EncoderWorker {
+    /// After a fatal error: closes the encoder, reports the fault, and opens it again with
+    /// backoff until it works (true) or shutdown comes (false). Viewers stay connected;
+    /// the next picture is a keyframe.
+    fn recover(&mut self, error: EncodeError, shutdown: &CancellationToken) -> bool {
+        let part = match self.track {
+            Track::Context => Part::ContextEncoder,
+            Track::Source => Part::SourceEncoder,
+        };
+        self.metrics.encoder_failures.inc();
+        self.control.fault(part, error.to_string());
+        self.encoder = None;
+        let mut backoff = FIRST_RETRY;
+        loop {
+            if wait_cancelled(shutdown, backoff) {
+                return false;
+            }
+            backoff = (backoff * 2).min(LAST_RETRY);
+            self.recovery.recovery_attempted();
+            match (self.reopen)() {
+                Ok(encoder) => {
+                    tracing::info!(track = self.track.name(), "encoder open again");
+                    self.encoder = Some(encoder);
+                    self.control.recovered(part);
+                    return true;
+                }
+                Err(e) => {
+                    tracing::warn!(track = self.track.name(), error = %e, retry_in = ?backoff, "cannot reopen the encoder");
+                    self.control.fault(part, e.to_string());
+                }
+            }
+        }
+    }
+
     fn run(mut self, shutdown: CancellationToken) {
         let metrics = self.metrics.clone();
         let m = metrics.track(self.track);
@@ -477,26 +534,24 @@ impl EncoderWorker {
                 wallclock_ms: frame.wallclock_ms,
             };
             let started = Instant::now();
-            if let Err(e) = self.encoder.submit(image, captured, key) {
-                tracing::warn!(track = self.track.name(), error = %e, "encode failed");
-                if e.is_fatal() {
-                    // Nothing more comes from this track; the watchdog and /healthz
-                    // report the stall (the context track is the pulse).
-                    tracing::error!(track = self.track.name(), "encoder stopped");
-                    break;
-                }
-                force_key = true;
-                continue;
-            }
-            m.encode_seconds.observe(started.elapsed().as_secs_f64());
-            buf.clear();
-            let unit = match self.encoder.poll(&mut buf) {
+            let Some(encoder) = self.encoder.as_mut() else {
+                break;
+            };
+            let result = encoder.submit(image, captured, key).and_then(|()| {
+                m.encode_seconds.observe(started.elapsed().as_secs_f64());
+                buf.clear();
+                encoder.poll(&mut buf)
+            });
+            let unit = match result {
                 Ok(Some(unit)) => unit,
                 // Skipped by rate control, or still in a pipelined encoder.
                 Ok(None) => continue,
                 Err(e) => {
                     tracing::warn!(track = self.track.name(), error = %e, "encode failed");
                     force_key = true;
+                    if e.is_fatal() && !self.recover(e, &shutdown) {
+                        break;
+                    }
                     continue;
                 }
             };
@@ -526,7 +581,9 @@ impl EncoderWorker {
         }
         // A pipelined encoder still holds pictures: hand them on while the hub listens.
         let mut rest = Vec::new();
-        if let Err(e) = self.encoder.finish(&mut rest) {
+        if let Some(encoder) = self.encoder.as_mut()
+            && let Err(e) = encoder.finish(&mut rest)
+        {
             tracing::debug!(track = self.track.name(), error = %e, "encoder drain failed");
         }
         for (unit, data) in rest {
@@ -543,7 +600,8 @@ impl EncoderWorker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use focusd_board::encode::OpenH264Encoder;
+    use crate::state::command::Mode;
+    use focusd_board::encode::{EncodedUnit, OpenH264Encoder};
     use focusd_board::image::{PixelFormat, PixelRect};
     use focusd_board::source::TestPattern;
     use openh264::decoder::Decoder;
@@ -679,7 +737,8 @@ mod tests {
     #[test]
     fn nv12_frames_are_masked_encoded_and_decoded_intact() {
         let main = Layout::aligned(PixelFormat::Nv12, 640, 360, 64, 16);
-        let mut capturer = Capturer::new(Box::new(TestPattern::with_layout(main, 30.0)), 320);
+        let pattern = TestPattern::with_layout(main, 30.0);
+        let mut capturer = Capturer::new(Box::new(StillScene { pattern }), 320);
         let mut encoder = OpenH264Encoder::new(&EncoderSettings {
             width: 640,
             height: 360,
@@ -722,11 +781,143 @@ mod tests {
             sum / 256
         };
         assert!(mean(32, 100) <= 4, "masked out: {}", mean(32, 100));
-        let inside = frame.main.luma().row(240)[400] as i32;
+        // Inside the kept rectangle the picture is the source's, block for block.
+        let source = frame.main.luma();
+        for (x0, y0) in [(336, 176), (392, 232), (448, 288)] {
+            let want: u32 = (y0..y0 + 16)
+                .flat_map(|r| &source.row(r)[x0..x0 + 16])
+                .map(|&p| p as u32)
+                .sum::<u32>()
+                / 256;
+            let got = mean(x0, y0);
+            assert!(
+                got.abs_diff(want) < 12,
+                "kept block ({x0},{y0}): {got} vs {want}"
+            );
+        }
+    }
+
+    /// openh264 that fails for good at its `fail_at`-th picture, as a hardware encoder
+    /// whose device goes away does.
+    struct FailsOnce {
+        inner: OpenH264Encoder,
+        submitted: u32,
+        fail_at: u32,
+    }
+
+    impl VideoEncoder for FailsOnce {
+        fn name(&self) -> &str {
+            "fails-once"
+        }
+        fn submit(
+            &mut self,
+            image: &Image,
+            captured: CaptureTime,
+            keyframe: bool,
+        ) -> Result<(), EncodeError> {
+            self.submitted += 1;
+            if self.submitted == self.fail_at {
+                return Err(EncodeError::Device(
+                    "Input/output error (os error 5)".into(),
+                ));
+            }
+            self.inner.submit(image, captured, keyframe)
+        }
+        fn poll(&mut self, out: &mut Vec<u8>) -> Result<Option<EncodedUnit>, EncodeError> {
+            self.inner.poll(out)
+        }
+        fn set_bitrate(&mut self, kbps: u32) -> Result<(), EncodeError> {
+            self.inner.set_bitrate(kbps)
+        }
+        fn finish(&mut self, out: &mut Vec<(EncodedUnit, Vec<u8>)>) -> Result<(), EncodeError> {
+            self.inner.finish(out)
+        }
+    }
+
+    #[test]
+    fn a_failed_encoder_is_reopened_with_backoff_and_resumes_with_a_keyframe() {
+        let settings = EncoderSettings {
+            width: 320,
+            height: 180,
+            format: PixelFormat::I420,
+            fps: 30.0,
+            bitrate_kbps: 300,
+            keyframe_interval: 0,
+        };
+        let opened = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let reopen: EncoderOpener = {
+            let (opened, settings) = (opened.clone(), settings.clone());
+            Box::new(move || {
+                // The device is still away at the first attempt.
+                if opened.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                    return Err(EncodeError::Create {
+                        encoder: "fails-once".into(),
+                        reason: "No such device".into(),
+                    });
+                }
+                Ok(Box::new(OpenH264Encoder::new(&settings)?) as Box<dyn VideoEncoder>)
+            })
+        };
+        let control = Arc::new(Control::new(Mode::High, None, "x".into(), "y".into()));
+        let frames = Arc::new(LatestSlot::new());
+        let (tx, mut rx) = mpsc::channel(64);
+        let recovery = Liveness::new();
+        let worker = EncoderWorker {
+            track: Track::Context,
+            encoder: Some(Box::new(FailsOnce {
+                inner: OpenH264Encoder::new(&settings).unwrap(),
+                submitted: 0,
+                fail_at: 5,
+            })),
+            reopen,
+            recovery: recovery.clone(),
+            frames: frames.clone(),
+            keyframe: KeyframeRequests::default(),
+            control: control.clone(),
+            metrics: Arc::new(Metrics::default()),
+            out: tx,
+            stamp_rows: 0,
+            scratch: None,
+            liveness: None,
+        };
+        let shutdown = CancellationToken::new();
+        let thread = {
+            let token = shutdown.clone();
+            std::thread::spawn(move || worker.run(token))
+        };
+        let mut capturer = Capturer::new(Box::new(TestPattern::new((320, 180), 30.0)), 320);
+        let mut units = Vec::new();
+        let mut saw_fault = false;
+        let end = Instant::now() + Duration::from_secs(10);
+        while units.len() < 15 && Instant::now() < end {
+            frames.put(Arc::new(capturer.next(0).unwrap()));
+            saw_fault |= !control.snapshot().faults.is_empty();
+            while let Ok(unit) = rx.try_recv() {
+                units.push(unit.keyframe);
+            }
+        }
+        shutdown.cancel();
+        thread.join().unwrap();
         assert!(
-            (mean(392, 232) as i32 - inside).abs() < 40,
-            "kept: {} vs {inside}",
-            mean(392, 232)
+            saw_fault,
+            "the fault was in the state while the encoder was away"
+        );
+        assert!(
+            control.snapshot().faults.is_empty(),
+            "and cleared once it was back"
+        );
+        assert_eq!(
+            opened.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "one failed reopen, then one that worked"
+        );
+        assert!(recovery.recovery_attempts() >= 2);
+        // Pictures 1-4, then after the reopen a keyframe first.
+        assert!(units.len() >= 15, "{units:?}");
+        assert!(units[0] && !units[1..4].iter().any(|k| *k), "{units:?}");
+        assert!(
+            units[4],
+            "the first picture after the reopen is a keyframe: {units:?}"
         );
     }
 }

@@ -190,7 +190,7 @@ impl Reader {
                             let (u, v) = rest.split_at(chroma);
                             [(&*y, w), (u, w), (v, w)]
                         };
-                        into.copy_from_i420_planes(planes)
+                        into.copy_from_planes(&planes)
                             .map_err(|e| ReadError::Jpeg(e.to_string()))?;
                     }
                     _ => {

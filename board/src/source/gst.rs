@@ -1,0 +1,363 @@
+//! GStreamer sources (feature `gstreamer`): `gst:PIPELINE` ending in an appsink (a Jetson's
+//! CSI camera through `nvarguscamerasrc`, anything GStreamer opens), `rtsp://` cameras,
+//! files in any container and codec GStreamer decodes, and libcamera through
+//! `libcamerasrc`.
+//!
+//! Each is a pipeline ending in an `appsink` that keeps one buffer and drops older ones
+//! (the newest picture wins). Pictures arrive as I420 or NV12, in whatever strides the
+//! decoder or camera chose, and are copied plane by plane into focusd's frames. A bus
+//! error, an end of stream of a live source, or no picture for [`STALL`] is a capture
+//! error: the pipeline is torn down and opened again with backoff by the capture thread,
+//! which is how an RTSP camera that reboots comes back. Files loop.
+
+use std::path::Path;
+use std::time::Duration;
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app::AppSink;
+use gstreamer_video::prelude::*;
+use gstreamer_video::{VideoFormat, VideoFrameRef, VideoInfo};
+
+use crate::frame::CaptureTime;
+use crate::image::{Image, Layout, PixelFormat};
+use crate::source::{FrameSource, SourceError, SourceSpec};
+
+/// A source that delivers no picture for this long is treated as gone.
+pub const STALL: Duration = Duration::from_secs(3);
+
+/// How long a pipeline may take to deliver its first picture (an RTSP camera's handshake,
+/// a decoder's start).
+const FIRST_PICTURE: Duration = Duration::from_secs(10);
+
+/// The first libcamera camera: GStreamer's device monitor, when `libcamerasrc` is
+/// installed, lists libcamera's cameras.
+pub(in crate::source) fn first_camera() -> Option<SourceSpec> {
+    init().ok()?;
+    gst::ElementFactory::find("libcamerasrc")?;
+    let monitor = gst::DeviceMonitor::new();
+    monitor.add_filter(Some("Video/Source"), None);
+    monitor.start().ok()?;
+    let found = monitor.devices().into_iter().find_map(|d| {
+        let props = d.properties()?;
+        let api = props.get::<String>("device.api").ok();
+        (api.as_deref() == Some("libcamera")).then(|| d.display_name().to_string())
+    });
+    monitor.stop();
+    found.map(|name| SourceSpec::Libcamera(Some(name)))
+}
+
+/// `gst:PIPELINE`: the user's pipeline; its appsink is made to take I420 or NV12.
+pub(in crate::source) fn open(pipeline: &str) -> Result<Box<dyn FrameSource>, SourceError> {
+    Ok(Box::new(GstSource::launch(
+        pipeline,
+        format!("gst {pipeline}"),
+        Playback::Live,
+    )?))
+}
+
+/// `file:PATH` in any container GStreamer decodes, looped.
+pub(in crate::source) fn open_file(
+    path: &Path,
+    scale_to: Option<(u32, u32)>,
+) -> Result<Box<dyn FrameSource>, SourceError> {
+    let absolute = std::fs::canonicalize(path).map_err(|source| SourceError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    let uri = gst::glib::filename_to_uri(&absolute, None)
+        .map_err(|e| SourceError::Format(format!("{}: {e}", path.display())))?;
+    let description = format!(
+        "uridecodebin uri=\"{uri}\" ! videoconvert ! videoscale{} ! appsink name=focusd",
+        caps_for(scale_to)
+    );
+    Ok(Box::new(GstSource::launch(
+        &description,
+        format!("file {}", path.display()),
+        Playback::Loop,
+    )?))
+}
+
+/// `rtsp://...`: low-latency RTSP (no jitter buffer wait), decoded.
+pub(in crate::source) fn open_rtsp(
+    url: &str,
+    scale_to: Option<(u32, u32)>,
+) -> Result<Box<dyn FrameSource>, SourceError> {
+    if url.contains('"') {
+        return Err(SourceError::Format(format!("RTSP URL with a quote: {url}")));
+    }
+    let description = format!(
+        "rtspsrc location=\"{url}\" latency=0 ! decodebin ! videoconvert ! videoscale{} ! appsink name=focusd",
+        caps_for(scale_to)
+    );
+    Ok(Box::new(GstSource::launch(
+        &description,
+        format!("rtsp {}", redact(url)),
+        Playback::Live,
+    )?))
+}
+
+/// libcamera through `libcamerasrc` (Raspberry Pi cameras).
+pub(in crate::source) fn open_libcamera(
+    id: Option<&str>,
+) -> Result<Box<dyn FrameSource>, SourceError> {
+    init()?;
+    if gst::ElementFactory::find("libcamerasrc").is_none() {
+        return Err(SourceError::Format(
+            "libcamerasrc is not installed (Raspberry Pi OS: sudo apt install gstreamer1.0-libcamera)"
+                .into(),
+        ));
+    }
+    let name = id
+        .map(|id| format!(" camera-name=\"{}\"", id.replace('"', "")))
+        .unwrap_or_default();
+    let description = format!("libcamerasrc{name} ! video/x-raw,format=NV12 ! appsink name=focusd");
+    Ok(Box::new(GstSource::launch(
+        &description,
+        format!("libcamera {}", id.unwrap_or("(first camera)")),
+        Playback::Live,
+    )?))
+}
+
+/// The caps after `videoscale`: a size when asked, the formats focusd takes.
+fn caps_for(scale_to: Option<(u32, u32)>) -> String {
+    match scale_to {
+        Some((w, h)) => format!(" ! video/x-raw,format=I420,width={w},height={h}"),
+        None => " ! video/x-raw,format=I420".to_string(),
+    }
+}
+
+/// `url` without its password, for logs and the state.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***@{}", &url[..scheme + 3], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn init() -> Result<(), SourceError> {
+    gst::init().map_err(|e| SourceError::Format(format!("GStreamer cannot start: {e}")))
+}
+
+/// What an end of stream means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Playback {
+    /// A camera or a stream: the end is a failure (reopened with backoff).
+    Live,
+    /// A file: start again.
+    Loop,
+}
+
+/// A running GStreamer pipeline and its appsink.
+pub struct GstSource {
+    pipeline: gst::Pipeline,
+    sink: AppSink,
+    layout: Layout,
+    fps: f64,
+    description: String,
+    playback: Playback,
+    /// The first picture, pulled at open to learn the layout, delivered first.
+    first: Option<gst::Sample>,
+}
+
+impl std::fmt::Debug for GstSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GstSource")
+            .field("description", &self.description)
+            .field("layout", &self.layout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GstSource {
+    /// Parses and starts `pipeline`, which ends in an appsink, and waits for its first
+    /// picture to learn its size and format.
+    fn launch(
+        pipeline: &str,
+        description: String,
+        playback: Playback,
+    ) -> Result<Self, SourceError> {
+        init()?;
+        let bad = |what: String| SourceError::Format(format!("{description}: {what}"));
+        let element = gst::parse::launch(pipeline).map_err(|e| bad(e.to_string()))?;
+        let pipeline = match element.downcast::<gst::Pipeline>() {
+            Ok(p) => p,
+            Err(single) => {
+                let p = gst::Pipeline::new();
+                p.add(&single).map_err(|e| bad(e.to_string()))?;
+                p
+            }
+        };
+        let sink = pipeline
+            .iterate_sinks()
+            .into_iter()
+            .flatten()
+            .find_map(|e| e.downcast::<AppSink>().ok())
+            .ok_or_else(|| bad("the pipeline must end in an appsink".into()))?;
+        // Keep one picture, drop older ones: the newest wins, nothing queues up.
+        sink.set_max_buffers(1);
+        sink.set_drop(true);
+        sink.set_sync(playback == Playback::Loop);
+        let caps = gst::Caps::builder("video/x-raw")
+            .field("format", gst::List::new(["I420", "NV12"]))
+            .build();
+        sink.set_caps(Some(&caps));
+        let mut source = Self {
+            pipeline,
+            sink,
+            layout: Layout::packed(PixelFormat::I420, 2, 2),
+            fps: 30.0,
+            description: description.clone(),
+            playback,
+            first: None,
+        };
+        source
+            .pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|_| source.failure("cannot start the pipeline"))?;
+        let sample = source.pull(FIRST_PICTURE)?;
+        let caps = sample
+            .caps()
+            .ok_or_else(|| bad("the first picture has no caps".into()))?;
+        let info = VideoInfo::from_caps(caps).map_err(|e| bad(e.to_string()))?;
+        let format = match info.format() {
+            VideoFormat::I420 => PixelFormat::I420,
+            VideoFormat::Nv12 => PixelFormat::Nv12,
+            other => {
+                return Err(bad(format!(
+                    "delivers {other:?}, focusd takes I420 or NV12"
+                )));
+            }
+        };
+        let layout = Layout::packed(format, info.width(), info.height());
+        layout.check().map_err(|e| bad(e.to_string()))?;
+        let rate = info.fps();
+        source.fps = if rate.numer() > 0 && rate.denom() > 0 {
+            rate.numer() as f64 / rate.denom() as f64
+        } else {
+            30.0
+        };
+        source.layout = layout;
+        source.first = Some(sample);
+        tracing::info!(source = %source.description, ?layout, fps = source.fps, "GStreamer source open");
+        Ok(source)
+    }
+
+    /// The bus's error, if the pipeline reported one, else `what`.
+    fn failure(&self, what: &str) -> SourceError {
+        let error = self.pipeline.bus().and_then(|bus| {
+            bus.pop_filtered(&[gst::MessageType::Error])
+                .and_then(|m| match m.view() {
+                    gst::MessageView::Error(e) => Some(e.error().to_string()),
+                    _ => None,
+                })
+        });
+        SourceError::Io(std::io::Error::other(format!(
+            "{}: {}",
+            self.description,
+            error.unwrap_or_else(|| what.to_string())
+        )))
+    }
+
+    /// The next picture within `within`, looping a file at its end.
+    fn pull(&mut self, within: Duration) -> Result<gst::Sample, SourceError> {
+        let timeout = gst::ClockTime::from_nseconds(within.as_nanos() as u64);
+        if let Some(sample) = self.sink.try_pull_sample(timeout) {
+            return Ok(sample);
+        }
+        if self.sink.is_eos() {
+            if self.playback == Playback::Loop {
+                self.pipeline
+                    .seek_simple(
+                        gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT,
+                        gst::ClockTime::ZERO,
+                    )
+                    .map_err(|_| self.failure("cannot loop back to the start"))?;
+                return self
+                    .sink
+                    .try_pull_sample(timeout)
+                    .ok_or_else(|| self.failure("no picture after looping"));
+            }
+            return Err(self.failure("the stream ended"));
+        }
+        Err(self.failure(&format!("no picture for {within:?}")))
+    }
+}
+
+impl Drop for GstSource {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+impl FrameSource for GstSource {
+    fn describe(&self) -> String {
+        let (w, h) = self.layout.size();
+        format!("{} {}x{}@{:.0}", self.description, w, h, self.fps)
+    }
+
+    fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    fn fps(&self) -> f64 {
+        self.fps
+    }
+
+    fn capture(
+        &mut self,
+        main: &mut Image,
+        _lores: Option<&mut Image>,
+    ) -> Result<CaptureTime, SourceError> {
+        let sample = match self.first.take() {
+            Some(first) => first,
+            None => self.pull(STALL)?,
+        };
+        let at = CaptureTime::now();
+        let bad = |what: String| SourceError::Format(format!("{}: {what}", self.description));
+        let caps = sample
+            .caps()
+            .ok_or_else(|| bad("a picture without caps".into()))?;
+        let info = VideoInfo::from_caps(caps).map_err(|e| bad(e.to_string()))?;
+        if (info.width(), info.height()) != self.layout.size() {
+            // The stream changed size: reopen, and the pipeline checks the new layout.
+            return Err(SourceError::Io(std::io::Error::other(format!(
+                "{}: the picture changed size to {}x{}",
+                self.description,
+                info.width(),
+                info.height()
+            ))));
+        }
+        let buffer = sample
+            .buffer()
+            .ok_or_else(|| bad("a sample without a buffer".into()))?;
+        let frame = VideoFrameRef::from_buffer_ref_readable(buffer, &info)
+            .map_err(|e| bad(e.to_string()))?;
+        let strides = frame.plane_stride();
+        let planes: Vec<(&[u8], usize)> = (0..frame.n_planes())
+            .map(|i| {
+                let data = frame.plane_data(i).map_err(|e| bad(e.to_string()))?;
+                Ok((data, strides[i as usize] as usize))
+            })
+            .collect::<Result<_, SourceError>>()?;
+        main.copy_from_planes(&planes)
+            .map_err(|e| bad(e.to_string()))?;
+        Ok(at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_stay_out_of_descriptions() {
+        assert_eq!(
+            redact("rtsp://admin:secret@cam:554/s1"),
+            "rtsp://***@cam:554/s1"
+        );
+        assert_eq!(redact("rtsp://cam/s1"), "rtsp://cam/s1");
+    }
+}
