@@ -15,7 +15,9 @@
 set -euo pipefail
 
 debootstrap_root() {
-  debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,curl \
+  # The GStreamer libraries: an amd64 package built with the `gstreamer` feature links them.
+  debootstrap --variant=minbase \
+    --include=systemd,systemd-sysv,dbus,curl,libgstreamer1.0-0,libgstreamer-plugins-base1.0-0 \
     bookworm "$1" http://deb.debian.org/debian >"$1.debootstrap.log" 2>&1 ||
     { tail -20 "$1.debootstrap.log"; return 1; }
 }

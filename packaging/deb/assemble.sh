@@ -35,11 +35,22 @@ for lib in $(readelf -d "$binary" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p'
     libc.so.6 | libm.so.6 | libpthread.so.0 | libdl.so.2 | librt.so.1 | ld-linux*) ;;
     libgcc_s.so.1) depends+=("libgcc-s1") ;;
     libstdc++.so.6) depends+=("libstdc++6") ;;
+    # The GStreamer backend (feature `gstreamer`).
+    libgstreamer-1.0.so.0 | libgstbase-1.0.so.0) depends+=("libgstreamer1.0-0") ;;
+    libgstapp-1.0.so.0 | libgstvideo-1.0.so.0) depends+=("libgstreamer-plugins-base1.0-0") ;;
+    libglib-2.0.so.0 | libgobject-2.0.so.0 | libgmodule-2.0.so.0) depends+=("libglib2.0-0") ;;
     *) die "the binary links $lib: add its Debian package to assemble.sh" ;;
   esac
 done
 glibc=$(readelf -V "$binary" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -1)
+mapfile -t depends < <(printf '%s\n' "${depends[@]}" | awk 'NF && !seen[$0]++')
 depends=("libc6 (>= $glibc)" "${depends[@]}")
+# With GStreamer linked, the plugins its sources and encoders use (RTSP, decoders,
+# x264enc, libcamera on a Pi) are recommended: focusd runs without them.
+recommends=""
+if printf '%s\n' "${depends[@]}" | grep -qx libgstreamer1.0-0; then
+  recommends="gstreamer1.0-plugins-base, gstreamer1.0-plugins-good, gstreamer1.0-plugins-bad, gstreamer1.0-plugins-ugly, gstreamer1.0-libav"
+fi
 
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
@@ -65,7 +76,7 @@ Architecture: $arch
 Maintainer: focusd developers <focusd@localhost>
 Installed-Size: $size_kb
 Depends: $(IFS=,; echo "${depends[*]}" | sed 's/,/, /g')
-Recommends: systemd
+Recommends: systemd${recommends:+, $recommends}
 Section: video
 Priority: optional
 Description: edge camera daemon streaming the region of interest over WebRTC

@@ -27,8 +27,12 @@ use crate::source::{FrameSource, SourceError, SourceSpec};
 pub const STALL: Duration = Duration::from_secs(3);
 
 /// How long a pipeline may take to deliver its first picture (an RTSP camera's handshake,
-/// a decoder's start).
-const FIRST_PICTURE: Duration = Duration::from_secs(10);
+/// a decoder's start); short enough that a reopen never outlasts half the systemd
+/// watchdog (10 s in the unit).
+const FIRST_PICTURE: Duration = Duration::from_secs(4);
+
+/// Slices of a wait for a picture, between looks at the bus for an error.
+const BUS_LOOK: Duration = Duration::from_millis(100);
 
 /// The first libcamera camera: GStreamer's device monitor, when `libcamerasrc` is
 /// installed, lists libcamera's cameras.
@@ -245,27 +249,44 @@ impl GstSource {
         Ok(source)
     }
 
+    /// The error the pipeline reported, if any.
+    fn bus_error(&self) -> Option<String> {
+        let message = self
+            .pipeline
+            .bus()?
+            .pop_filtered(&[gst::MessageType::Error])?;
+        match message.view() {
+            gst::MessageView::Error(e) => Some(e.error().to_string()),
+            _ => None,
+        }
+    }
+
     /// The bus's error, if the pipeline reported one, else `what`.
     fn failure(&self, what: &str) -> SourceError {
-        let error = self.pipeline.bus().and_then(|bus| {
-            bus.pop_filtered(&[gst::MessageType::Error])
-                .and_then(|m| match m.view() {
-                    gst::MessageView::Error(e) => Some(e.error().to_string()),
-                    _ => None,
-                })
-        });
+        let error = self.bus_error().unwrap_or_else(|| what.to_string());
         SourceError::Io(std::io::Error::other(format!(
-            "{}: {}",
-            self.description,
-            error.unwrap_or_else(|| what.to_string())
+            "{}: {error}",
+            self.description
         )))
     }
 
     /// The next picture within `within`, looping a file at its end.
     fn pull(&mut self, within: Duration) -> Result<gst::Sample, SourceError> {
         let timeout = gst::ClockTime::from_nseconds(within.as_nanos() as u64);
-        if let Some(sample) = self.sink.try_pull_sample(timeout) {
-            return Ok(sample);
+        let slice = gst::ClockTime::from_nseconds(BUS_LOOK.as_nanos() as u64);
+        let end = std::time::Instant::now() + within;
+        // In slices, so that an error upstream (a refused connection, a decoder failing)
+        // ends the wait at once instead of after `within`.
+        while std::time::Instant::now() < end && !self.sink.is_eos() {
+            if let Some(sample) = self.sink.try_pull_sample(slice) {
+                return Ok(sample);
+            }
+            if let Some(error) = self.bus_error() {
+                return Err(SourceError::Io(std::io::Error::other(format!(
+                    "{}: {error}",
+                    self.description
+                ))));
+            }
         }
         if self.sink.is_eos() {
             if self.playback == Playback::Loop {

@@ -363,7 +363,7 @@ impl CaptureThread {
         let mut backoff = FIRST_RETRY;
         while !shutdown.is_cancelled() {
             if self.capturer.source.is_none() {
-                if wait_cancelled(&shutdown, backoff) {
+                if wait_cancelled(&shutdown, backoff, &self.liveness) {
                     break;
                 }
                 backoff = (backoff * 2).min(LAST_RETRY);
@@ -424,14 +424,16 @@ impl CaptureThread {
     }
 }
 
-/// Sleeps for `d` unless cancelled first; returns whether it was cancelled.
-fn wait_cancelled(token: &CancellationToken, d: Duration) -> bool {
+/// Sleeps for `d` unless cancelled first, marking `alive` at each step; returns whether it
+/// was cancelled.
+fn wait_cancelled(token: &CancellationToken, d: Duration, alive: &Liveness) -> bool {
     let step = Duration::from_millis(50);
     let end = Instant::now() + d;
     while Instant::now() < end {
         if token.is_cancelled() {
             return true;
         }
+        alive.recovery_attempted();
         std::thread::sleep(step.min(end.saturating_duration_since(Instant::now())));
     }
     token.is_cancelled()
@@ -477,7 +479,7 @@ impl EncoderWorker {
         self.encoder = None;
         let mut backoff = FIRST_RETRY;
         loop {
-            if wait_cancelled(shutdown, backoff) {
+            if wait_cancelled(shutdown, backoff, &self.recovery) {
                 return false;
             }
             backoff = (backoff * 2).min(LAST_RETRY);

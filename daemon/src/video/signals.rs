@@ -62,12 +62,14 @@ impl Liveness {
         self.frames.load(Ordering::Relaxed)
     }
 
-    /// Marks an attempt to reopen a failed device (called by the thread that retries).
+    /// Marks progress in reopening a failed device: each attempt, and each step of the
+    /// wait before the next (called by the thread that retries, so that the watchdog
+    /// sees it alive).
     pub fn recovery_attempted(&self) {
         self.recoveries.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Attempts to reopen a failed device since start.
+    /// Progress marks in reopening failed devices since start.
     pub fn recovery_attempts(&self) -> u64 {
         self.recoveries.load(Ordering::Relaxed)
     }
