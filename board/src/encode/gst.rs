@@ -270,17 +270,7 @@ impl VideoEncoder for GstEncoder {
         captured: CaptureTime,
         keyframe: bool,
     ) -> Result<(), EncodeError> {
-        if self.finished {
-            return Err(EncodeError::Finished);
-        }
-        if image.size() != self.size || image.format() != self.format {
-            return Err(EncodeError::WrongPicture {
-                got: image.size(),
-                got_format: image.format(),
-                expected: self.size,
-                expected_format: self.format,
-            });
-        }
+        super::check_picture(self.finished, image, self.size, self.format)?;
         let epoch = *self.epoch.get_or_insert(captured.at);
         let pts = gst::ClockTime::from_nseconds(
             captured.at.saturating_duration_since(epoch).as_nanos() as u64,

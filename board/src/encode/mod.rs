@@ -182,6 +182,28 @@ impl EncodeError {
     }
 }
 
+/// Refuses a picture an encoder made for `size` and `format` cannot take, or any picture
+/// after `finish`: the checks every backend makes first in `submit`.
+pub(crate) fn check_picture(
+    finished: bool,
+    image: &Image,
+    size: (u32, u32),
+    format: PixelFormat,
+) -> Result<(), EncodeError> {
+    if finished {
+        return Err(EncodeError::Finished);
+    }
+    if image.size() != size || image.format() != format {
+        return Err(EncodeError::WrongPicture {
+            got: image.size(),
+            got_format: image.format(),
+            expected: size,
+            expected_format: format,
+        });
+    }
+    Ok(())
+}
+
 /// One access unit out of [`VideoEncoder::poll`] (its bytes are in the caller's buffer).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EncodedUnit {

@@ -147,17 +147,7 @@ impl VideoEncoder for OpenH264Encoder {
         captured: CaptureTime,
         keyframe: bool,
     ) -> Result<(), EncodeError> {
-        if self.finished {
-            return Err(EncodeError::Finished);
-        }
-        if image.size() != self.size || image.format() != self.format {
-            return Err(EncodeError::WrongPicture {
-                got: image.size(),
-                got_format: image.format(),
-                expected: self.size,
-                expected_format: self.format,
-            });
-        }
+        super::check_picture(self.finished, image, self.size, self.format)?;
         let image = match image.format() {
             PixelFormat::I420 => image,
             _ => {
