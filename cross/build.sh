@@ -7,7 +7,7 @@
 #   x86_64-unknown-linux-gnu        PCs and servers                    -> amd64 .deb
 # Output: target/TARGET/release/focusd and target/debian/focusd_VERSION_ARCH.deb
 # (under $CARGO_TARGET_DIR instead of target/ when that is set)
-# Hardware backends: $FOCUSD_FEATURES (default: v4l2), each a cargo feature of focusd.
+# Hardware backends: $FOCUSD_FEATURES (default: v4l2,v4l2-m2m), each a cargo feature of focusd.
 # The V4L2 backend needs libclang-dev and cmake at build time (installed here when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,11 +45,15 @@ for target in "$@"; do
   cargo_targets+=(--target "$target")
 done
 command -v dpkg-deb >/dev/null || apt_install dpkg
-features=${FOCUSD_FEATURES-v4l2}
-if [[ " $features " == *" v4l2 "* ]]; then
-  [ -e /usr/lib/llvm-14/lib/libclang.so ] || apt_install libclang-dev
-  command -v cmake >/dev/null || apt_install cmake
-fi
+features=${FOCUSD_FEATURES-v4l2,v4l2-m2m}
+# Features are comma or space separated. Both V4L2 backends generate their kernel bindings
+# with libclang; capture builds libjpeg-turbo with cmake.
+case ",${features// /,}," in *,v4l2,* | *,v4l2-m2m,*)
+  [ -e /usr/lib/llvm-14/lib/libclang.so ] || apt_install libclang-dev ;;
+esac
+case ",${features// /,}," in *,v4l2,*)
+  command -v cmake >/dev/null || apt_install cmake ;;
+esac
 
 echo "==> cargo build --release ${cargo_targets[*]} --features \"$features\""
 cargo build --release --locked "${cargo_targets[@]}" -p focusd --features "$features"

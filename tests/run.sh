@@ -14,9 +14,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 boards=(aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf)
-# The hardware backends the x86 build here has: V4L2 and GStreamer, with the end-to-end
-# tests of the GStreamer backend (the root package's feature).
-features=(--features focusd/v4l2,focusd-testkit/gstreamer)
+# The hardware backends the x86 build here has: V4L2 capture, the V4L2 M2M encoder and
+# GStreamer, with the end-to-end tests of the GStreamer backend (the root package's feature).
+features=(--features focusd/v4l2,focusd/v4l2-m2m,focusd-testkit/gstreamer)
 step_names=() step_secs=() step_started=$SECONDS
 # Closes the running step (its time is kept for the summary) and opens the next one.
 step() {
@@ -80,7 +80,7 @@ setsid nice -n 19 bash -c '
   flags=(); for t in "$@"; do flags+=(--target "$t"); done
   export CARGO_TARGET_DIR=$boards_dir
   bash cross/build.sh "$@"
-  cargo test --release --locked "${flags[@]}" --features focusd/v4l2 -p focusd-board -p focusd --lib --no-run
+  cargo test --release --locked "${flags[@]}" --features focusd/v4l2,focusd/v4l2-m2m -p focusd-board -p focusd --lib --no-run
   echo "boards built in $SECONDS s (background)"
 ' boards "$boards_dir" "${boards[@]}" >"$tmp/boards.log" 2>&1 &
 boards_job=$!
@@ -146,7 +146,7 @@ newest() { ls -t target/release/deps/"$1"-* | grep -v '\.d$' | head -n 1; }
 not_run=()
 if [ -n "${vm_job:-}" ]; then
   wait "$vm_job" || { cat "$tmp/v4l2vm.log"; status=1; }
-  tests bash tests/v4l2vm.sh "$(newest v4l2_devices)" "$(newest v4l2)"
+  tests bash tests/v4l2vm.sh "$(newest v4l2_devices)" "$(newest v4l2)" "$(newest v4l2_m2m)"
 else
   not_run+=("V4L2 device tests: no VM tool at $v4l2vm (set V4L2VM)")
 fi
@@ -169,7 +169,7 @@ if wait "$boards_job"; then
   tail -n 3 "$tmp/boards.log"
   for target in "${boards[@]}"; do
     step "tests: $target unit tests under qemu-user"
-    CARGO_TARGET_DIR=$boards_dir tests cargo test --release --locked --no-fail-fast --target "$target" --features focusd/v4l2 -p focusd-board -p focusd --lib
+    CARGO_TARGET_DIR=$boards_dir tests cargo test --release --locked --no-fail-fast --target "$target" --features focusd/v4l2,focusd/v4l2-m2m -p focusd-board -p focusd --lib
     step "tests: $target binary and package tests (smoke, sd_notify, exit codes, .deb) under qemu-user"
     FOCUSD_TARGET=$target FOCUSD_BINARY=$PWD/$boards_dir/$target/release/focusd \
       tests cargo test --release --locked --no-fail-fast --workspace "${features[@]}" --test cli --test service --test package

@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# The V4L2 capture backend against real kernel drivers, in throw-away VMs that boot
-# Debian's own kernel (../shared/v4l2vm): vivid (each raw format, size changes, an unplug
-# and the camera back) and an MJPEG webcam (v4l2loopback fed by ffmpeg).
-# Usage: tests/v4l2vm.sh DEVICE_TESTS DAEMON_TESTS
+# The V4L2 backends against real kernel drivers, in throw-away VMs that boot Debian's own
+# kernel (../shared/v4l2vm): capture from vivid (each raw format, size changes, an unplug
+# and the camera back) and an MJPEG webcam (v4l2loopback fed by ffmpeg); the M2M encoder
+# interface against vicodec (multi-planar, as the Pi 4's bcm2835-codec).
+# Usage: tests/v4l2vm.sh DEVICE_TESTS DAEMON_TESTS M2M_TESTS
 #   DEVICE_TESTS: board/tests/v4l2_devices.rs; DAEMON_TESTS: tests/v4l2.rs (the daemon
-#   with a camera unplugged and back); both built with --features v4l2. Their tests are
-#   #[ignore]d on machines without the drivers; here they run with --ignored.
+#   with a camera unplugged and back); M2M_TESTS: board/tests/v4l2_m2m.rs; built with
+#   --features v4l2,v4l2-m2m. Their tests are #[ignore]d on machines without the drivers;
+#   here they run with --ignored.
 # Exit status: the tests'; 3 when the VM tool is not there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=$(realpath "$1")
 daemon_bin=$(realpath "$2")
+m2m_bin=$(realpath "$3")
 vm=${V4L2VM:-$(realpath -m ../shared/v4l2vm)}
 if [ ! -x "$vm/run-in-vm.sh" ]; then
   echo "tests/v4l2vm.sh: no VM tool at $vm (set V4L2VM): V4L2 device tests not run" >&2
@@ -33,3 +36,6 @@ bash "$vm/run-in-vm.sh" -t 300 -M "v4l2loopback exclusive_caps=1 video_nr=10" "$
 
 echo "-- the daemon with vivid: a viewer watches while the camera is unplugged and back"
 bash "$vm/run-in-vm.sh" -t 400 -m 2G "$PWD" "ip link set lo up && '$daemon_bin' --ignored --test-threads=1"
+
+echo "-- the M2M encoder interface against vicodec (multi-planar)"
+bash "$vm/run-in-vm.sh" -t 200 -M "vicodec multiplanar=1" "$PWD" "$m2m_bin" --ignored --test-threads=1

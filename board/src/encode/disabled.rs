@@ -14,6 +14,11 @@ pub(super) mod v4l2m2m {
         None
     }
 
+    /// What the device is: never asked without the backend.
+    pub(in crate::encode) fn describe(_device: &Path) -> String {
+        String::new()
+    }
+
     pub(in crate::encode) fn open(
         _device: Option<&Path>,
         _settings: &EncoderSettings,
@@ -29,6 +34,11 @@ pub(super) mod v4l2m2m {
 #[cfg(not(feature = "gstreamer"))]
 pub(super) mod gst {
     use crate::encode::{EncodeError, EncoderSettings, VideoEncoder};
+
+    /// Whether GStreamer has an element: no GStreamer without the backend.
+    pub(in crate::encode) fn has_element(_name: &str) -> bool {
+        false
+    }
 
     pub(in crate::encode) fn open(
         _element: &str,

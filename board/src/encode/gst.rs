@@ -78,6 +78,11 @@ impl std::fmt::Debug for GstEncoder {
     }
 }
 
+/// Whether GStreamer has the element `name` (its plugin is installed).
+pub(in crate::encode) fn has_element(name: &str) -> bool {
+    gst::init().is_ok() && gst::ElementFactory::find(name).is_some()
+}
+
 /// Opens `element` for pictures of `settings`.
 pub(in crate::encode) fn open(
     element: &str,

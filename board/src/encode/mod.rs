@@ -42,9 +42,7 @@ use crate::image::{Image, PixelFormat};
 #[cfg(not(feature = "v4l2-m2m"))]
 use disabled::v4l2m2m;
 #[cfg(feature = "v4l2-m2m")]
-compile_error!(
-    "the V4L2 M2M encoder backend is not written yet (issue 11); build without --features v4l2-m2m"
-);
+pub mod v4l2m2m;
 
 #[cfg(not(feature = "gstreamer"))]
 use disabled::gst;
@@ -247,34 +245,49 @@ pub trait VideoEncoder: Send {
     fn finish(&mut self, out: &mut Vec<(EncodedUnit, Vec<u8>)>) -> Result<(), EncodeError>;
 }
 
-/// What `auto` takes on this machine now, and why: the board's hardware encoder when this
-/// build has its backend and finds it, else openh264.
+/// Jetson Orin NX / AGX's hardware encoder, reached through NVIDIA's GStreamer plugin.
+pub const JETSON_ENCODER: &str = "nvv4l2h264enc";
+
+/// What `auto` takes on this machine now, and why: a V4L2 M2M H.264 encoder (the Pi 4's),
+/// else a Jetson's through GStreamer, else openh264.
 pub fn resolve_auto() -> (EncoderSpec, String) {
-    match v4l2m2m::find() {
-        Some(device) => (
+    if let Some(device) = v4l2m2m::find() {
+        return (
             EncoderSpec::V4l2M2m(Some(device)),
-            "the hardware H.264 encoder".into(),
-        ),
-        None if cfg!(feature = "v4l2-m2m") => (
-            EncoderSpec::OpenH264,
-            "no hardware H.264 encoder found".into(),
-        ),
-        None => (
-            EncoderSpec::OpenH264,
-            "no hardware encoder backend in this build".into(),
-        ),
+            "the hardware H.264 encoder (V4L2 M2M)".into(),
+        );
     }
+    if gst::has_element(JETSON_ENCODER) {
+        return (
+            EncoderSpec::Gst(JETSON_ENCODER.into()),
+            format!("the hardware H.264 encoder (GStreamer {JETSON_ENCODER})"),
+        );
+    }
+    let reason = if cfg!(feature = "v4l2-m2m") || cfg!(feature = "gstreamer") {
+        "no hardware H.264 encoder found"
+    } else {
+        "no hardware encoder backend in this build"
+    };
+    (EncoderSpec::OpenH264, reason.into())
 }
 
 /// The hardware encoders this build finds here.
 pub fn hardware_encoders() -> Vec<crate::probe::EncoderInfo> {
-    v4l2m2m::find()
+    let mut found: Vec<_> = v4l2m2m::find()
         .map(|device| crate::probe::EncoderInfo {
+            about: v4l2m2m::describe(&device),
             spec: EncoderSpec::V4l2M2m(Some(device)).to_string(),
-            about: "V4L2 stateful H.264 encoder".into(),
         })
         .into_iter()
-        .collect()
+        .collect();
+    if gst::has_element(JETSON_ENCODER) {
+        found.push(crate::probe::EncoderInfo {
+            spec: EncoderSpec::Gst(JETSON_ENCODER.into()).to_string(),
+            about: "NVIDIA's hardware H.264 encoder through GStreamer (Jetson Orin NX / AGX)"
+                .into(),
+        });
+    }
+    found
 }
 
 /// Opens the encoder `spec` names for pictures of `settings`.

@@ -96,6 +96,43 @@ pub struct Report {
     pub problems: Vec<String>,
 }
 
+/// Why a board that has an H.264 encoder shows none, and the fix.
+fn missing_encoder(board: &Board) -> String {
+    let name = board.name();
+    match board {
+        Board::Jetson(_) if !cfg!(feature = "gstreamer") => format!(
+            "{name} has a hardware H.264 encoder, reached through GStreamer, which this build does not have (rebuild with --features gstreamer); openh264 is used"
+        ),
+        Board::Jetson(_) => format!(
+            "{name} has a hardware H.264 encoder but GStreamer has no {} (install nvidia-l4t-gstreamer); openh264 is used",
+            encode::JETSON_ENCODER
+        ),
+        _ if !cfg!(feature = "v4l2-m2m") => format!(
+            "{name} has a hardware H.264 encoder, which this build cannot drive (rebuild with --features v4l2-m2m); openh264 is used"
+        ),
+        _ => format!(
+            "{name} has a hardware H.264 encoder but no V4L2 node offers it (bcm2835-codec is /dev/video11: is the bcm2835_codec module loaded? ls /dev/video1*); openh264 is used"
+        ),
+    }
+}
+
+/// The `/dev/videoN` nodes, by number: where V4L2 cameras and codecs are.
+pub fn dev_video_nodes() -> Vec<PathBuf> {
+    let Ok(dir) = std::fs::read_dir("/dev") else {
+        return Vec::new();
+    };
+    let mut nodes: Vec<(u32, PathBuf)> = dir
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let n = name.strip_prefix("video")?.parse().ok()?;
+            Some((n, e.path()))
+        })
+        .collect();
+    nodes.sort();
+    nodes.into_iter().map(|(_, p)| p).collect()
+}
+
 /// Probes the machine. `source` and `encoder` are the configured specs: `auto` is resolved
 /// as the daemon would, anything else is reported as configured.
 pub fn probe(source: &SourceSpec, encoder: &EncoderSpec) -> Report {
@@ -132,17 +169,15 @@ fn probe_in(root: &Path, source: &SourceSpec, encoder: &EncoderSpec) -> Report {
                 .into(),
         );
     }
-    if board.has_h264_encoder() == Some(true) && !cfg!(feature = "v4l2-m2m") {
-        problems.push(format!(
-            "{} has a hardware H.264 encoder, which this build cannot drive (rebuild with --features v4l2-m2m); openh264 is used",
-            board.name()
-        ));
-    }
     let mut encoders = vec![EncoderInfo {
         spec: "openh264".into(),
         about: "software (Cisco openh264), constrained baseline, any size".into(),
     }];
-    encoders.extend(encode::hardware_encoders());
+    let hardware = encode::hardware_encoders();
+    if board.has_h264_encoder() == Some(true) && hardware.is_empty() {
+        problems.push(missing_encoder(&board));
+    }
+    encoders.extend(hardware);
     let source = match source {
         SourceSpec::Auto => {
             let (spec, reason) = source::resolve_auto();
@@ -257,7 +292,10 @@ mod tests {
         if !cfg!(feature = "gstreamer") {
             assert!(problems.contains("--features gstreamer"), "{problems}");
         }
-        if !cfg!(feature = "v4l2-m2m") {
+        // The test machine has no bcm2835-codec: either the feature or the node is missing.
+        if cfg!(feature = "v4l2-m2m") {
+            assert!(problems.contains("bcm2835_codec module"), "{problems}");
+        } else {
             assert!(problems.contains("--features v4l2-m2m"), "{problems}");
         }
         let text = report.to_string();
@@ -301,6 +339,16 @@ mod tests {
         let report = probe_in(&root, &SourceSpec::Auto, &EncoderSpec::Auto);
         assert_eq!(report.board_kind, "jetson");
         assert!(report.l4t.as_deref().unwrap().starts_with("R36 (release)"));
+        // A Jetson (not an Orin Nano) has an encoder; this machine has no nvv4l2h264enc.
+        let problems = report.problems.join("\n");
+        if cfg!(feature = "gstreamer") {
+            assert!(
+                problems.contains("install nvidia-l4t-gstreamer"),
+                "{problems}"
+            );
+        } else {
+            assert!(problems.contains("--features gstreamer"), "{problems}");
+        }
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["board_kind"], "jetson");
         assert!(json["source"]["reason"].is_string());

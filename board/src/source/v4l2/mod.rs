@@ -46,27 +46,10 @@ const MAX_BAD_IN_A_ROW: u32 = 30;
 /// nodes, which only libcamera can drive.
 const NEEDS_LIBCAMERA: [&str; 4] = ["unicam", "bcm2835-isp", "rp1-cfe", "pispbe"];
 
-/// The `/dev/videoN` nodes, by number.
-fn dev_video_nodes() -> Vec<PathBuf> {
-    let Ok(dir) = std::fs::read_dir("/dev") else {
-        return Vec::new();
-    };
-    let mut nodes: Vec<(u32, PathBuf)> = dir
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let n = name.strip_prefix("video")?.parse().ok()?;
-            Some((n, e.path()))
-        })
-        .collect();
-    nodes.sort();
-    nodes.into_iter().map(|(_, p)| p).collect()
-}
-
 /// Every V4L2 device node and what it is to focusd.
 pub fn video_nodes() -> Vec<crate::probe::VideoNode> {
     use v4l::capability::Flags;
-    dev_video_nodes()
+    crate::probe::dev_video_nodes()
         .into_iter()
         .map(|path| {
             let mut node = crate::probe::VideoNode {
@@ -116,7 +99,7 @@ pub fn video_nodes() -> Vec<crate::probe::VideoNode> {
 /// The first V4L2 node on this machine that is a camera focusd can read: single-planar
 /// capture, not memory-to-memory, not an ISP node, offering a format this backend reads.
 pub(in crate::source) fn first_camera() -> Option<SourceSpec> {
-    dev_video_nodes()
+    crate::probe::dev_video_nodes()
         .into_iter()
         .find(|path| is_camera(path))
         .map(SourceSpec::V4l2)
