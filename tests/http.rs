@@ -301,10 +301,19 @@ fn json_offer_form_and_state_api() {
         "fps",
         "bitrate_kbps",
         "encoder",
+        "encoder_reason",
         "source",
     ] {
         assert!(state.get(key).is_some(), "state has {key}");
     }
+    // `auto` on a machine without a hardware encoder, and why.
+    assert_eq!(state["encoder"], "openh264");
+    assert!(
+        state["encoder_reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("no hardware")),
+        "{state}"
+    );
     std::thread::sleep(Duration::from_millis(1200));
     let state = d.state();
     assert!(state.fps > 20.0, "fps measured: {state:?}");

@@ -133,7 +133,11 @@ impl Daemon {
             detector_frames.clone(),
             shutdown.clone(),
         )?;
-        control.set_backends(pipeline.encoder.clone(), pipeline.source.clone());
+        control.set_backends(
+            pipeline.encoder.clone(),
+            pipeline.encoder_reason.clone(),
+            pipeline.source.clone(),
+        );
         let stamp_rows = if pipeline.has_stamp {
             focusd_board::stamp::band_height(pipeline.lores_size.1)
         } else {
@@ -273,6 +277,7 @@ fn registration(
         version: env!("CARGO_PKG_VERSION").to_string(),
         board: focusd_board::probe::Board::detect().name().to_string(),
         encoder: pipeline.encoder.clone(),
+        encoder_reason: pipeline.encoder_reason.clone(),
         source: pipeline.source.clone(),
         signaling_url: format!("{base}/offer"),
         whep_url: format!("{base}/whep"),

@@ -68,6 +68,10 @@ fn registration_availability_state_and_stats() {
     assert_eq!(info.name, "Front door");
     assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
     assert_eq!(info.encoder, "openh264");
+    assert!(
+        !info.encoder_reason.is_empty(),
+        "why this encoder: {info:?}"
+    );
     let base = format!("http://{}", d.addr);
     assert_eq!(info.signaling_url, format!("{base}/offer"));
     assert_eq!(info.whep_url, format!("{base}/whep"));

@@ -98,6 +98,10 @@ pub struct State {
     pub fps: f64,
     pub bitrate_kbps: Bitrates,
     pub encoder: String,
+    /// Why that encoder: `configured`, or what `auto` found (e.g. "no hardware H.264
+    /// encoder found").
+    #[serde(default)]
+    pub encoder_reason: String,
     pub source: String,
     /// Parts failing now and being retried; empty when all is well.
     #[serde(default)]
@@ -133,6 +137,7 @@ impl Control {
                 fps: 0.0,
                 bitrate_kbps: Bitrates::default(),
                 encoder,
+                encoder_reason: String::new(),
                 source,
                 faults: Vec::new(),
             }),
@@ -213,10 +218,12 @@ impl Control {
         s.bitrate_kbps = bitrate_kbps;
     }
 
-    /// Names the encoder and source actually in use (known once the pipeline has opened them).
-    pub fn set_backends(&self, encoder: String, source: String) {
+    /// Names the encoder (and why it) and the source actually in use, known once the
+    /// pipeline has opened them.
+    pub fn set_backends(&self, encoder: String, encoder_reason: String, source: String) {
         let mut s = self.lock();
         s.encoder = encoder;
+        s.encoder_reason = encoder_reason;
         s.source = source;
     }
 
@@ -340,6 +347,7 @@ mod tests {
             "fps",
             "bitrate_kbps",
             "encoder",
+            "encoder_reason",
             "source",
         ] {
             assert!(v.get(key).is_some(), "missing {key}");

@@ -97,6 +97,9 @@ pub struct Info {
     pub board: String,
     /// The H.264 encoder in use.
     pub encoder: String,
+    /// Why that encoder: `configured`, or what `auto` found.
+    #[serde(default)]
+    pub encoder_reason: String,
     /// The frame source in use.
     pub source: String,
     /// `POST` an SDP offer here (the `/offer` of the contract).
@@ -215,6 +218,7 @@ mod tests {
                 source: 900.0,
             },
             encoder: "openh264".into(),
+            encoder_reason: "no hardware H.264 encoder found".into(),
             source: "test 1280x720@30".into(),
             faults: vec![Fault {
                 part: Part::Source,
@@ -247,7 +251,7 @@ mod tests {
                 state: state(),
                 id: Some("c1".into()),
             },
-            "bitrate_kbps,encoder,faults,fps,hybrid_rect,id,mode,roi,source,type,viewers",
+            "bitrate_kbps,encoder,encoder_reason,faults,fps,hybrid_rect,id,mode,roi,source,type,viewers",
         );
         assert_eq!(v["type"], "state");
         assert_eq!(v["mode"], "HYBRID");
@@ -256,7 +260,7 @@ mod tests {
                 state: state(),
                 id: None,
             },
-            "bitrate_kbps,encoder,faults,fps,hybrid_rect,mode,roi,source,type,viewers",
+            "bitrate_kbps,encoder,encoder_reason,faults,fps,hybrid_rect,mode,roi,source,type,viewers",
         );
         let v = round_trip(&ViewerMessage::Error { error: "no".into() }, "error,type");
         assert_eq!(v["type"], "error");
@@ -303,6 +307,7 @@ mod tests {
                 version: "0.1.0".into(),
                 board: "linux x86_64".into(),
                 encoder: "openh264".into(),
+                encoder_reason: "configured".into(),
                 source: "test".into(),
                 signaling_url: "http://h:8888/offer".into(),
                 whep_url: "http://h:8888/whep".into(),
@@ -317,7 +322,7 @@ mod tests {
                 },
                 modes: Mode::ALL.to_vec(),
             },
-            "board,encoder,id,modes,name,signaling_url,source,tracks,version,viewer_url,whep_url",
+            "board,encoder,encoder_reason,id,modes,name,signaling_url,source,tracks,version,viewer_url,whep_url",
         );
         assert_eq!(
             v["modes"],

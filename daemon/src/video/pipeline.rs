@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use focusd_board::encode::{self, EncodeError, EncoderSettings, VideoEncoder};
+use focusd_board::encode::{self, EncodeError, EncoderSettings, EncoderSpec, VideoEncoder};
 use focusd_board::frame::{CaptureTime, FramePool, PooledFrame};
 use focusd_board::image::{Image, Layout};
 use focusd_board::scale::{Scaler, lores_size};
@@ -61,11 +61,58 @@ pub struct Pipeline {
     pub source: String,
     /// What the encoders are, from [`VideoEncoder::name`] (state JSON, registration).
     pub encoder: String,
+    /// Why that encoder: `configured`, or what `auto` found (state JSON, registration).
+    pub encoder_reason: String,
     /// Whether frames carry the test stamp (its band is not scene content).
     pub has_stamp: bool,
     /// When frames last arrived (for `/healthz`).
     pub liveness: Liveness,
     threads: Vec<JoinHandle<()>>,
+}
+
+/// Both tracks' encoders as first opened.
+struct Encoders {
+    /// What they were opened with: every reopen uses it.
+    spec: EncoderSpec,
+    /// Why this encoder (`configured`, or what `auto` found).
+    reason: String,
+    context: Box<dyn VideoEncoder>,
+    source: Box<dyn VideoEncoder>,
+}
+
+impl Encoders {
+    /// Opens both tracks' encoders. A configured encoder is opened as is. `auto` is
+    /// resolved once, so that both tracks and every reopen use the same device; a hardware
+    /// encoder that refuses these settings (a size beyond its limits) gives way to
+    /// openh264, and the reason says so.
+    fn open(
+        configured: &EncoderSpec,
+        context: &EncoderSettings,
+        source: &EncoderSettings,
+    ) -> Result<Self, EncodeError> {
+        let open = |spec: EncoderSpec, reason: String| -> Result<Self, EncodeError> {
+            Ok(Self {
+                context: encode::open(&spec, context)?,
+                source: encode::open(&spec, source)?,
+                spec,
+                reason,
+            })
+        };
+        if *configured != EncoderSpec::Auto {
+            return open(configured.clone(), "configured".into());
+        }
+        let (spec, reason) = encode::resolve_auto();
+        match open(spec.clone(), reason) {
+            Err(e) if e.is_config() && spec != EncoderSpec::OpenH264 => {
+                tracing::warn!(encoder = %spec, "hardware encoder refused, using openh264: {e}");
+                open(
+                    EncoderSpec::OpenH264,
+                    format!("{spec} refused these settings ({e})"),
+                )
+            }
+            other => other,
+        }
+    }
 }
 
 impl Pipeline {
@@ -98,11 +145,19 @@ impl Pipeline {
             bitrate_kbps: kbps,
             keyframe_interval,
         };
-        let spec = &video.encoder;
-        let context_encoder = encode::open(spec, &enc_settings(lores_layout, video.context_kbps))?;
-        let source_encoder = encode::open(spec, &enc_settings(main_layout, video.source_kbps))?;
+        let Encoders {
+            spec,
+            reason: encoder_reason,
+            context: context_encoder,
+            source: source_encoder,
+        } = Encoders::open(
+            &video.encoder,
+            &enc_settings(lores_layout, video.context_kbps),
+            &enc_settings(main_layout, video.source_kbps),
+        )?;
+        let spec = &spec;
         let encoder_name = source_encoder.name().to_string();
-        tracing::info!(encoder = %encoder_name, "encoders open");
+        tracing::info!(encoder = %encoder_name, reason = %encoder_reason, "encoders open");
         let description = src.describe();
         let stamp_rows = if src.has_stamp() {
             stamp::band_height(main_size.1)
@@ -179,6 +234,7 @@ impl Pipeline {
             fps: src_fps,
             source: description,
             encoder: encoder_name,
+            encoder_reason,
             has_stamp: stamp_rows > 0,
             liveness,
             threads,

@@ -10,12 +10,15 @@
 //!   notification socket of the bench's own, as systemd would see it;
 //! * **ROI model** ([`detector`]): inferences per second on one core; on real footage, the
 //!   model against motion detection: added CPU and VISION's source bitrate against HIGH's;
+//! * **software encoders** ([`encoders`]): openh264 against GStreamer's x264enc on the
+//!   same frames at the same bitrate: CPU and latency;
 //! * **MQTT** ([`mqtt`]): `focusd ctl mode` to the first frame in the new mode, and the
 //!   control plane's CPU cost.
 //!
 //! The daemon is the `focusd` beside the bench's own executable (`target/release/`).
 
 mod detector;
+mod encoders;
 mod mqtt;
 
 use std::net::SocketAddr;
@@ -97,6 +100,7 @@ pub fn run(flags: &BenchFlags) -> anyhow::Result<()> {
 
     let baseline = encoder_only_cpu(secs)?;
     println!("  baseline (encoder only, both tracks): {baseline:.1}% CPU");
+    encoders::run(secs, flags.footage.as_deref())?;
     let starts = cold_starts(&lab, COLD_STARTS)?;
 
     let daemon = lab.daemon(&["--source", "test", "--size", "1280x720", "--fps", "30"])?;

@@ -364,6 +364,7 @@ mod tests {
             version: "0.1.0".into(),
             board: "generic".into(),
             encoder: "openh264".into(),
+            encoder_reason: "configured".into(),
             source: "test".into(),
             signaling_url: "http://10.0.0.5:8888/offer".into(),
             whep_url: "http://10.0.0.5:8888/whep".into(),

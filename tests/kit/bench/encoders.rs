@@ -1,0 +1,143 @@
+//! The software encoders side by side on the source track's picture: openh264 and
+//! GStreamer's `x264enc` (ultrafast, zerolatency: what go2rtc gets from ffmpeg), fed the
+//! same 720p30 frames at the same bitrate, in this process: the test pattern, and real
+//! footage scaled to 720p when the bench has some. CPU is the whole process's
+//! (x264 and GStreamer run threads of their own); latency is `submit` to the access unit.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use focusd_board::encode::{self, EncoderSettings, EncoderSpec};
+use focusd_board::frame::CaptureTime;
+use focusd_board::image::{Image, PixelFormat};
+use focusd_board::source::{FrameSource, TestPattern, Y4mFile};
+
+use super::{FPS, SIZE};
+
+/// The source track's bitrate in the daemon's defaults.
+const KBPS: u32 = 2500;
+
+/// One encoder's figures.
+struct Figures {
+    cpu_percent: f64,
+    latency_p50: Duration,
+    latency_p95: Duration,
+    kbps: f64,
+}
+
+/// Runs every encoder this build has on the test pattern and on `footage`, and prints
+/// their figures and CPU ratios to openh264.
+pub(super) fn run(secs: u64, footage: Option<&Path>) -> anyhow::Result<()> {
+    let pattern = TestPattern::new(SIZE, FPS as f64);
+    // Two seconds of frames, drawn before measuring: only encoding is on the clock.
+    let drawn: Vec<Image> = (0..2 * FPS as u64)
+        .map(|i| {
+            let mut img = Image::i420(SIZE.0, SIZE.1);
+            pattern.draw(&mut img, 1_700_000_000_000 + i * 1000 / FPS as u64);
+            img
+        })
+        .collect();
+    println!();
+    println!(
+        "software encoders, {}x{}@{FPS} at {KBPS} kbit/s, the same frames ({secs} s each):",
+        SIZE.0, SIZE.1
+    );
+    compare("test pattern", &drawn, secs);
+    if let Some(path) = footage {
+        let frames = read_footage(path, 20)?;
+        compare(&format!("{}, scaled", path.display()), &frames, secs);
+    }
+    Ok(())
+}
+
+/// The first `n` frames of a .y4m file, scaled to [`SIZE`].
+fn read_footage(path: &Path, n: usize) -> anyhow::Result<Vec<Image>> {
+    let mut file = Y4mFile::open(path, Some(SIZE))?;
+    (0..n)
+        .map(|_| {
+            let mut img = Image::new(file.layout());
+            file.capture(&mut img, None)?;
+            Ok(img)
+        })
+        .collect()
+}
+
+fn compare(what: &str, frames: &[Image], secs: u64) {
+    println!("  {what}:");
+    let mut baseline = None;
+    for spec in [EncoderSpec::OpenH264, EncoderSpec::Gst("x264enc".into())] {
+        match measure(&spec, frames, secs) {
+            Ok(f) => {
+                let ratio = baseline
+                    .map(|b: f64| format!(", {:.2}x openh264's CPU", f.cpu_percent / b.max(0.1)))
+                    .unwrap_or_default();
+                println!(
+                    "    {spec:<12} {:5.1}% CPU, submit to access unit p50 {:.1} ms / p95 {:.1} ms, {:.0} kbit/s{ratio}",
+                    f.cpu_percent,
+                    f.latency_p50.as_secs_f64() * 1000.0,
+                    f.latency_p95.as_secs_f64() * 1000.0,
+                    f.kbps
+                );
+                baseline.get_or_insert(f.cpu_percent);
+            }
+            Err(e) => println!("    {spec:<12} not measured: {e}"),
+        }
+    }
+}
+
+fn measure(spec: &EncoderSpec, frames: &[Image], secs: u64) -> anyhow::Result<Figures> {
+    let settings = EncoderSettings {
+        width: SIZE.0,
+        height: SIZE.1,
+        format: PixelFormat::I420,
+        fps: FPS as f64,
+        bitrate_kbps: KBPS,
+        keyframe_interval: 2 * FPS,
+    };
+    let mut encoder = encode::open(spec, &settings)?;
+    // A second of warm-up: GStreamer's pipeline and x264's lookahead settle.
+    let mut out = Vec::with_capacity(1 << 18);
+    for img in frames.iter().take(FPS as usize) {
+        encoder.submit(img, CaptureTime::now(), false)?;
+        while encoder.poll(&mut out)?.is_some() {}
+    }
+    let interval = Duration::from_secs_f64(1.0 / FPS as f64);
+    let mut latencies = Vec::new();
+    let mut bytes = 0usize;
+    let start_cpu = process_cpu_ticks()?;
+    let start = Instant::now();
+    let mut next = start;
+    let mut i = 0;
+    while start.elapsed() < Duration::from_secs(secs) {
+        let submitted = Instant::now();
+        encoder.submit(&frames[i % frames.len()], CaptureTime::now(), i % 60 == 0)?;
+        out.clear();
+        while encoder.poll(&mut out)?.is_some() {
+            latencies.push(submitted.elapsed());
+        }
+        bytes += out.len();
+        i += 1;
+        next += interval;
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let ticks = process_cpu_ticks()? - start_cpu;
+    if latencies.is_empty() {
+        anyhow::bail!("no access unit came out");
+    }
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    Ok(Figures {
+        cpu_percent: ticks as f64 / focusd::service::procfs::TICKS_PER_SECOND / elapsed * 100.0,
+        latency_p50: at(0.5),
+        latency_p95: at(0.95),
+        kbps: bytes as f64 * 8.0 / 1000.0 / elapsed,
+    })
+}
+
+/// utime + stime of this whole process, every thread (GStreamer's and x264's included).
+fn process_cpu_ticks() -> anyhow::Result<u64> {
+    Ok(focusd::service::procfs::cpu_ticks("self")?)
+}
