@@ -24,7 +24,15 @@ fn temp_dir(name: &str) -> PathBuf {
 
 fn open(spec: &str, size: Option<(u32, u32)>) -> Result<Box<dyn FrameSource>, SourceError> {
     let spec: SourceSpec = spec.parse().unwrap();
-    source::open(&spec, size.unwrap_or((2, 2)), 30.0, size.is_some())
+    source::open(
+        &spec,
+        source::Wanted {
+            size: size.unwrap_or((2, 2)),
+            fps: 30.0,
+            scale_file: size.is_some(),
+            lores_width: 320,
+        },
+    )
 }
 
 /// Takes `n` pictures; checks each is a picture, not a flat field.
@@ -65,6 +73,42 @@ fn a_pipeline_ending_in_an_appsink() {
         .err()
         .expect("refused");
     assert!(err.to_string().contains("nosuchelement"), "{err}");
+}
+
+#[test]
+fn a_pipeline_with_its_own_low_resolution_picture() {
+    // Two appsinks, as libcamera's two ISP streams or a hardware scaler give them.
+    let mut source = open(
+        "gst:videotestsrc is-live=true pattern=smpte ! video/x-raw,width=640,height=360,framerate=30/1,format=NV12 ! tee name=t \
+         t. ! queue ! appsink name=focusd \
+         t. ! queue ! videoscale ! video/x-raw,width=320,height=180 ! appsink name=lores",
+        None,
+    )
+    .unwrap();
+    assert_eq!(source.layout().size(), (640, 360));
+    let lores_layout = source
+        .lores_layout()
+        .expect("the pipeline's own lores picture");
+    assert_eq!(lores_layout.size(), (320, 180));
+    let mut main = Image::new(source.layout());
+    let mut lores = Image::new(lores_layout);
+    for _ in 0..5 {
+        source.capture(&mut main, Some(&mut lores)).unwrap();
+    }
+    // The same picture at both sizes: the middle of each of SMPTE's seven bars.
+    let (big, small) = (main.luma(), lores.luma());
+    for (x, y) in (0..7).map(|bar| (46 + bar * 91, 100)) {
+        let (a, b) = (big.row(y)[x], small.row(y / 2)[x / 2]);
+        assert!(a.abs_diff(b) < 12, "({x},{y}): {a} vs {b}");
+    }
+
+    let err = open(
+        "gst:videotestsrc ! tee name=t t. ! queue ! appsink name=a t. ! queue ! appsink name=b",
+        None,
+    )
+    .err()
+    .expect("two appsinks, neither named");
+    assert!(err.to_string().contains("`focusd` and `lores`"), "{err}");
 }
 
 #[test]

@@ -94,7 +94,13 @@ fn the_nearest_mode_is_chosen_and_sizes_change_between_opens() {
     drop(big);
     // Through the public entry point, as `--source v4l2:...` does.
     let spec = SourceSpec::V4l2(dev.clone());
-    let source = focusd_board::source::open(&spec, (640, 480), 25.0, false).unwrap();
+    let wanted = focusd_board::source::Wanted {
+        size: (640, 480),
+        fps: 25.0,
+        scale_file: false,
+        lores_width: 320,
+    };
+    let source = focusd_board::source::open(&spec, wanted).unwrap();
     assert_eq!(source.layout().size(), (640, 480));
     assert!(
         source.describe().contains("640x480"),

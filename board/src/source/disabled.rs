@@ -46,6 +46,9 @@ pub(super) mod gst {
 
     pub(in crate::source) fn open_libcamera(
         _id: Option<&str>,
+        _size: (u32, u32),
+        _fps: f64,
+        _lores_width: u32,
     ) -> Result<Box<dyn FrameSource>, SourceError> {
         Err(SourceError::NotEnabled {
             backend: "libcamera (through GStreamer)",

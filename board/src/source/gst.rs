@@ -4,7 +4,9 @@
 //! `libcamerasrc`.
 //!
 //! Each is a pipeline ending in an `appsink` that keeps one buffer and drops older ones
-//! (the newest picture wins). Pictures arrive as I420 or NV12, in whatever strides the
+//! (the newest picture wins); a second appsink named [`LORES_SINK`] delivers the
+//! low-resolution picture, when the pipeline makes one (libcamera's second ISP stream,
+//! or a `gst:` pipeline's hardware scaler). Pictures arrive as I420 or NV12, in whatever strides the
 //! decoder or camera chose, and are copied plane by plane into focusd's frames. A bus
 //! error, an end of stream of a live source, or no picture for [`STALL`] is a capture
 //! error: the pipeline is torn down and opened again with backoff by the capture thread,
@@ -30,6 +32,13 @@ pub const STALL: Duration = Duration::from_secs(3);
 /// a decoder's start); short enough that a reopen never outlasts half the systemd
 /// watchdog (10 s in the unit).
 const FIRST_PICTURE: Duration = Duration::from_secs(4);
+
+/// The appsink that takes the main picture (any single appsink does).
+pub const MAIN_SINK: &str = "focusd";
+
+/// The appsink that takes a low-resolution picture the pipeline makes itself (an ISP's
+/// second stream, a hardware scaler), so that focusd does not scale.
+pub const LORES_SINK: &str = "lores";
 
 /// Slices of a wait for a picture, between looks at the bus for an error.
 const BUS_LOOK: Duration = Duration::from_millis(100);
@@ -101,9 +110,14 @@ pub(in crate::source) fn open_rtsp(
     )?))
 }
 
-/// libcamera through `libcamerasrc` (Raspberry Pi cameras).
+/// libcamera through `libcamerasrc` (Raspberry Pi cameras): two streams from the ISP, the
+/// main picture at `size` and the low-resolution one `lores_width` wide, so the context
+/// track costs no software scaling.
 pub(in crate::source) fn open_libcamera(
     id: Option<&str>,
+    size: (u32, u32),
+    fps: f64,
+    lores_width: u32,
 ) -> Result<Box<dyn FrameSource>, SourceError> {
     init()?;
     if gst::ElementFactory::find("libcamerasrc").is_none() {
@@ -112,15 +126,27 @@ pub(in crate::source) fn open_libcamera(
                 .into(),
         ));
     }
-    let name = id
-        .map(|id| format!(" camera-name=\"{}\"", id.replace('"', "")))
-        .unwrap_or_default();
-    let description = format!("libcamerasrc{name} ! video/x-raw,format=NV12 ! appsink name=focusd");
     Ok(Box::new(GstSource::launch(
-        &description,
+        &libcamera_pipeline(id, size, fps, lores_width),
         format!("libcamera {}", id.unwrap_or("(first camera)")),
         Playback::Live,
     )?))
+}
+
+/// The `libcamerasrc` pipeline: its always pad gives the main stream, a requested pad the
+/// low-resolution one; the ISP scales both.
+fn libcamera_pipeline(id: Option<&str>, size: (u32, u32), fps: f64, lores_width: u32) -> String {
+    let name = id
+        .map(|id| format!(" camera-name=\"{}\"", id.replace('"', "")))
+        .unwrap_or_default();
+    let (lw, lh) = crate::scale::lores_size(size, lores_width);
+    let fps = (fps.round() as u32).max(1);
+    format!(
+        "libcamerasrc name=cam{name} \
+         cam.src ! video/x-raw,format=NV12,width={},height={},framerate={fps}/1 ! appsink name={MAIN_SINK} \
+         cam.src_0 ! video/x-raw,width={lw},height={lh} ! appsink name={LORES_SINK}",
+        size.0, size.1
+    )
 }
 
 /// The caps after `videoscale`: a size when asked, the formats focusd takes.
@@ -145,6 +171,48 @@ fn init() -> Result<(), SourceError> {
     gst::init().map_err(|e| SourceError::Format(format!("GStreamer cannot start: {e}")))
 }
 
+/// The video info of a sample's caps.
+fn sample_info(sample: &gst::Sample) -> Result<VideoInfo, String> {
+    let caps = sample.caps().ok_or("a picture without caps")?;
+    VideoInfo::from_caps(caps).map_err(|e| e.to_string())
+}
+
+/// The layout focusd gives pictures of `info` (packed: they are copied plane by plane).
+fn layout_of(info: &VideoInfo) -> Result<Layout, String> {
+    let format = match info.format() {
+        VideoFormat::I420 => PixelFormat::I420,
+        VideoFormat::Nv12 => PixelFormat::Nv12,
+        other => return Err(format!("delivers {other:?}, focusd takes I420 or NV12")),
+    };
+    let layout = Layout::packed(format, info.width(), info.height());
+    layout.check().map_err(|e| e.to_string())?;
+    Ok(layout)
+}
+
+/// Copies the picture of `sample` into `image`; an error when its size is not the
+/// image's (the stream changed size: the source is reopened).
+fn copy_sample(sample: &gst::Sample, image: &mut Image) -> Result<(), String> {
+    let info = sample_info(sample)?;
+    if (info.width(), info.height()) != image.size() {
+        return Err(format!(
+            "the picture changed size to {}x{}",
+            info.width(),
+            info.height()
+        ));
+    }
+    let buffer = sample.buffer().ok_or("a sample without a buffer")?;
+    let frame =
+        VideoFrameRef::from_buffer_ref_readable(buffer, &info).map_err(|e| e.to_string())?;
+    let strides = frame.plane_stride();
+    let planes: Vec<(&[u8], usize)> = (0..frame.n_planes())
+        .map(|i| {
+            let data = frame.plane_data(i).map_err(|e| e.to_string())?;
+            Ok((data, strides[i as usize] as usize))
+        })
+        .collect::<Result<_, String>>()?;
+    image.copy_from_planes(&planes).map_err(|e| e.to_string())
+}
+
 /// What an end of stream means.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Playback {
@@ -159,6 +227,8 @@ pub struct GstSource {
     pipeline: gst::Pipeline,
     sink: AppSink,
     layout: Layout,
+    /// The low-resolution appsink and its layout, when the pipeline has one.
+    lores: Option<(AppSink, Layout)>,
     fps: f64,
     description: String,
     playback: Playback,
@@ -194,23 +264,37 @@ impl GstSource {
                 p
             }
         };
-        let sink = pipeline
+        let sinks: Vec<AppSink> = pipeline
             .iterate_sinks()
             .into_iter()
             .flatten()
-            .find_map(|e| e.downcast::<AppSink>().ok())
-            .ok_or_else(|| bad("the pipeline must end in an appsink".into()))?;
-        // Keep one picture, drop older ones: the newest wins, nothing queues up.
-        sink.set_max_buffers(1);
-        sink.set_drop(true);
-        sink.set_sync(playback == Playback::Loop);
-        let caps = gst::Caps::builder("video/x-raw")
-            .field("format", gst::List::new(["I420", "NV12"]))
-            .build();
-        sink.set_caps(Some(&caps));
+            .filter_map(|e| e.downcast::<AppSink>().ok())
+            .collect();
+        let named = |name: &str| sinks.iter().find(|s| s.name() == name).cloned();
+        let lores_sink = named(LORES_SINK);
+        let sink = match (named(MAIN_SINK), sinks.len()) {
+            (Some(main), _) => main,
+            (None, 1) if lores_sink.is_none() => sinks[0].clone(),
+            _ => {
+                return Err(bad(format!(
+                    "the pipeline must end in an appsink (two: `{MAIN_SINK}` and `{LORES_SINK}`)"
+                )));
+            }
+        };
+        for sink in std::iter::once(&sink).chain(lores_sink.as_ref()) {
+            // Keep one picture, drop older ones: the newest wins, nothing queues up.
+            sink.set_max_buffers(1);
+            sink.set_drop(true);
+            sink.set_sync(playback == Playback::Loop);
+            let caps = gst::Caps::builder("video/x-raw")
+                .field("format", gst::List::new(["I420", "NV12"]))
+                .build();
+            sink.set_caps(Some(&caps));
+        }
         let mut source = Self {
             pipeline,
             sink,
+            lores: None,
             layout: Layout::packed(PixelFormat::I420, 2, 2),
             fps: 30.0,
             description: description.clone(),
@@ -222,21 +306,19 @@ impl GstSource {
             .set_state(gst::State::Playing)
             .map_err(|_| source.failure("cannot start the pipeline"))?;
         let sample = source.pull(FIRST_PICTURE)?;
-        let caps = sample
-            .caps()
-            .ok_or_else(|| bad("the first picture has no caps".into()))?;
-        let info = VideoInfo::from_caps(caps).map_err(|e| bad(e.to_string()))?;
-        let format = match info.format() {
-            VideoFormat::I420 => PixelFormat::I420,
-            VideoFormat::Nv12 => PixelFormat::Nv12,
-            other => {
+        let info = sample_info(&sample).map_err(&bad)?;
+        let layout = layout_of(&info).map_err(&bad)?;
+        if let Some(lores_sink) = lores_sink {
+            let first = source.pull_lores(&lores_sink, FIRST_PICTURE)?;
+            let lores = layout_of(&sample_info(&first).map_err(&bad)?).map_err(&bad)?;
+            if lores.width > layout.width || lores.height > layout.height {
                 return Err(bad(format!(
-                    "delivers {other:?}, focusd takes I420 or NV12"
+                    "the `{LORES_SINK}` picture ({}x{}) is larger than the main one",
+                    lores.width, lores.height
                 )));
             }
-        };
-        let layout = Layout::packed(format, info.width(), info.height());
-        layout.check().map_err(|e| bad(e.to_string()))?;
+            source.lores = Some((lores_sink, lores));
+        }
         let rate = info.fps();
         source.fps = if rate.numer() > 0 && rate.denom() > 0 {
             rate.numer() as f64 / rate.denom() as f64
@@ -268,6 +350,24 @@ impl GstSource {
             "{}: {error}",
             self.description
         )))
+    }
+
+    /// The next low-resolution picture within `within`.
+    fn pull_lores(&self, sink: &AppSink, within: Duration) -> Result<gst::Sample, SourceError> {
+        let slice = gst::ClockTime::from_nseconds(BUS_LOOK.as_nanos() as u64);
+        let end = std::time::Instant::now() + within;
+        while std::time::Instant::now() < end && !sink.is_eos() {
+            if let Some(sample) = sink.try_pull_sample(slice) {
+                return Ok(sample);
+            }
+            if let Some(error) = self.bus_error() {
+                return Err(SourceError::Io(std::io::Error::other(format!(
+                    "{}: {error}",
+                    self.description
+                ))));
+            }
+        }
+        Err(self.failure(&format!("no low-resolution picture for {within:?}")))
     }
 
     /// The next picture within `within`, looping a file at its end.
@@ -327,44 +427,34 @@ impl FrameSource for GstSource {
         self.fps
     }
 
+    fn lores_layout(&self) -> Option<Layout> {
+        self.lores.as_ref().map(|(_, layout)| *layout)
+    }
+
     fn capture(
         &mut self,
         main: &mut Image,
-        _lores: Option<&mut Image>,
+        lores: Option<&mut Image>,
     ) -> Result<CaptureTime, SourceError> {
         let sample = match self.first.take() {
             Some(first) => first,
             None => self.pull(STALL)?,
         };
         let at = CaptureTime::now();
-        let bad = |what: String| SourceError::Format(format!("{}: {what}", self.description));
-        let caps = sample
-            .caps()
-            .ok_or_else(|| bad("a picture without caps".into()))?;
-        let info = VideoInfo::from_caps(caps).map_err(|e| bad(e.to_string()))?;
-        if (info.width(), info.height()) != self.layout.size() {
-            // The stream changed size: reopen, and the pipeline checks the new layout.
-            return Err(SourceError::Io(std::io::Error::other(format!(
-                "{}: the picture changed size to {}x{}",
-                self.description,
-                info.width(),
-                info.height()
-            ))));
+        // A size change needs a reopen (the pipeline checks the new layouts), like any
+        // capture error.
+        let failed = |what: String| {
+            SourceError::Io(std::io::Error::other(format!(
+                "{}: {what}",
+                self.description
+            )))
+        };
+        copy_sample(&sample, main).map_err(failed)?;
+        if let (Some(image), Some((sink, _))) = (lores, &self.lores) {
+            // Both streams come from one request, one after the other.
+            let sample = self.pull_lores(sink, STALL)?;
+            copy_sample(&sample, image).map_err(failed)?;
         }
-        let buffer = sample
-            .buffer()
-            .ok_or_else(|| bad("a sample without a buffer".into()))?;
-        let frame = VideoFrameRef::from_buffer_ref_readable(buffer, &info)
-            .map_err(|e| bad(e.to_string()))?;
-        let strides = frame.plane_stride();
-        let planes: Vec<(&[u8], usize)> = (0..frame.n_planes())
-            .map(|i| {
-                let data = frame.plane_data(i).map_err(|e| bad(e.to_string()))?;
-                Ok((data, strides[i as usize] as usize))
-            })
-            .collect::<Result<_, SourceError>>()?;
-        main.copy_from_planes(&planes)
-            .map_err(|e| bad(e.to_string()))?;
         Ok(at)
     }
 }
@@ -372,6 +462,25 @@ impl FrameSource for GstSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn libcamera_asks_the_isp_for_both_pictures() {
+        let p = libcamera_pipeline(Some("imx708"), (1280, 720), 30.0, 320);
+        assert!(
+            p.starts_with("libcamerasrc name=cam camera-name=\"imx708\""),
+            "{p}"
+        );
+        assert!(
+            p.contains("cam.src ! video/x-raw,format=NV12,width=1280,height=720,framerate=30/1 ! appsink name=focusd"),
+            "{p}"
+        );
+        assert!(
+            p.contains("cam.src_0 ! video/x-raw,width=320,height=180 ! appsink name=lores"),
+            "{p}"
+        );
+        // What GStreamer parses (no libcamerasrc needed for the syntax).
+        assert!(!libcamera_pipeline(None, (640, 480), 25.0, 320).contains("camera-name"));
+    }
 
     #[test]
     fn passwords_stay_out_of_descriptions() {

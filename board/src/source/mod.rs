@@ -159,21 +159,36 @@ pub trait FrameSource: Send {
     ) -> Result<CaptureTime, SourceError>;
 }
 
-/// Opens the source described by `spec`. `size` is the configured main size: the test
-/// pattern is drawn at it, a file is scaled to it when `scale_file` is true (`--size` was
-/// given), else kept at its native size.
-pub fn open(
-    spec: &SourceSpec,
-    size: (u32, u32),
-    fps: f64,
-    scale_file: bool,
-) -> Result<Box<dyn FrameSource>, SourceError> {
+/// What the pipeline asks of a source; each source takes what applies to it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Wanted {
+    /// The main picture's size: the test pattern is drawn at it, a camera's nearest mode
+    /// is taken, libcamera's ISP scales to it, a file is scaled to it when `scale_file`.
+    pub size: (u32, u32),
+    /// Frames per second of the test pattern and of cameras.
+    pub fps: f64,
+    /// Whether a file or RTSP stream is scaled to `size` (`--size` was given) or kept
+    /// at its native size.
+    pub scale_file: bool,
+    /// Width of the low-resolution picture, for a source that makes its own (libcamera's
+    /// second ISP stream).
+    pub lores_width: u32,
+}
+
+/// Opens the source described by `spec`, as `wanted` says.
+pub fn open(spec: &SourceSpec, wanted: Wanted) -> Result<Box<dyn FrameSource>, SourceError> {
+    let Wanted {
+        size,
+        fps,
+        scale_file,
+        lores_width,
+    } = wanted;
     match spec {
         // libcamera first: on a Pi, the ISP's V4L2 nodes are not cameras to open directly.
         SourceSpec::Auto => {
             let (spec, reason) = resolve_auto();
             tracing::info!(source = %spec, %reason, "source auto");
-            open(&spec, size, fps, scale_file)
+            open(&spec, wanted)
         }
         SourceSpec::Test => Ok(Box::new(TestPattern::new(size, fps))),
         SourceSpec::File(path) if is_y4m(path) => {
@@ -182,7 +197,7 @@ pub fn open(
         SourceSpec::File(path) => gst::open_file(path, scale_file.then_some(size)),
         SourceSpec::Rtsp(url) => gst::open_rtsp(url, scale_file.then_some(size)),
         SourceSpec::V4l2(dev) => v4l2::open(dev, size, fps),
-        SourceSpec::Libcamera(id) => gst::open_libcamera(id.as_deref()),
+        SourceSpec::Libcamera(id) => gst::open_libcamera(id.as_deref(), size, fps, lores_width),
         SourceSpec::Gst(pipeline) => gst::open(pipeline),
     }
 }
@@ -259,6 +274,15 @@ impl Pacer {
 mod tests {
     use super::*;
 
+    fn tiny() -> Wanted {
+        Wanted {
+            size: (64, 64),
+            fps: 30.0,
+            scale_file: false,
+            lores_width: 32,
+        }
+    }
+
     #[test]
     fn parses_every_spec() {
         assert_eq!("test".parse(), Ok(SourceSpec::Test));
@@ -329,7 +353,7 @@ mod tests {
             disabled.push(("file:/nonexistent/clip.mp4", "gstreamer"));
         }
         for (spec, feature) in disabled {
-            let err = open(&spec.parse().unwrap(), (64, 64), 30.0, false)
+            let err = open(&spec.parse().unwrap(), tiny())
                 .err()
                 .expect("not in this build");
             let text = err.to_string();
@@ -344,7 +368,7 @@ mod tests {
     #[cfg(feature = "v4l2")]
     #[test]
     fn a_missing_v4l2_device_is_named() {
-        let err = open(&"v4l2:/dev/video99".parse().unwrap(), (64, 64), 30.0, false)
+        let err = open(&"v4l2:/dev/video99".parse().unwrap(), tiny())
             .err()
             .expect("no such device");
         assert!(

@@ -284,8 +284,10 @@ pub struct CaptureSpec {
     pub size: (u32, u32),
     /// Whether a file is scaled to `size` (`--size` was given) or kept native.
     pub scale_file: bool,
-    /// Frame rate of the test pattern.
+    /// Frame rate of the test pattern and of cameras.
     pub fps: f64,
+    /// Width of the context track's picture (a source that makes its own takes it).
+    pub lores_width: u32,
 }
 
 impl CaptureSpec {
@@ -296,11 +298,20 @@ impl CaptureSpec {
             size: settings.size,
             scale_file: settings.size_given,
             fps: settings.fps as f64,
+            lores_width: settings.video.context_width,
         }
     }
 
     fn open(&self) -> Result<Box<dyn FrameSource>, SourceError> {
-        source::open(&self.source, self.size, self.fps, self.scale_file)
+        source::open(
+            &self.source,
+            source::Wanted {
+                size: self.size,
+                fps: self.fps,
+                scale_file: self.scale_file,
+                lores_width: self.lores_width,
+            },
+        )
     }
 }
 
