@@ -7,12 +7,16 @@
 #   x86_64-unknown-linux-gnu        PCs and servers                    -> amd64 .deb
 # Output: target/TARGET/release/focusd and target/debian/focusd_VERSION_ARCH.deb
 # (under $CARGO_TARGET_DIR instead of target/ when that is set)
-# Hardware backends: $FOCUSD_FEATURES (default: v4l2,v4l2-m2m), each a cargo feature of focusd.
-# The V4L2 backend needs libclang-dev and cmake at build time (installed here when missing).
+# Hardware backends: $FOCUSD_FEATURES (default: v4l2,v4l2-m2m,gstreamer), each a cargo
+# feature of focusd. The V4L2 backends need libclang-dev and cmake at build time; GStreamer
+# needs the board's development files, which cross/sysroot.sh puts in a Debian sysroot
+# under the target dir (mmdebstrap and the network, once); all installed here when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 die() { echo "cross/build.sh: $*" >&2; exit 2; }
+# shellcheck source=cross/env.sh
+source cross/env.sh # focusd_deb_arch, focusd_cross_env
 [ $# -gt 0 ] || set -- aarch64-unknown-linux-gnu
 
 apt_install() {
@@ -45,7 +49,7 @@ for target in "$@"; do
   cargo_targets+=(--target "$target")
 done
 command -v dpkg-deb >/dev/null || apt_install dpkg
-features=${FOCUSD_FEATURES-v4l2,v4l2-m2m}
+features=${FOCUSD_FEATURES-v4l2,v4l2-m2m,gstreamer}
 # Features are comma or space separated. Both V4L2 backends generate their kernel bindings
 # with libclang; capture builds libjpeg-turbo with cmake.
 case ",${features// /,}," in *,v4l2,* | *,v4l2-m2m,*)
@@ -55,15 +59,25 @@ case ",${features// /,}," in *,v4l2,*)
   command -v cmake >/dev/null || apt_install cmake ;;
 esac
 
+case ",${features// /,}," in *,gstreamer,*)
+  sysroots="${CARGO_TARGET_DIR:-target}/sysroot"
+  for target in "$@"; do
+    read -r arch _ <<<"$(focusd_deb_arch "$target")"
+    if [ "$arch" = "$(dpkg --print-architecture)" ]; then
+      pkg-config --exists gstreamer-app-1.0 gstreamer-video-1.0 ||
+        apt_install libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
+    else
+      bash cross/sysroot.sh "$arch" "$sysroots/$arch"
+    fi
+  done
+  focusd_cross_env "$sysroots" "$@" ;;
+esac
+
 echo "==> cargo build --release ${cargo_targets[*]} --features \"$features\""
 cargo build --release --locked "${cargo_targets[@]}" -p focusd --features "$features"
 
 for target in "$@"; do
-  case "$target" in
-    aarch64-unknown-linux-gnu) arch=arm64 ;;
-    armv7-unknown-linux-gnueabihf) arch=armhf ;;
-    x86_64-unknown-linux-gnu) arch=amd64 ;;
-  esac
+  read -r arch _ <<<"$(focusd_deb_arch "$target")"
   bin="${CARGO_TARGET_DIR:-target}/$target/release/focusd"
   deb=$(bash packaging/deb/assemble.sh "$bin" "$arch" "${CARGO_TARGET_DIR:-target}/debian")
   stripped=$(dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/bin/focusd | wc -c)

@@ -38,7 +38,7 @@ for lib in $(readelf -d "$binary" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p'
     # The GStreamer backend (feature `gstreamer`).
     libgstreamer-1.0.so.0 | libgstbase-1.0.so.0) depends+=("libgstreamer1.0-0") ;;
     libgstapp-1.0.so.0 | libgstvideo-1.0.so.0) depends+=("libgstreamer-plugins-base1.0-0") ;;
-    libglib-2.0.so.0 | libgobject-2.0.so.0 | libgmodule-2.0.so.0) depends+=("libglib2.0-0") ;;
+    libglib-2.0.so.0 | libgobject-2.0.so.0 | libgmodule-2.0.so.0 | libgio-2.0.so.0) depends+=("libglib2.0-0") ;;
     *) die "the binary links $lib: add its Debian package to assemble.sh" ;;
   esac
 done
@@ -50,6 +50,8 @@ depends=("libc6 (>= $glibc)" "${depends[@]}")
 recommends=""
 if printf '%s\n' "${depends[@]}" | grep -qx libgstreamer1.0-0; then
   recommends="gstreamer1.0-plugins-base, gstreamer1.0-plugins-good, gstreamer1.0-plugins-bad, gstreamer1.0-plugins-ugly, gstreamer1.0-libav"
+  # Raspberry Pi cameras (libcamerasrc) on the boards.
+  case "$arch" in arm64 | armhf) recommends+=", gstreamer1.0-libcamera" ;; esac
 fi
 
 stage=$(mktemp -d)

@@ -3,7 +3,8 @@
 //!
 //! With `FOCUSD_TARGET` set to a cross target (e.g. `aarch64-unknown-linux-gnu`), the
 //! binary is `target/<that>/release/focusd`, built by `cross/build.sh` (or the one the
-//! absolute path `FOCUSD_BINARY` names), and runs under qemu-user, so the same tests check
+//! absolute path `FOCUSD_BINARY` names), and runs under qemu-user (its libraries from
+//! `FOCUSD_QEMU_PREFIX` when set: a board sysroot), so the same tests check
 //! the board binary.
 
 use std::net::SocketAddr;
@@ -46,6 +47,12 @@ impl Binary {
             "x86_64-unknown-linux-gnu" => ("amd64", &[]),
             other => panic!("FOCUSD_TARGET={other} is not a target these tests know"),
         };
+        let mut runner: Vec<String> = runner.iter().map(|s| s.to_string()).collect();
+        // A binary that links the board's libraries (GStreamer) takes them, and its C
+        // library, from the board's sysroot (cross/sysroot.sh).
+        if let (Some(prefix), 3) = (std::env::var_os("FOCUSD_QEMU_PREFIX"), runner.len()) {
+            runner[2] = prefix.to_string_lossy().into_owned();
+        }
         let path = if target.is_empty() {
             native
         } else if let Some(path) = std::env::var_os("FOCUSD_BINARY") {
@@ -62,7 +69,7 @@ impl Binary {
         );
         Binary {
             path,
-            runner: runner.iter().map(|s| s.to_string()).collect(),
+            runner,
             deb_arch,
         }
     }

@@ -433,6 +433,14 @@ impl M2mSession {
         }
 
         let output = map_buffers(fd, OUTPUT, config.output_buffers)?;
+        if output.iter().any(|m| m.len < layout.len()) {
+            return Err(M2mError::Unsuitable(format!(
+                "{}'s raw buffers are smaller than a {}x{} picture",
+                device.path.display(),
+                width,
+                height
+            )));
+        }
         let capture = map_buffers(fd, CAPTURE, config.capture_buffers)?;
         let mut session = Self {
             output_free: (0..output.len() as u32).rev().collect(),
@@ -532,9 +540,9 @@ impl M2mSession {
             staging.copy_from(image);
             staging
         };
+        // Fits: `start` checked that every raw buffer holds a picture of `layout`.
         let bytes = source.as_bytes();
-        let len = bytes.len().min(self.picture_len);
-        self.output[index as usize].bytes_mut()[..len].copy_from_slice(&bytes[..len]);
+        self.output[index as usize].bytes_mut()[..bytes.len()].copy_from_slice(bytes);
 
         let mut plane: v4l2_plane = zeroed();
         plane.bytesused = self.picture_len as u32;
