@@ -148,6 +148,24 @@ fn a_picture_in_another_layout_is_copied_into_the_drivers() {
 
 #[test]
 #[ignore = "needs the vicodec driver: run by tests/v4l2vm.sh"]
+fn a_size_the_driver_rounds_up_is_cropped_back_to_the_picture() {
+    // vicodec rounds a 640x360 raw format up to 640x368.
+    let node = encoder_node();
+    let mut session = M2mDevice::open(&node, FWHT)
+        .unwrap()
+        .start(&config(PixelFormat::I420, 640, 360))
+        .unwrap();
+    let layout = *session.layout();
+    assert_eq!((layout.width, layout.height), (640, 360));
+    assert!(layout.luma_rows >= 368, "{layout:?}");
+    let coded = encode(&mut session, layout, 2);
+    // The FWHT header's width and height (big-endian words 4 and 5): the visible picture.
+    let word = |b: &[u8], i: usize| u32::from_be_bytes(b[4 * i..4 * i + 4].try_into().unwrap());
+    assert_eq!((word(&coded[0].2, 3), word(&coded[0].2, 4)), (640, 360));
+}
+
+#[test]
+#[ignore = "needs the vicodec driver: run by tests/v4l2vm.sh"]
 fn the_gop_size_control_set_before_the_formats_makes_keyframes() {
     let node = encoder_node();
     let device = M2mDevice::open(&node, FWHT).unwrap();

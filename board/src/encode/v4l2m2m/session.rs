@@ -12,8 +12,9 @@
 //! The steps, in the order the interface requires them:
 //! 1. [`M2mDevice::open`]: the node, checked to be an M2M encoder for the coded format;
 //!    codec controls go here, before any format (bcm2835 sizes its buffers by the level);
-//! 2. [`M2mDevice::start`]: coded format on CAPTURE, raw format on OUTPUT, the frame
-//!    interval, buffers on both queues, streaming on;
+//! 2. [`M2mDevice::start`]: coded format on CAPTURE, raw format on OUTPUT (cropped to the
+//!    picture when the driver rounds its size up), the frame interval, buffers on both
+//!    queues, streaming on;
 //! 3. [`M2mSession::queue_picture`] and [`M2mSession::dequeue_coded`], interleaved;
 //!    the timestamp of a picture comes back on its coded buffer, which pairs them;
 //! 4. [`M2mSession::drain`]: `V4L2_ENC_CMD_STOP`, then coded buffers until the one marked
@@ -42,6 +43,13 @@ pub const fn fourcc(code: &[u8; 4]) -> u32 {
 pub const H264: u32 = fourcc(b"H264");
 /// vicodec's coded format.
 pub const FWHT: u32 = fourcc(b"FWHT");
+
+/// `VIDIOC_S_SELECTION`, which the `v4l` crate does not list: `_IOWR('V', 95, struct
+/// v4l2_selection)`.
+const VIDIOC_S_SELECTION: vidioc::_IOC_TYPE = ((3u64 << 30)
+    | ((std::mem::size_of::<v4l2_selection>() as u64) << 16)
+    | ((b'V' as u64) << 8)
+    | 95) as vidioc::_IOC_TYPE;
 
 const OUTPUT: u32 = v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_OUTPUT_MPLANE;
 const CAPTURE: u32 = v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE;
@@ -396,7 +404,9 @@ impl M2mSession {
         let pix = unsafe { format.fmt.pix_mp };
         let (width, height, pixelformat, planes) =
             (pix.width, pix.height, pix.pixelformat, pix.num_planes);
-        if (width, height, pixelformat, planes) != (config.width, config.height, raw, 1) {
+        // A driver may round the size up to its macroblocks or alignment (the coded size);
+        // the picture is then the top-left part of it, and the crop says so.
+        if pixelformat != raw || planes != 1 || width < config.width || height < config.height {
             return Err(M2mError::Unsuitable(format!(
                 "{} cannot take {}x{} {} pictures (it offers {}x{} {} in {planes} planes)",
                 device.path.display(),
@@ -408,18 +418,34 @@ impl M2mSession {
                 fourcc_name(pixelformat),
             )));
         }
-        let stride = pix.plane_fmt[0].bytesperline;
-        let picture_len = pix.plane_fmt[0].sizeimage as usize;
-        let layout = driver_layout(config.format, width, height, stride, picture_len)
-            .ok_or_else(|| {
+        if (width, height) != (config.width, config.height) {
+            let mut crop: v4l2_selection = zeroed();
+            crop.type_ = OUTPUT;
+            crop.target = V4L2_SEL_TGT_CROP;
+            crop.r.width = config.width;
+            crop.r.height = config.height;
+            ioctl(fd, VIDIOC_S_SELECTION, &mut crop).map_err(|e| {
                 M2mError::Unsuitable(format!(
-                    "{} reports a {}x{} {} plane of {picture_len} bytes with {stride}-byte rows, which cannot hold the picture",
+                    "{} pads {}x{} pictures to {width}x{height} and cannot crop them: {e}",
                     device.path.display(),
-                    width,
-                    height,
-                    config.format
+                    config.width,
+                    config.height,
                 ))
             })?;
+        }
+        let stride = pix.plane_fmt[0].bytesperline;
+        let picture_len = pix.plane_fmt[0].sizeimage as usize;
+        let layout =
+            driver_layout(config.format, config.width, config.height, stride, picture_len)
+                .ok_or_else(|| {
+                    M2mError::Unsuitable(format!(
+                        "{} reports a {}x{} {} plane of {picture_len} bytes with {stride}-byte rows, which cannot hold the picture",
+                        device.path.display(),
+                        width,
+                        height,
+                        config.format
+                    ))
+                })?;
 
         // The frame interval is a hint for rate control; drivers without it are fine.
         let mut parm: v4l2_streamparm = zeroed();
@@ -760,6 +786,18 @@ mod tests {
         assert_eq!(fourcc_name(H264), "H264");
         assert_eq!(fourcc_name(FWHT), "FWHT");
         assert_eq!(fourcc(b"YU12"), 0x3231_5559);
+    }
+
+    #[test]
+    fn the_selection_request_is_the_kernels() {
+        // videodev2.h on a 64-bit kernel: _IOWR('V', 95, struct v4l2_selection), 64 bytes.
+        assert_eq!(std::mem::size_of::<v4l2_selection>(), 64);
+        assert_eq!(VIDIOC_S_SELECTION as u64, 0xc040_565f);
+        assert_eq!(
+            vidioc::VIDIOC_S_FMT as u64 >> 30,
+            3,
+            "the same direction bits"
+        );
     }
 
     #[test]
