@@ -135,9 +135,9 @@ bash tests/media.sh
 step "cargo fmt --check"
 cargo fmt --all --check
 
-step "cargo clippy --all-targets -- -D warnings (with the backends; the board crate without)"
-cargo clippy --locked --workspace --all-targets --release "${features[@]}" -- -D warnings
-# Without features only the board crate differs (its disabled.rs stand-ins).
+step "cargo clippy --all-targets -- -D warnings, the board crate without features"
+# Without features only the board crate differs (its disabled.rs stand-ins); with them,
+# the build below is the lint run.
 cargo clippy --locked -p focusd-board --all-targets --release -- -D warnings
 
 status=0
@@ -148,7 +148,10 @@ tests() {
   "$@" 2>&1 | grep -v '^\[OpenH264\]' | tee -a "$log" || status=1
 }
 
-step "build: x86_64 tests and binaries (release)"
+step "build: x86_64 tests and binaries (release), linted: clippy -D warnings with the backends"
+# Every later x86 cargo command keeps this wrapper: it is part of the workspace crates'
+# fingerprints, and without it they would be compiled again.
+export RUSTC_WORKSPACE_WRAPPER=$PWD/tests/clippy-driver.sh
 cargo test --release --locked --workspace "${features[@]}" --no-run
 cargo build --release --locked --workspace "${features[@]}" --bins
 
@@ -189,8 +192,11 @@ if wait "$boards_job"; then
   for target in "${boards[@]}"; do
     read -r arch _ <<<"$(focusd_deb_arch "$target")"
     step "tests: $target unit tests under qemu-user"
-    (focusd_cross_env "$boards_dir/sysroot" "${boards[@]}" &&
-      CARGO_TARGET_DIR=$boards_dir tests cargo test --release --locked --no-fail-fast --target "$target" --features focusd/v4l2,focusd/v4l2-m2m -p focusd-board -p focusd --lib)
+    # As the boards were built: their environment (it names only their targets), and not
+    # the x86 build's wrapper.
+    focusd_cross_env "$boards_dir/sysroot" "${boards[@]}"
+    tests env -u RUSTC_WORKSPACE_WRAPPER CARGO_TARGET_DIR="$boards_dir" \
+      cargo test --release --locked --no-fail-fast --target "$target" --features focusd/v4l2,focusd/v4l2-m2m -p focusd-board -p focusd --lib
     step "tests: $target binary and package tests (smoke, sd_notify, exit codes, .deb) under qemu-user"
     # The packaged binary links the board's GStreamer: qemu takes libraries from its sysroot.
     FOCUSD_TARGET=$target FOCUSD_BINARY=$PWD/$boards_dir/$target/release/focusd \

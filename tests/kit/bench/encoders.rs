@@ -3,6 +3,9 @@
 //! same 720p30 frames at the same bitrate, in this process: the test pattern, and real
 //! footage scaled to 720p when the bench has some. CPU is the whole process's
 //! (x264 and GStreamer run threads of their own); latency is `submit` to the access unit.
+//!
+//! Then each through the daemon (`--encoder`), with one viewer: time to the first frame,
+//! glass-to-glass latency (the test source's stamp) and the daemon's CPU, in the same run.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -12,7 +15,8 @@ use focusd_board::frame::CaptureTime;
 use focusd_board::image::{Image, PixelFormat};
 use focusd_board::source::{FrameSource, TestPattern, Y4mFile};
 
-use super::{FPS, SIZE};
+use super::{FPS, Lab, SIZE, latencies, stop};
+use crate::receiver::{Receiver, ReceiverOptions};
 
 /// The source track's bitrate in the daemon's defaults.
 const KBPS: u32 = 2500;
@@ -50,6 +54,59 @@ pub(super) fn run(secs: u64, footage: Option<&Path>) -> anyhow::Result<()> {
         compare(&format!("{}, scaled", path.display()), &frames, secs);
     }
     Ok(())
+}
+
+/// Each encoder in a daemon with one viewer: first frame, latency, CPU.
+pub(super) fn through_daemon(lab: &Lab, secs: u64) -> anyhow::Result<()> {
+    let secs = secs.min(3);
+    println!();
+    println!("each encoder in the daemon, 720p30 test source, one viewer ({secs} s each):");
+    for encoder in ["openh264", "gst:x264enc"] {
+        match daemon_figures(lab, secs, encoder) {
+            Ok((first, (p50, p95), cpu)) => println!(
+                "  {encoder:<12} first frame {} ms, latency p50 {p50} / p95 {p95} ms, daemon {cpu:.1}% CPU",
+                first.as_millis()
+            ),
+            Err(e) => println!("  {encoder:<12} not measured: {e:#}"),
+        }
+    }
+    Ok(())
+}
+
+fn daemon_figures(
+    lab: &Lab,
+    secs: u64,
+    encoder: &str,
+) -> anyhow::Result<(Duration, (u32, u32), f64)> {
+    let daemon = lab.daemon(&[
+        "--source",
+        "test",
+        "--size",
+        "1280x720",
+        "--fps",
+        "30",
+        "--encoder",
+        encoder,
+    ])?;
+    let viewer = Receiver::connect(daemon.addr, ReceiverOptions::default())?;
+    let (first, ok) = viewer.wait_for(Duration::from_secs(10), |s| {
+        s.tracks.iter().all(|t| t.first_frame.is_some())
+    });
+    if !ok {
+        anyhow::bail!("no frames within 10 s");
+    }
+    let first = first
+        .tracks
+        .iter()
+        .filter_map(|t| t.first_frame)
+        .max()
+        .unwrap_or_default();
+    viewer.reset_counters();
+    let cpu = daemon.cpu_percent_over(Duration::from_secs(secs))?;
+    let latency = latencies(&viewer.stats());
+    drop(viewer);
+    stop(daemon)?;
+    Ok((first, latency, cpu))
 }
 
 /// The first `n` frames of a .y4m file, scaled to [`SIZE`].

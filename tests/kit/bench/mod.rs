@@ -270,6 +270,7 @@ pub fn run(flags: &BenchFlags) -> anyhow::Result<()> {
         &mode_rates,
     );
 
+    encoders::through_daemon(&lab, secs)?;
     detector::run(&lab, secs, flags.footage.as_deref())?;
     mqtt::run(&lab, secs)
 }

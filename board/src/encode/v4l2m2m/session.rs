@@ -792,12 +792,8 @@ mod tests {
     fn the_selection_request_is_the_kernels() {
         // videodev2.h on a 64-bit kernel: _IOWR('V', 95, struct v4l2_selection), 64 bytes.
         assert_eq!(std::mem::size_of::<v4l2_selection>(), 64);
-        assert_eq!(VIDIOC_S_SELECTION as u64, 0xc040_565f);
-        assert_eq!(
-            vidioc::VIDIOC_S_FMT as u64 >> 30,
-            3,
-            "the same direction bits"
-        );
+        assert_eq!(VIDIOC_S_SELECTION, 0xc040_565f);
+        assert_eq!(vidioc::VIDIOC_S_FMT >> 30, 3, "the same direction bits");
     }
 
     #[test]
