@@ -265,7 +265,7 @@ impl Hub {
     /// Time passed: drives retransmits, keep-alives and timeouts.
     pub fn handle_timeout(&mut self, now: Instant) {
         for p in &mut self.peers {
-            if !p.connected && now.saturating_duration_since(p.created) > CONNECT_TIMEOUT {
+            if !p.connected && now.saturating_duration_since(p.created) >= CONNECT_TIMEOUT {
                 tracing::info!(session = %p.id, "viewer never connected; dropping it");
                 p.rtc.disconnect();
             } else if p.timeout <= now
@@ -304,12 +304,14 @@ impl Hub {
         self.events.pop_front()
     }
 
-    /// When [`Hub::handle_timeout`] must be called next.
+    /// When [`Hub::handle_timeout`] must be called next: the earliest peer deadline (an
+    /// absolute time, so a driver woken often by frames still reaches it), at most half
+    /// a second away.
     pub fn poll_timeout(&self, now: Instant) -> Instant {
         let idle = now + Duration::from_millis(500);
         self.peers
             .iter()
-            .map(|p| p.timeout)
+            .map(Peer::deadline)
             .min()
             .unwrap_or(idle)
             .min(idle)
@@ -361,5 +363,54 @@ impl Hub {
             self.viewers_reported = self.peers.len();
             self.events.push_back(HubEvent::Viewers(self.peers.len()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An offer as Chromium makes it for two recvonly video transceivers and a DataChannel.
+    const CHROME_OFFER: &str = include_str!("../../../../tests/data/chrome-offer.sdp");
+
+    /// Offers that never start ICE, and no connected viewer: the driver, woken by a frame
+    /// every 33 ms and otherwise sleeping until `poll_timeout`, must still drop them at
+    /// the connect timeout (they used to stay, holding viewer slots, for as long as no
+    /// connected viewer had a timer due).
+    #[test]
+    fn offers_that_never_connect_are_dropped_at_the_connect_timeout_with_no_one_else() {
+        let start = Instant::now();
+        let mut hub = Hub::new(
+            vec!["127.0.0.1:5000".parse().unwrap()],
+            16,
+            Arc::new(Metrics::default()),
+            start,
+        );
+        for _ in 0..3 {
+            hub.accept_offer(start, CHROME_OFFER).unwrap();
+        }
+        assert_eq!(hub.viewers(), 3);
+        let frame_interval = Duration::from_millis(33);
+        let mut now = start;
+        // Bounded: a driver that never reaches the deadline must fail, not hang.
+        for _ in 0..10_000 {
+            if hub.viewers() == 0 || now > start + CONNECT_TIMEOUT + Duration::from_secs(5) {
+                break;
+            }
+            let wake = hub.poll_timeout(now);
+            let next_frame = now + frame_interval;
+            if wake <= next_frame {
+                now = wake.max(now);
+                hub.handle_timeout(now);
+            } else {
+                now = next_frame;
+            }
+        }
+        assert_eq!(hub.viewers(), 0, "still held at {:?}", now - start);
+        let took = now - start;
+        assert!(
+            took >= CONNECT_TIMEOUT && took <= CONNECT_TIMEOUT + Duration::from_millis(100),
+            "dropped after {took:?}"
+        );
     }
 }

@@ -51,6 +51,17 @@ pub(super) struct Peer {
 }
 
 impl Peer {
+    /// When the hub must next act on this peer: str0m's next timer, and for a viewer not
+    /// connected yet its connect deadline (str0m sets no timer for a peer that never
+    /// starts ICE).
+    pub fn deadline(&self) -> Instant {
+        if self.connected {
+            self.timeout
+        } else {
+            self.timeout.min(self.created + CONNECT_TIMEOUT)
+        }
+    }
+
     /// Finds the H.264 payload type negotiated on `mid`, preferring constrained baseline.
     pub fn h264_pt(rtc: &mut Rtc, mid: Mid) -> Option<Pt> {
         let writer = rtc.writer(mid)?;
