@@ -99,6 +99,8 @@ setsid nice -n 19 bash -c '
   # board crate differs, its disabled.rs stand-ins.
   bash cross/build.sh "$@"
   cargo build --release --locked "${flags[@]}" -p focusd-board --lib
+  # The unit-test binaries and their dev-dependencies, off the critical path.
+  cargo test --release --locked "${flags[@]}" --features focusd/v4l2,focusd/v4l2-m2m -p focusd-board -p focusd --lib --no-run
   echo "boards built in $SECONDS s (background)"
 ' boards "$boards_dir" "${boards[@]}" >"$tmp/boards.log" 2>&1 &
 boards_job=$!
@@ -190,7 +192,7 @@ if wait "$boards_job"; then
   tail -n 3 "$tmp/boards.log"
   for target in "${boards[@]}"; do
     read -r arch _ <<<"$(focusd_deb_arch "$target")"
-    step "tests: $target unit tests, built and run under qemu-user"
+    step "tests: $target unit tests under qemu-user"
     # As the boards were built: their environment (it names only their targets), and not
     # the x86 build's wrapper.
     focusd_cross_env "$boards_dir/sysroot" "${boards[@]}"
