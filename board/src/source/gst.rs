@@ -6,8 +6,8 @@
 //! Each is a pipeline ending in an `appsink` that keeps one buffer and drops older ones
 //! (the newest picture wins); a second appsink named [`LORES_SINK`] delivers the
 //! low-resolution picture, when the pipeline makes one (libcamera's second ISP stream,
-//! or a `gst:` pipeline's hardware scaler). Pictures arrive as I420 or NV12, in whatever strides the
-//! decoder or camera chose, and are copied plane by plane into focusd's frames. A bus
+//! or a `gst:` pipeline's hardware scaler). Pictures arrive as I420 or NV12, in whatever
+//! strides the decoder or camera chose, and are copied plane by plane into focusd's frames. A bus
 //! error, an end of stream of a live source, or no picture for [`STALL`] is a capture
 //! error: the pipeline is torn down and opened again with backoff by the capture thread,
 //! which is how an RTSP camera that reboots comes back. Files loop.
