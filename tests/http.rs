@@ -261,6 +261,27 @@ fn bad_requests_get_clear_errors_while_viewers_keep_receiving() {
             assert!(v["error"].is_string());
         }
     }
+    // Bodies that cannot be read are a bad request, not a large one.
+    let offer = format!(
+        "POST /offer HTTP/1.1\r\nHost: {}\r\nContent-Type: application/sdp\r\n",
+        d.addr
+    );
+    for (what, request) in [
+        (
+            "a bad chunk size",
+            format!("{offer}Transfer-Encoding: chunked\r\n\r\nZZ\r\nv=0\r\n0\r\n\r\n"),
+        ),
+        (
+            "a body shorter than its length",
+            format!("{offer}Content-Length: 100\r\n\r\nv=0\r\n"),
+        ),
+    ] {
+        let r = http::raw(d.addr, request.as_bytes()).unwrap();
+        let text = r.text();
+        assert_eq!(r.status, 400, "{what}: {text}");
+        assert!(text.contains("could not be read"), "{what}: {text}");
+        one_line_reason(&text);
+    }
     assert_eq!(
         d.state().mode,
         Mode::High,

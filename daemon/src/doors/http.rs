@@ -129,7 +129,8 @@ fn media_type(headers: &HeaderMap) -> Option<String> {
     )
 }
 
-/// Reads the body, refusing more than [`MAX_BODY_BYTES`] with 413.
+/// Reads the body, refusing more than [`MAX_BODY_BYTES`] with 413, and a body that cannot
+/// be read (a bad chunk, a connection closed before its length) with 400.
 async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, Reject> {
     let too_big = || {
         Reject::new(
@@ -146,7 +147,17 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, Reject> {
     }
     axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
-        .map_err(|_| too_big())
+        .map_err(|e| {
+            let e = e.into_inner();
+            if e.is::<http_body_util::LengthLimitError>() {
+                too_big()
+            } else {
+                Reject::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("the body could not be read: {e}"),
+                )
+            }
+        })
 }
 
 /// Counts a rejected request in the metrics and passes the result on.
