@@ -352,13 +352,19 @@ impl GstSource {
         )))
     }
 
-    /// The next low-resolution picture within `within`.
-    fn pull_lores(&self, sink: &AppSink, within: Duration) -> Result<gst::Sample, SourceError> {
+    /// A picture from `sink` within `within`, or `None` at its end or when none came.
+    /// In slices, so that an error upstream (a refused connection, a decoder failing) ends
+    /// the wait at once instead of after `within`.
+    fn wait_for_sample(
+        &self,
+        sink: &AppSink,
+        within: Duration,
+    ) -> Result<Option<gst::Sample>, SourceError> {
         let slice = gst::ClockTime::from_nseconds(BUS_LOOK.as_nanos() as u64);
         let end = std::time::Instant::now() + within;
         while std::time::Instant::now() < end && !sink.is_eos() {
             if let Some(sample) = sink.try_pull_sample(slice) {
-                return Ok(sample);
+                return Ok(Some(sample));
             }
             if let Some(error) = self.bus_error() {
                 return Err(SourceError::Io(std::io::Error::other(format!(
@@ -367,26 +373,20 @@ impl GstSource {
                 ))));
             }
         }
-        Err(self.failure(&format!("no low-resolution picture for {within:?}")))
+        Ok(None)
+    }
+
+    /// The next low-resolution picture within `within`.
+    fn pull_lores(&self, sink: &AppSink, within: Duration) -> Result<gst::Sample, SourceError> {
+        self.wait_for_sample(sink, within)?
+            .ok_or_else(|| self.failure(&format!("no low-resolution picture for {within:?}")))
     }
 
     /// The next picture within `within`, looping a file at its end.
     fn pull(&mut self, within: Duration) -> Result<gst::Sample, SourceError> {
         let timeout = gst::ClockTime::from_nseconds(within.as_nanos() as u64);
-        let slice = gst::ClockTime::from_nseconds(BUS_LOOK.as_nanos() as u64);
-        let end = std::time::Instant::now() + within;
-        // In slices, so that an error upstream (a refused connection, a decoder failing)
-        // ends the wait at once instead of after `within`.
-        while std::time::Instant::now() < end && !self.sink.is_eos() {
-            if let Some(sample) = self.sink.try_pull_sample(slice) {
-                return Ok(sample);
-            }
-            if let Some(error) = self.bus_error() {
-                return Err(SourceError::Io(std::io::Error::other(format!(
-                    "{}: {error}",
-                    self.description
-                ))));
-            }
+        if let Some(sample) = self.wait_for_sample(&self.sink, within)? {
+            return Ok(sample);
         }
         if self.sink.is_eos() {
             if self.playback == Playback::Loop {
