@@ -18,6 +18,7 @@ fn view(d: &TestDaemon, door: &str) -> serde_json::Value {
         .arg(root.join("tests/aiortc/receiver.py"))
         .arg(format!("http://{}", d.addr))
         .arg(door)
+        .env("FOCUSD_TOKEN", focusd_testkit::http::TEST_TOKEN)
         .output()
         .expect("python runs");
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -17,7 +17,12 @@ fn chromium_views_both_tracks_and_controls_the_mode() {
     let shot = std::env::temp_dir().join(format!("focusd-composite-{}.png", std::process::id()));
     let out = Command::new("node")
         .arg(root.join("tests/browser/viewer.mjs"))
-        .arg(format!("http://{}/", d.addr))
+        // The link `focusd token` prints: the page takes the token from its fragment.
+        .arg(format!(
+            "http://{}/#token={}",
+            d.addr,
+            focusd_testkit::http::TEST_TOKEN
+        ))
         .arg(&shot)
         .output()
         .expect("node runs");
@@ -39,6 +44,11 @@ fn chromium_views_both_tracks_and_controls_the_mode() {
         );
     }
     assert_eq!(r["initial"]["context"]["width"], 320);
+    assert!(
+        !r["url_after_load"].as_str().unwrap_or("token").contains("token"),
+        "the page takes the token out of its address bar: {}",
+        r["url_after_load"]
+    );
     assert_eq!(r["initial"]["source"]["width"], 1280);
     assert!(
         r["codecs"].to_string().contains("H264"),

@@ -263,8 +263,9 @@ fn bad_requests_get_clear_errors_while_viewers_keep_receiving() {
     }
     // Bodies that cannot be read are a bad request, not a large one.
     let offer = format!(
-        "POST /offer HTTP/1.1\r\nHost: {}\r\nContent-Type: application/sdp\r\n",
-        d.addr
+        "POST /offer HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/sdp\r\n",
+        d.addr,
+        http::TEST_TOKEN
     );
     for (what, request) in [
         (

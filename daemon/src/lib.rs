@@ -46,6 +46,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{MqttSettings, Settings};
 use crate::doors::http;
+use crate::doors::http::auth::{Gate, TokenError};
+use crate::doors::http::server::{HttpPulse, Server, TlsError};
 use crate::doors::mqtt::client::{MqttError, MqttTask};
 use crate::doors::webrtc::server::{HubTask, bind_sockets};
 use crate::service::metrics::Metrics;
@@ -76,13 +78,22 @@ pub enum StartError {
     /// The MQTT client cannot be set up (bad TLS files): a configuration problem.
     #[error(transparent)]
     Mqtt(#[from] MqttError),
+    /// The access token cannot be read or kept (the state directory is not writable).
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// The HTTPS certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 impl StartError {
     /// Whether this comes from configuration (exit status 2: restarting will not help).
     pub fn is_config(&self) -> bool {
         match self {
-            StartError::Pipeline(PipelineError::Source(_)) | StartError::Mqtt(_) => true,
+            StartError::Pipeline(PipelineError::Source(_))
+            | StartError::Mqtt(_)
+            | StartError::Token(_)
+            | StartError::Tls(_) => true,
             StartError::Pipeline(PipelineError::Encoder(e)) => e.is_config(),
             _ => false,
         }
@@ -102,6 +113,10 @@ pub struct Daemon {
     control: Arc<Control>,
     metrics: Arc<Metrics>,
     tracker: TaskTracker,
+    /// The HTTP access rules (the token in use).
+    gate: Arc<Gate>,
+    /// Whether HTTP takes connections, for the watchdog.
+    http_pulse: HttpPulse,
     pipeline: Pipeline,
     /// The ROI detector's thread, joined on shutdown with the pipeline's.
     roi: std::thread::JoinHandle<()>,
@@ -115,6 +130,33 @@ impl Daemon {
         shutdown: CancellationToken,
     ) -> Result<Daemon, StartError> {
         let metrics = Arc::new(Metrics::default());
+        // Access and TLS first: a bad token file or certificate is a configuration error
+        // found before any device is opened.
+        let advertised: Vec<String> = settings
+            .mqtt
+            .iter()
+            .filter_map(|m| m.advertise.clone())
+            .collect();
+        let (gate, generated) = Gate::new(
+            &settings.auth,
+            &settings.http,
+            &advertised,
+            metrics.clone(),
+        )?;
+        if generated {
+            tracing::info!(file = %settings.auth.token_file.display(), "generated an access token");
+        }
+        if !gate.enabled() {
+            tracing::warn!(
+                "[auth] mode = \"off\": anyone who reaches {} may watch and command this camera",
+                settings.listen
+            );
+        }
+        let gate = Arc::new(gate);
+        let tls = match &settings.http.tls {
+            Some((cert, key)) => Some(http::server::tls_acceptor(cert, key)?),
+            None => None,
+        };
         let control = Arc::new(Control::new(
             settings.mode,
             settings.hybrid_rect,
@@ -180,21 +222,28 @@ impl Daemon {
             addr: settings.listen,
             source,
         })?;
-        let app = http::router(http::AppState {
-            control: control.clone(),
+        let router = http::router(
+            http::AppState {
+                control: control.clone(),
+                metrics: metrics.clone(),
+                webrtc,
+                liveness: pipeline.liveness.clone(),
+                body_timeout: settings.http.body_timeout,
+            },
+            gate.clone(),
+        );
+        let http_pulse = HttpPulse::default();
+        let mut limits = settings.http.clone();
+        http::server::fit_to_file_limit(&mut limits);
+        let server = Server {
+            listener,
+            tls,
+            router,
+            limits,
             metrics: metrics.clone(),
-            webrtc,
-            liveness: pipeline.liveness.clone(),
-        });
-        let token = shutdown.clone();
-        tracker.spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(token.cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        });
+            pulse: http_pulse.clone(),
+        };
+        tracker.spawn(server.run(shutdown.clone()));
         tracker.spawn(rates(control.clone(), metrics.clone(), shutdown.clone()));
         if let Some(mqtt) = &settings.mqtt {
             let info = registration(&settings, mqtt, &pipeline, http_addr);
@@ -208,12 +257,14 @@ impl Daemon {
             .spawn(&tracker, shutdown.clone())?;
         }
         tracker.close();
-        tracing::info!(%http_addr, source = %pipeline.source, "focusd serving: viewer at http://{http_addr}/");
+        tracing::info!(%http_addr, source = %pipeline.source, tls = settings.http.tls.is_some(), "focusd serving");
         Ok(Daemon {
             http_addr,
             control,
             metrics,
             tracker,
+            gate,
+            http_pulse,
             pipeline,
             roi,
         })
@@ -222,6 +273,16 @@ impl Daemon {
     /// The bound HTTP address (useful with port 0).
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// The access token in use (`None` with `[auth] mode = "off"`).
+    pub fn token(&self) -> Option<String> {
+        self.gate.token()
+    }
+
+    /// Whether HTTP takes new connections (the watchdog reads it).
+    pub fn http_pulse(&self) -> &HttpPulse {
+        &self.http_pulse
     }
 
     pub fn control(&self) -> &Arc<Control> {
@@ -264,7 +325,12 @@ fn registration(
     } else {
         host
     };
-    let base = format!("http://{host}:{}", http_addr.port());
+    let scheme = if settings.http.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let base = format!("{scheme}://{host}:{}", http_addr.port());
     let track = |(width, height): (u32, u32), kbps| TrackInfo {
         width,
         height,
@@ -287,6 +353,24 @@ fn registration(
             source: track(pipeline.main_size, settings.video.source_kbps),
         },
         modes: Mode::ALL.to_vec(),
+    }
+}
+
+/// The viewer's URL for a daemon listening on `listen`, with the access token in its
+/// fragment (never sent to a server, kept by the page) when there is one.
+pub fn viewer_url(listen: SocketAddr, tls: bool, token: Option<&str>) -> String {
+    let ip = listen.ip();
+    let host = if ip.is_loopback() || ip.is_unspecified() {
+        "localhost".to_string()
+    } else if ip.is_ipv6() {
+        format!("[{ip}]")
+    } else {
+        ip.to_string()
+    };
+    let scheme = if tls { "https" } else { "http" };
+    match token {
+        Some(t) => format!("{scheme}://{host}:{}/#token={t}", listen.port()),
+        None => format!("{scheme}://{host}:{}/", listen.port()),
     }
 }
 

@@ -49,6 +49,9 @@ fn main() -> ExitCode {
     if let Some(Subcmd::Probe(probe)) = &flags.command {
         return focusd::probe::run(&flags, probe);
     }
+    if let Some(Subcmd::Token(token)) = &flags.command {
+        return token_command(&flags, token.rotate);
+    }
     let settings = match Settings::load(&flags) {
         Ok(s) => s,
         Err(e) => {
@@ -71,12 +74,25 @@ fn main() -> ExitCode {
             tracing::info!("shutting down");
             signals.cancel();
         });
+        let tls = settings.http.tls.is_some();
         let daemon = focusd::Daemon::start(settings, shutdown.clone()).await?;
-        let serving = format!("serving http://{}/", daemon.http_addr());
+        let url = focusd::viewer_url(daemon.http_addr(), tls, None);
+        if std::env::var_os("JOURNAL_STREAM").is_some() && daemon.token().is_some() {
+            // The journal is read by more people than the token is meant for.
+            tracing::info!("viewer at {url} (the link with its token: focusd token --config FILE)");
+        } else {
+            let url = focusd::viewer_url(daemon.http_addr(), tls, daemon.token().as_deref());
+            tracing::info!("viewer at {url}");
+        }
         let reporter = tokio::spawn(sd_notify::report(
             notifier,
             daemon.liveness().clone(),
-            serving,
+            daemon.http_pulse().clone(),
+            format!(
+                "serving {}://{}/",
+                if tls { "https" } else { "http" },
+                daemon.http_addr()
+            ),
             shutdown.clone(),
         ));
         daemon.wait().await;
@@ -91,6 +107,51 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("focusd: {e}");
             ExitCode::from(if e.is_config() { 2 } else { 1 })
+        }
+    }
+}
+
+/// `focusd token [--rotate]`: prints the access token and the viewer link with it.
+fn token_command(flags: &Flags, rotate: bool) -> ExitCode {
+    use focusd::config::AuthMode;
+    use focusd::doors::http::auth;
+    let settings = match Settings::load(flags) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("focusd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if settings.auth.mode == AuthMode::Off {
+        eprintln!("focusd token: authentication is off ([auth] mode = \"off\")");
+        return ExitCode::from(2);
+    }
+    let token = match (&settings.auth.token, rotate) {
+        (Some(_), true) => {
+            eprintln!(
+                "focusd token: the token is configured ([auth] token or FOCUSD_TOKEN): change it there"
+            );
+            return ExitCode::from(2);
+        }
+        (Some(t), false) => Ok(t.clone()),
+        (None, true) => auth::rotate(&settings.auth.token_file),
+        (None, false) => auth::load_or_create(&settings.auth.token_file).map(|(t, _)| t),
+    };
+    match token {
+        Ok(t) => {
+            println!("{t}");
+            println!(
+                "viewer: {}",
+                focusd::viewer_url(settings.listen, settings.http.tls.is_some(), Some(&t))
+            );
+            if rotate {
+                eprintln!("clients holding the old token are refused from now on");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("focusd token: {e}");
+            ExitCode::from(1)
         }
     }
 }

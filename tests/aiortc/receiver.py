@@ -11,6 +11,7 @@ import json
 import statistics
 import sys
 import time
+import os
 import urllib.request
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
@@ -34,6 +35,9 @@ def read_stamp(frame):
 
 def http(method, url, body=None):
     req = urllib.request.Request(url, data=body, method=method)
+    # The daemon's access token, as a WHEP player sends it.
+    if os.environ.get("FOCUSD_TOKEN"):
+        req.add_header("Authorization", "Bearer " + os.environ["FOCUSD_TOKEN"])
     if body is not None:
         req.add_header("Content-Type", "application/sdp")
     with urllib.request.urlopen(req, timeout=10) as r:

@@ -21,6 +21,7 @@ try {
   page.on("console", (m) => m.type() === "error" && step("console-error", { text: m.text() }));
   const started = Date.now();
   await page.goto(url);
+  result.url_after_load = page.url();
   // Both inbound video streams decode frames.
   const decoded = async () => page.evaluate(async () => {
     const pc = window.focusd.pc;
@@ -51,7 +52,7 @@ try {
   // Mode switch through the page: VISION.
   await page.click("button[data-mode=VISION]");
   await page.waitForFunction(() => window.focusd.state && window.focusd.state.mode === "VISION", null, { timeout: 5000 });
-  result.server_mode_after_click = await page.evaluate(async () => (await (await fetch("/api/state")).json()).mode);
+  result.server_mode_after_click = await page.evaluate(async () => (await (await window.focusd.api("/api/state")).json()).mode);
   await page.waitForTimeout(2500);
   result.after_vision = await decoded();
 
@@ -83,7 +84,7 @@ try {
   await page.mouse.move(box.x + box.width * 0.5, box.y + box.height * 0.6, { steps: 5 });
   await page.mouse.up();
   await page.waitForFunction(() => window.focusd.state && window.focusd.state.mode === "HYBRID" && window.focusd.state.hybrid_rect, null, { timeout: 5000 });
-  result.hybrid_rect = await page.evaluate(async () => (await (await fetch("/api/state")).json()).hybrid_rect);
+  result.hybrid_rect = await page.evaluate(async () => (await (await window.focusd.api("/api/state")).json()).hybrid_rect);
 
   // LOW: the page's own kbps figure for the source falls to ~0.
   await page.click("button[data-mode=LOW]");

@@ -28,7 +28,13 @@ impl TestDaemon {
         let mut all = vec!["focusd", "--listen", "127.0.0.1:0"];
         all.extend_from_slice(args);
         let flags = <Flags as clap::Parser>::parse_from(&all);
-        let settings = Settings::load(&flags).expect("valid test settings");
+        let mut settings = Settings::load(&flags).expect("valid test settings");
+        // The kit's token unless the test configures its own (never a kept file in the
+        // user's state directory).
+        settings
+            .auth
+            .token
+            .get_or_insert_with(|| http::TEST_TOKEN.to_string());
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

@@ -26,7 +26,11 @@ impl Response {
     }
 }
 
-/// Sends one request. `content_type` is omitted when `None`.
+/// The access token every daemon the kit starts is given (in-process, and as
+/// `FOCUSD_TOKEN` to a child process); [`request`] presents it.
+pub const TEST_TOKEN: &str = "focusd-test-token-5bd1e7a0c3";
+
+/// Sends one request with the kit's token. `content_type` is omitted when `None`.
 pub fn request(
     addr: SocketAddr,
     method: &str,
@@ -34,15 +38,35 @@ pub fn request(
     content_type: Option<&str>,
     body: &[u8],
 ) -> std::io::Result<Response> {
+    let auth = format!("Bearer {TEST_TOKEN}");
+    let mut headers = vec![("Authorization", auth.as_str())];
+    if let Some(ct) = content_type {
+        headers.push(("Content-Type", ct));
+    }
+    request_with(addr, method, path, &headers, body)
+}
+
+/// Sends one request with exactly these extra headers (no token unless one is among
+/// them); `Host` is the address unless given.
+pub fn request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(Duration::from_secs(15)))?;
     stream.set_nodelay(true)?;
     let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
-    if let Some(ct) = content_type {
-        head.push_str(&format!("Content-Type: {ct}\r\n"));
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        head.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes())?;

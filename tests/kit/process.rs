@@ -26,6 +26,8 @@ pub struct Binary {
     runner: Vec<String>,
     /// Its Debian architecture (`amd64`, `arm64`, `armhf`).
     pub deb_arch: &'static str,
+    /// An open-file limit to run it under (through `prlimit`).
+    files: Option<u64>,
 }
 
 impl Binary {
@@ -71,6 +73,7 @@ impl Binary {
             path,
             runner,
             deb_arch,
+            files: None,
         }
     }
 
@@ -87,21 +90,34 @@ impl Binary {
         }
         Ok(Binary {
             path,
+            files: None,
             runner: Vec::new(),
             deb_arch: native_deb_arch(),
         })
     }
 
-    /// A command that runs the binary.
+    /// A command running it, with the kit's access token in `FOCUSD_TOKEN`.
     pub fn command(&self) -> Command {
-        match self.runner.split_first() {
-            None => Command::new(&self.path),
-            Some((emulator, args)) => {
-                let mut c = Command::new(emulator);
-                c.args(args).arg(&self.path);
-                c
-            }
+        let mut argv: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(n) = self.files {
+            argv.extend(["prlimit".into(), format!("--nofile={n}:{n}").into(), "--".into()]);
         }
+        argv.extend(self.runner.iter().map(Into::into));
+        argv.push(self.path.clone().into());
+        // `argv` holds at least the binary's path.
+        let (program, args) = argv.split_first().expect("a program");
+        let mut c = Command::new(program);
+        // Every daemon the kit runs takes the kit's token (none generates one in the
+        // home directory of whoever runs the tests).
+        c.args(args).env("FOCUSD_TOKEN", http::TEST_TOKEN);
+        c
+    }
+
+    /// The same binary, run with at most `n` open files (as a systemd unit's
+    /// `LimitNOFILE=` does).
+    pub fn with_file_limit(mut self, n: u64) -> Binary {
+        self.files = Some(n);
+        self
     }
 
     /// Whether it runs under an emulator (several times slower than native).

@@ -90,6 +90,33 @@ pub struct FileConfig {
     pub roi: RoiFile,
     #[serde(default)]
     pub mqtt: MqttFile,
+    #[serde(default)]
+    pub http: HttpFile,
+    #[serde(default)]
+    pub auth: AuthFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpFile {
+    pub max_connections: Option<usize>,
+    pub reserved_connections: Option<usize>,
+    pub header_timeout_s: Option<f64>,
+    pub body_timeout_s: Option<f64>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub allowed_origins: Option<Vec<String>>,
+    pub allowed_hosts: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthFile {
+    #[serde(default, deserialize_with = "parsed")]
+    pub mode: Option<super::AuthMode>,
+    pub token: Option<String>,
+    pub view_token: Option<String>,
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -37,8 +37,20 @@ pub struct Flags {
     /// Device id used in MQTT topics [default: the host name].
     #[arg(long, value_name = "ID")]
     pub device_id: Option<String>,
+    /// `FOCUSD_TOKEN` from the environment (never a flag: the process list would show
+    /// it).
+    #[arg(skip = env_secret("FOCUSD_TOKEN"))]
+    pub token_env: Option<String>,
+    /// `FOCUSD_VIEW_TOKEN` from the environment.
+    #[arg(skip = env_secret("FOCUSD_VIEW_TOKEN"))]
+    pub view_token_env: Option<String>,
     #[command(subcommand)]
     pub command: Option<Subcmd>,
+}
+
+/// A secret from the environment; unset and empty are the same.
+fn env_secret(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 #[derive(Debug, Subcommand)]
@@ -48,6 +60,17 @@ pub enum Subcmd {
     /// What this machine has: the board, video devices, encoders, the backends in this
     /// build, what focusd would use and why, and what is missing.
     Probe(ProbeFlags),
+    /// Print the access token and the viewer URL with it (generating the token when
+    /// there is none); `--rotate` replaces it.
+    Token(TokenFlags),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct TokenFlags {
+    /// Generate a new token in place of the kept one: every client using the old one is
+    /// refused from then on.
+    #[arg(long)]
+    pub rotate: bool,
 }
 
 #[derive(Debug, Args, Clone)]

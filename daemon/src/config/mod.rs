@@ -16,10 +16,11 @@ pub mod resolve;
 pub mod settings;
 
 pub use file::{FileConfig, MqttFile, read_file};
-pub use flags::{CtlAction, CtlFlags, Flags, ProbeFlags, Subcmd};
+pub use flags::{CtlAction, CtlFlags, Flags, ProbeFlags, Subcmd, TokenFlags};
 pub use resolve::resolve_mqtt;
 pub use settings::{
-    DetectorKind, MqttSettings, RoiSettings, Settings, VideoSettings, WebRtcSettings,
+    AuthMode, AuthSettings, DetectorKind, HttpSettings, MqttSettings, RoiSettings, Settings,
+    VideoSettings, WebRtcSettings,
 };
 
 /// A configuration value that cannot be used. Displays as one line naming the key.
@@ -148,7 +149,11 @@ mod tests {
         // must not change behaviour from a daemon started without it.
         let shipped = file(include_str!("../../../packaging/focusd.toml"));
         let s = Settings::resolve(&flags(&[]), shipped).unwrap();
-        assert_eq!(s, Settings::default());
+        // Except the token file: it names the unit's state directory (the default under
+        // systemd), so that `focusd token --config` run from a shell finds it too.
+        let mut defaults = Settings::default();
+        defaults.auth.token_file = "/var/lib/focusd/token".into();
+        assert_eq!(s, defaults);
     }
 
     #[test]

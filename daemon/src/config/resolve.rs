@@ -6,10 +6,15 @@ use std::str::FromStr;
 use focusd_board::encode::EncoderSpec;
 use focusd_board::source::SourceSpec;
 
-use super::file::{ControlFile, Listen, MqttFile, RoiFile, Size, VideoFile, WebRtcFile};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::file::{
+    AuthFile, ControlFile, HttpFile, Listen, MqttFile, RoiFile, Size, VideoFile, WebRtcFile,
+};
 use super::{
-    ConfigError, DetectorKind, FileConfig, Flags, MqttSettings, RoiSettings, Settings,
-    VideoSettings, WebRtcSettings, bad,
+    AuthMode, AuthSettings, ConfigError, DetectorKind, FileConfig, Flags, HttpSettings,
+    MqttSettings, RoiSettings, Settings, VideoSettings, WebRtcSettings, bad,
 };
 use crate::doors::mqtt::Broker;
 use crate::state::command::{Mode, Rect};
@@ -54,6 +59,8 @@ impl Settings {
             roi: roi(file.roi)?,
             mqtt,
             device_id,
+            http: http(file.http)?,
+            auth: auth(flags, file.auth)?,
         })
     }
 }
@@ -120,6 +127,139 @@ fn webrtc(file: WebRtcFile) -> Result<WebRtcSettings, ConfigError> {
         );
     }
     Ok(webrtc)
+}
+
+/// `[http]`.
+fn http(file: HttpFile) -> Result<HttpSettings, ConfigError> {
+    let max_connections = file.max_connections.unwrap_or(256);
+    if !(8..=8192).contains(&max_connections) {
+        return bad(
+            "http.max_connections",
+            format!("{max_connections} is outside 8..=8192"),
+        );
+    }
+    let reserved_connections = file.reserved_connections.unwrap_or(max_connections / 8);
+    if reserved_connections >= max_connections {
+        return bad(
+            "http.reserved_connections",
+            format!("{reserved_connections} must be below http.max_connections ({max_connections})"),
+        );
+    }
+    let seconds = |key: &str, v: Option<f64>| match v.unwrap_or(10.0) {
+        s if (0.5..=600.0).contains(&s) => Ok(Duration::from_secs_f64(s)),
+        s => bad(key, format!("{s} s is outside 0.5..=600")),
+    };
+    let tls = match (file.cert_file, file.key_file) {
+        (Some(c), Some(k)) => {
+            for (key, path) in [("http.cert_file", &c), ("http.key_file", &k)] {
+                if let Err(e) = std::fs::File::open(path) {
+                    return bad(key, format!("cannot read {}: {e}", path.display()));
+                }
+            }
+            Some((c, k))
+        }
+        (None, None) => None,
+        (Some(_), None) => return bad("http.key_file", "cert_file needs key_file"),
+        (None, Some(_)) => return bad("http.cert_file", "key_file needs cert_file"),
+    };
+    let mut allowed_origins = Vec::new();
+    for origin in file.allowed_origins.unwrap_or_default() {
+        allowed_origins.push(origin_of(&origin).or_else(|e| bad("http.allowed_origins", e))?);
+    }
+    let mut allowed_hosts = Vec::new();
+    for host in file.allowed_hosts.unwrap_or_default() {
+        let valid = host == "*"
+            || (!host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'));
+        if !valid {
+            return bad(
+                "http.allowed_hosts",
+                format!("`{host}` is not a host name (without port) or *"),
+            );
+        }
+        allowed_hosts.push(host.to_ascii_lowercase());
+    }
+    Ok(HttpSettings {
+        max_connections,
+        reserved_connections,
+        header_timeout: seconds("http.header_timeout_s", file.header_timeout_s)?,
+        body_timeout: seconds("http.body_timeout_s", file.body_timeout_s)?,
+        tls,
+        allowed_origins,
+        allowed_hosts,
+    })
+}
+
+/// A web origin as browsers send it: `scheme://host[:port]`, lower case, no path.
+fn origin_of(text: &str) -> Result<String, String> {
+    let origin = text.trim_end_matches('/').to_ascii_lowercase();
+    let valid = match origin.split_once("://") {
+        Some(("http" | "https", rest)) => {
+            !rest.is_empty() && !rest.contains(['/', '?', '#', '@', '*', ' '])
+        }
+        _ => false,
+    };
+    if valid {
+        Ok(origin)
+    } else {
+        Err(format!(
+            "`{text}` is not an origin like https://dash.example:8443 (no wildcards: name each)"
+        ))
+    }
+}
+
+/// `[auth]`, with `FOCUSD_TOKEN` / `FOCUSD_VIEW_TOKEN` over the file.
+fn auth(flags: &Flags, file: AuthFile) -> Result<AuthSettings, ConfigError> {
+    let token = flags.token_env.clone().or(file.token);
+    let view_token = flags.view_token_env.clone().or(file.view_token);
+    for (key, t) in [("auth.token", &token), ("auth.view_token", &view_token)] {
+        if let Some(t) = t {
+            check_token(t).or_else(|e| bad(key, e))?;
+        }
+    }
+    if view_token.is_some() && view_token == token {
+        return bad("auth.view_token", "must differ from auth.token");
+    }
+    Ok(AuthSettings {
+        mode: file.mode.unwrap_or(AuthMode::Token),
+        token,
+        view_token,
+        token_file: file.token_file.unwrap_or_else(default_token_file),
+    })
+}
+
+/// A token goes into headers and URLs: 16 to 256 URL-safe characters.
+pub fn check_token(t: &str) -> Result<(), String> {
+    let safe = t
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~'));
+    if (16..=256).contains(&t.len()) && safe {
+        Ok(())
+    } else {
+        Err("a token must be 16 to 256 characters of A-Z a-z 0-9 - _ . ~".into())
+    }
+}
+
+/// The state directory systemd gives the service (`StateDirectory=`), else the user's
+/// (`$XDG_STATE_HOME/focusd`, `~/.local/state/focusd`).
+fn default_token_file() -> PathBuf {
+    let env = |k| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let dir = if let Some(dirs) = std::env::var("STATE_DIRECTORY")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        // Several directories are separated by colons; the first is ours.
+        PathBuf::from(dirs.split(':').next().unwrap_or(&dirs))
+    } else if let Some(state) = env("XDG_STATE_HOME") {
+        state.join("focusd")
+    } else if let Some(home) = env("HOME") {
+        home.join(".local/state/focusd")
+    } else {
+        PathBuf::from("focusd-state")
+    };
+    dir.join("token")
 }
 
 /// `[control]`: the mode and rectangle at start-up.

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
 use focusd_board::encode::EncoderSpec;
@@ -39,6 +40,67 @@ pub struct Settings {
     pub mqtt: Option<MqttSettings>,
     /// Device id (MQTT topics, registration).
     pub device_id: String,
+    /// The HTTP server's limits, TLS and the origins and hosts it answers (`[http]`).
+    pub http: HttpSettings,
+    /// Who may use the HTTP door (`[auth]`).
+    pub auth: AuthSettings,
+}
+
+/// The HTTP server (`[http]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpSettings {
+    /// Open connections at most; at the limit the longest idle one makes room.
+    pub max_connections: usize,
+    /// Of those, kept for `/healthz`, `/metrics` and signalling.
+    pub reserved_connections: usize,
+    /// How long a connection may take to send a request's headers (or stay idle between
+    /// requests, or finish a TLS handshake) before it is closed.
+    pub header_timeout: Duration,
+    /// How long a request's body may take to arrive before 408.
+    pub body_timeout: Duration,
+    /// HTTPS: the certificate chain and the key (PEM); plain HTTP without.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Web origins (`https://dash.example:8443`) whose pages may call the API and
+    /// signalling, besides the daemon's own pages.
+    pub allowed_origins: Vec<String>,
+    /// Host names the daemon answers to besides IP addresses, `localhost` and its host
+    /// name (with `.local`); `*` answers any (behind a proxy that checks them).
+    pub allowed_hosts: Vec<String>,
+}
+
+/// Who may use the HTTP door (`[auth]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuthSettings {
+    /// `Token` unless the user switched it off.
+    pub mode: AuthMode,
+    /// The full-access token as configured (`[auth] token`, `FOCUSD_TOKEN`); `None`: the
+    /// one kept in `token_file`, generated on first start.
+    pub token: Option<String>,
+    /// A second token that may watch and read but not command (`[auth] view_token`,
+    /// `FOCUSD_VIEW_TOKEN`).
+    pub view_token: Option<String>,
+    /// Where the generated token is kept.
+    pub token_file: PathBuf,
+}
+
+/// Whether requests need a token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Every request but `/healthz` and the static viewer page needs a token.
+    Token,
+    /// Anyone who reaches the port may do anything (a warning says so at start).
+    Off,
+}
+
+impl std::str::FromStr for AuthMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "token" => Ok(AuthMode::Token),
+            "off" => Ok(AuthMode::Off),
+            _ => Err(format!("unknown mode `{s}`: use token or off")),
+        }
+    }
 }
 
 /// How to reach the MQTT broker and what to tell it (`[mqtt]`; off without a URL).

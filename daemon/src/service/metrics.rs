@@ -72,6 +72,65 @@ pub struct TrackMetrics {
     pub encode_seconds: Histogram,
 }
 
+/// What the HTTP server did with connections, and whom it refused.
+#[derive(Debug, Default)]
+pub struct HttpMetrics {
+    /// Connections taken.
+    pub accepted: Counter,
+    /// Idle connections closed to make room for a new one.
+    pub evicted: Counter,
+    /// New connections closed at once: every slot was in the middle of a request.
+    pub refused: Counter,
+    /// Connections closed for staying idle past the header timeout (slowloris, TLS
+    /// handshakes that never finish, kept-alive connections no one uses).
+    pub timed_out: Counter,
+    /// Requests refused 401 or 403, by [`Refusal`].
+    pub unauthorized: [Counter; Refusal::ALL.len()],
+}
+
+/// Why a request was refused by the access rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// No token with a request that needs one (401).
+    MissingToken,
+    /// A token that is not one of the configured ones (401).
+    WrongToken,
+    /// The view-only token on a request that changes state (403).
+    ViewOnly,
+    /// A state-changing request from a web page of an origin not allowed (403).
+    Origin,
+    /// A `Host` header naming no address or name of this device (421): DNS rebinding.
+    Host,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 5] = [
+        Refusal::MissingToken,
+        Refusal::WrongToken,
+        Refusal::ViewOnly,
+        Refusal::Origin,
+        Refusal::Host,
+    ];
+
+    /// Its label in the metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Refusal::MissingToken => "missing_token",
+            Refusal::WrongToken => "wrong_token",
+            Refusal::ViewOnly => "view_only",
+            Refusal::Origin => "origin",
+            Refusal::Host => "host",
+        }
+    }
+}
+
+impl HttpMetrics {
+    /// Counts a refusal.
+    pub fn refused_access(&self, why: Refusal) {
+        self.unauthorized[why as usize].inc();
+    }
+}
+
 /// All of the daemon's counters.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -91,6 +150,8 @@ pub struct Metrics {
     pub mqtt_connects: Counter,
     /// MQTT messages dropped because the client's queue was full.
     pub mqtt_dropped: Counter,
+    /// The HTTP server's connections and refusals.
+    pub http: HttpMetrics,
     pub tracks: TrackMap<TrackMetrics>,
 }
 
@@ -174,6 +235,27 @@ impl Metrics {
             "mqtt_dropped_total",
             "MQTT messages dropped because the client's queue was full.",
             &plain(&self.mqtt_dropped),
+        );
+        counter(
+            "http_connections_total",
+            "HTTP connections by what became of them: accepted, evicted (idle, closed to make room), refused (every slot busy), timed_out (idle past the header timeout).",
+            &[
+                ("accepted", &self.http.accepted),
+                ("evicted", &self.http.evicted),
+                ("refused", &self.http.refused),
+                ("timed_out", &self.http.timed_out),
+            ]
+            .map(|(outcome, c)| (format!("{{outcome=\"{outcome}\"}}"), c.get())),
+        );
+        counter(
+            "http_unauthorized_total",
+            "HTTP requests refused by the access rules, by reason.",
+            &Refusal::ALL.map(|r| {
+                (
+                    format!("{{reason=\"{}\"}}", r.name()),
+                    self.http.unauthorized[r as usize].get(),
+                )
+            }),
         );
         counter(
             "frames_encoded_total",

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::doors::http::server::HttpPulse;
 use crate::video::signals::Liveness;
 
 /// Why the notification environment cannot be used.
@@ -232,6 +233,7 @@ const STATUS_POLL: Duration = Duration::from_secs(2);
 pub async fn report(
     notifier: Notifier,
     liveness: Liveness,
+    http: HttpPulse,
     serving: String,
     shutdown: CancellationToken,
 ) {
@@ -272,7 +274,19 @@ pub async fn report(
             }
             None => {}
         }
-        if due.watchdog && notifier.watchdog().is_some() {
+        // HTTP that has refused every new connection for a whole period is as dead as a
+        // stalled pipeline: no ping, and systemd restarts the daemon.
+        let http_refusing = http.refusing_for().filter(|d| *d >= period);
+        let refusing_status;
+        if let Some(d) = http_refusing {
+            refusing_status = format!(
+                "stalled: HTTP has refused new connections for {:.1} s",
+                d.as_secs_f64()
+            );
+            messages.push(Message::Status(&refusing_status));
+            tracing::warn!("HTTP has refused new connections for {d:?}");
+        }
+        if due.watchdog && http_refusing.is_none() && notifier.watchdog().is_some() {
             messages.push(Message::Watchdog);
         }
         if messages.is_empty() {

@@ -15,6 +15,16 @@ pub const MAX_COMMAND_BYTES: usize = 4096;
 /// Longest `id` accepted, in characters.
 pub const MAX_ID_CHARS: usize = 128;
 
+/// What the sender of a command may do, as its door established it (the HTTP token it
+/// presented; the broker's ACL for MQTT).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// May watch and command.
+    Full,
+    /// May watch and read the state, not command.
+    ViewOnly,
+}
+
 /// What the source track carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]

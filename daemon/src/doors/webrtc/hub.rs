@@ -14,6 +14,7 @@ use super::OfferError;
 use super::peer::{CONNECT_TIMEOUT, Outgoing, Peer, PeerNote};
 use super::sdp;
 use crate::service::metrics::Metrics;
+use crate::state::command::Access;
 use crate::video::track::{EncodedFrame, Track, TrackMap};
 
 /// A viewer session id: 128 random bits in hex, used in WHEP resource URLs.
@@ -52,8 +53,9 @@ pub enum HubEvent {
     KeyframeWanted(Track),
     /// A viewer's `commands` channel opened; it should get the current state.
     CommandsOpen(SessionId),
-    /// A message arrived on a viewer's `commands` channel.
-    Command(SessionId, Vec<u8>),
+    /// A message arrived on a viewer's `commands` channel; the [`Access`] its viewer
+    /// signed up with says whether it may command.
+    Command(SessionId, Access, Vec<u8>),
     /// The number of viewers changed.
     Viewers(usize),
 }
@@ -117,6 +119,7 @@ impl Hub {
         &mut self,
         now: Instant,
         offer: &str,
+        access: Access,
     ) -> Result<(SessionId, String), OfferError> {
         if self.peers.len() >= self.max_viewers {
             return Err(OfferError::TooManyViewers(self.max_viewers));
@@ -171,6 +174,7 @@ impl Hub {
             rtc,
             tracks,
             commands: None,
+            access,
             created: now,
             connected: false,
             timeout: now,
@@ -344,7 +348,7 @@ impl Hub {
                         .push_back(HubEvent::CommandsOpen(peer.id.clone())),
                     PeerNote::Command(data) => self
                         .events
-                        .push_back(HubEvent::Command(peer.id.clone(), data)),
+                        .push_back(HubEvent::Command(peer.id.clone(), peer.access, data)),
                 }
             }
         }
@@ -387,7 +391,7 @@ mod tests {
             start,
         );
         for _ in 0..3 {
-            hub.accept_offer(start, CHROME_OFFER).unwrap();
+            hub.accept_offer(start, CHROME_OFFER, Access::Full).unwrap();
         }
         assert_eq!(hub.viewers(), 3);
         let frame_interval = Duration::from_millis(33);

@@ -8,6 +8,7 @@ use str0m::media::{MediaTime, Mid, Pt};
 use str0m::{Event, IceConnectionState, Output, Rtc};
 
 use super::hub::SessionId;
+use crate::state::command::Access;
 use crate::video::track::{EncodedFrame, Track, TrackMap};
 
 /// A viewer that has not connected by then is dropped.
@@ -42,6 +43,8 @@ pub(super) struct Peer {
     /// Indexed by [`Track`]; `None` when the offer had fewer video m-lines.
     pub tracks: TrackMap<Option<Outgoing>>,
     pub commands: Option<ChannelId>,
+    /// What its `commands` channel may do (the token it signed up with).
+    pub access: Access,
     pub created: Instant,
     pub connected: bool,
     /// When str0m next wants a timeout.

@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{Hub, HubEvent, OfferError, SessionId};
-use crate::service::metrics::Metrics;
-use crate::state::command::Command;
+use crate::service::metrics::{Metrics, Refusal};
+use crate::state::command::{Access, Command};
 use crate::state::protocol::{RoiEvent, ViewerMessage};
 use crate::state::{Control, unix_ms};
 use crate::video::signals::KeyframeRequests;
@@ -24,6 +24,7 @@ const STATE_PUSH_INTERVAL: Duration = Duration::from_millis(100);
 enum Request {
     Offer {
         sdp: String,
+        access: Access,
         reply: oneshot::Sender<Result<(SessionId, String), OfferError>>,
     },
     Close {
@@ -39,11 +40,16 @@ pub struct WebRtcHandle {
 }
 
 impl WebRtcHandle {
-    /// Negotiates a new viewer; returns its session id and the SDP answer.
-    pub async fn offer(&self, sdp: String) -> Result<(SessionId, String), OfferError> {
+    /// Negotiates a new viewer whose DataChannel commands get `access`; returns its
+    /// session id and the SDP answer.
+    pub async fn offer(
+        &self,
+        sdp: String,
+        access: Access,
+    ) -> Result<(SessionId, String), OfferError> {
         let (reply, rx) = oneshot::channel();
         self.requests
-            .send(Request::Offer { sdp, reply })
+            .send(Request::Offer { sdp, access, reply })
             .await
             .map_err(|_| OfferError::ShuttingDown)?;
         rx.await.map_err(|_| OfferError::ShuttingDown)?
@@ -236,8 +242,8 @@ impl Driver {
 
     fn on_request(&mut self, req: Request) {
         match req {
-            Request::Offer { sdp, reply } => {
-                let result = self.hub.accept_offer(Instant::now(), &sdp);
+            Request::Offer { sdp, access, reply } => {
+                let result = self.hub.accept_offer(Instant::now(), &sdp, access);
                 let _ = reply.send(result);
             }
             Request::Close { id, reply } => {
@@ -274,8 +280,14 @@ impl Driver {
                     let text = ViewerMessage::State { state, id: None }.to_json();
                     self.hub.send_text(Instant::now(), &id, &text);
                 }
-                HubEvent::Command(id, data) => {
+                HubEvent::Command(id, access, data) => {
                     let reply = match Command::parse(&data) {
+                        Ok(_) if access == Access::ViewOnly => {
+                            self.metrics.http.refused_access(Refusal::ViewOnly);
+                            ViewerMessage::Error {
+                                error: "this viewer's token may watch but not command".into(),
+                            }
+                        }
                         Ok(cmd) => ViewerMessage::State {
                             state: self.control.apply(&cmd),
                             id: cmd.id,

@@ -1,13 +1,22 @@
 //! The HTTP door: signalling (`/offer`, `/whep`), the API, the viewer page, metrics and
 //! health. Every bad request gets a 4xx with a one-line reason; nothing here can stop video.
+//!
+//! * this module: the routes and their handlers;
+//! * [`auth`]: who may call them (token, origin, host), applied before any route;
+//! * [`server`]: the connections under them: limits, timeouts, TLS, HTTP/2;
+//! * [`connections`]: the connection table and its policy, as a plain state machine.
+
+pub mod auth;
+pub mod connections;
+pub mod server;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::{Extension, Router};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use serde::Deserialize;
@@ -16,14 +25,14 @@ use crate::doors::webrtc::OfferError;
 use crate::doors::webrtc::server::WebRtcHandle;
 use crate::service::metrics::Metrics;
 use crate::state::Control;
-use crate::state::command::Command;
+use crate::state::command::{Access, Command};
 use crate::video::signals::Liveness;
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The viewer page, embedded in the binary.
-const VIEWER_HTML: &str = include_str!("../../assets/viewer.html");
+const VIEWER_HTML: &str = include_str!("../../../assets/viewer.html");
 
 /// Shared by every handler.
 #[derive(Clone)]
@@ -32,10 +41,12 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub webrtc: WebRtcHandle,
     pub liveness: Liveness,
+    /// How long a request body may take to arrive.
+    pub body_timeout: Duration,
 }
 
-/// The routes of the contract.
-pub fn router(state: AppState) -> Router {
+/// The routes of the contract, behind the access rules of `gate`.
+pub fn router(state: AppState, gate: Arc<auth::Gate>) -> Router {
     Router::new()
         .route("/", get(|| async { Html(VIEWER_HTML) }))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
@@ -47,34 +58,8 @@ pub fn router(state: AppState) -> Router {
         .route("/whep", post(whep))
         .route("/whep/{id}", delete(whep_delete).patch(whep_patch))
         .fallback(not_found)
-        .layer(axum::middleware::map_response(cors))
         .with_state(state)
-}
-
-/// Viewers and dashboards served from another origin may call us (the Smart Focus
-/// dashboard does): allow it, and answer preflights.
-async fn cors(method: Method, mut res: Response) -> Response {
-    let h = res.headers_mut();
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("Location"),
-    );
-    if method == Method::OPTIONS {
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("GET, POST, DELETE, PATCH, OPTIONS"),
-        );
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static("Content-Type"),
-        );
-        *res.status_mut() = StatusCode::NO_CONTENT;
-    }
-    res
+        .layer(axum::middleware::from_fn_with_state(gate, auth::guard))
 }
 
 /// A rejected request: status plus one line of reason.
@@ -129,9 +114,10 @@ fn media_type(headers: &HeaderMap) -> Option<String> {
     )
 }
 
-/// Reads the body, refusing more than [`MAX_BODY_BYTES`] with 413, and a body that cannot
-/// be read (a bad chunk, a connection closed before its length) with 400.
-async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, Reject> {
+/// Reads the body, refusing more than [`MAX_BODY_BYTES`] with 413, a body that cannot be
+/// read (a bad chunk, a connection closed before its length) with 400, and one that does
+/// not arrive within `timeout` with 408.
+async fn read_body(headers: &HeaderMap, body: Body, timeout: Duration) -> Result<Bytes, Reject> {
     let too_big = || {
         Reject::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -145,9 +131,17 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, Reject> {
     if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
         return Err(too_big());
     }
-    axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|e| {
+    let read = tokio::time::timeout(timeout, axum::body::to_bytes(body, MAX_BODY_BYTES));
+    let Ok(read) = read.await else {
+        return Err(Reject::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the body did not arrive within {:.0} s",
+                timeout.as_secs_f64()
+            ),
+        ));
+    };
+    read.map_err(|e| {
             let e = e.into_inner();
             if e.is::<http_body_util::LengthLimitError>() {
                 too_big()
@@ -222,7 +216,7 @@ async fn api_command(
                     "send the command as Content-Type: application/json",
                 ));
             }
-            let body = read_body(&headers, body).await?;
+            let body = read_body(&headers, body, s.body_timeout).await?;
             let cmd =
                 Command::parse(&body).map_err(|e| Reject::new(StatusCode::BAD_REQUEST, e.0))?;
             Ok(axum::Json(s.control.apply(&cmd)).into_response())
@@ -252,6 +246,7 @@ fn offer_reject(e: OfferError) -> Reject {
 /// `POST /offer`: SDP in, SDP out (text), or `{"sdp","type":"offer"}` in, JSON out.
 async fn offer(
     State(s): State<AppState>,
+    Extension(access): Extension<Access>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Reject> {
@@ -267,7 +262,7 @@ async fn offer(
                 .text());
             }
         };
-        let body = read_body(&headers, body).await.map_err(|r| if json { r } else { r.text() })?;
+        let body = read_body(&headers, body, s.body_timeout).await.map_err(|r| if json { r } else { r.text() })?;
         let sdp = if json {
             let o: JsonOffer = serde_json::from_slice(&body)
                 .map_err(|e| Reject::new(StatusCode::BAD_REQUEST, format!("expected {{\"sdp\":..,\"type\":\"offer\"}}: {e}")))?;
@@ -278,7 +273,7 @@ async fn offer(
         } else {
             utf8(body).map_err(Reject::text)?
         };
-        let (_, answer) = s.webrtc.offer(sdp).await.map_err(|e| {
+        let (_, answer) = s.webrtc.offer(sdp, access).await.map_err(|e| {
             let r = offer_reject(e);
             if json { r } else { r.text() }
         })?;
@@ -294,6 +289,7 @@ async fn offer(
 /// `POST /whep` (RFC 9725): `application/sdp` offer → 201 + `Location` + answer.
 async fn whep(
     State(s): State<AppState>,
+    Extension(access): Extension<Access>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Reject> {
@@ -307,11 +303,11 @@ async fn whep(
                 )
                 .text());
             }
-            let body = read_body(&headers, body).await.map_err(Reject::text)?;
+            let body = read_body(&headers, body, s.body_timeout).await.map_err(Reject::text)?;
             let sdp = utf8(body).map_err(Reject::text)?;
             let (id, answer) = s
                 .webrtc
-                .offer(sdp)
+                .offer(sdp, access)
                 .await
                 .map_err(|e| offer_reject(e).text())?;
             Ok((
