@@ -45,7 +45,10 @@ fn chromium_views_both_tracks_and_controls_the_mode() {
     }
     assert_eq!(r["initial"]["context"]["width"], 320);
     assert!(
-        !r["url_after_load"].as_str().unwrap_or("token").contains("token"),
+        !r["url_after_load"]
+            .as_str()
+            .unwrap_or("token")
+            .contains("token"),
         "the page takes the token out of its address bar: {}",
         r["url_after_load"]
     );

@@ -418,3 +418,133 @@ fn too_many_viewers_get_503() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A daemon with these `[http]` settings.
+fn daemon_with_http(dir: &focusd_testkit::TempDir, http_section: &str) -> TestDaemon {
+    let path = dir.path().join("focusd.toml");
+    std::fs::write(&path, format!("[http]\n{http_section}")).unwrap();
+    TestDaemon::start(&[
+        "--source",
+        "test",
+        "--size",
+        "640x360",
+        "--config",
+        path.to_str().unwrap(),
+    ])
+}
+
+/// Whether the server has closed `s` (reads 0 bytes or fails), waiting at most 10 ms.
+fn closed(s: &mut std::net::TcpStream) -> bool {
+    use std::io::Read;
+    let _ = s.set_read_timeout(Some(Duration::from_millis(10)));
+    let mut buf = [0u8; 512];
+    match s.read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+#[test]
+fn slow_and_silent_connections_are_cut_off_at_the_header_timeout() {
+    use std::io::Write;
+    let dir = focusd_testkit::TempDir::new("slowloris");
+    let d = daemon_with_http(&dir, "header_timeout_s = 1\n");
+    let start = std::time::Instant::now();
+    // 40 slowloris connections trickling a request line a byte every 100 ms, and 10 that
+    // never send anything.
+    let request = format!("GET /api/state HTTP/1.1\r\nHost: {}\r\nX-Slow: ", d.addr);
+    let mut conns: Vec<(std::net::TcpStream, bool, Option<Duration>)> = (0..50)
+        .map(|i| {
+            let s = std::net::TcpStream::connect(d.addr).unwrap();
+            (s, i < 40, None)
+        })
+        .collect();
+    let mut sent = 0;
+    while start.elapsed() < Duration::from_secs(4) && conns.iter().any(|c| c.2.is_none()) {
+        for (s, trickles, closed_at) in conns.iter_mut().filter(|c| c.2.is_none()) {
+            if *trickles {
+                let byte = request.as_bytes().get(sent).copied().unwrap_or(b'x');
+                if s.write_all(&[byte]).is_err() {
+                    *closed_at = Some(start.elapsed());
+                    continue;
+                }
+            }
+            if closed(s) {
+                *closed_at = Some(start.elapsed());
+            }
+        }
+        sent += 1;
+        // Health answers all along.
+        assert_eq!(d.get("/healthz").status, 200);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for (i, (_, trickles, closed_at)) in conns.iter().enumerate() {
+        let t = closed_at.unwrap_or_else(|| {
+            panic!("connection {i} (trickling: {trickles}) still open after 4 s")
+        });
+        assert!(
+            t >= Duration::from_millis(900),
+            "connection {i} closed at {t:?}, before the header timeout"
+        );
+    }
+    let last = conns.iter().filter_map(|c| c.2).max().unwrap();
+    println!("50 slow or silent connections closed by {last:?} (header timeout 1 s)");
+    let timed_out = d
+        .get("/metrics")
+        .text()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("focusd_http_connections_total{outcome=\"timed_out\"} ")
+                .map(|v| v.parse::<f64>().unwrap())
+        })
+        .unwrap();
+    assert!(timed_out >= 50.0, "timed out: {timed_out}");
+}
+
+#[test]
+fn a_body_that_never_finishes_gets_408() {
+    let dir = focusd_testkit::TempDir::new("slow-body");
+    let d = daemon_with_http(&dir, "body_timeout_s = 1\n");
+    let head = format!(
+        "POST /api/command HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\n",
+        d.addr,
+        http::TEST_TOKEN
+    );
+    for (what, request) in [
+        (
+            "a body shorter than its length",
+            format!("{head}Content-Length: 100\r\n\r\n{{\"mode\""),
+        ),
+        (
+            "an unfinished chunked body",
+            format!("{head}Transfer-Encoding: chunked\r\n\r\n6\r\n{{\"mode\r\n"),
+        ),
+    ] {
+        // Sent, and the connection left open: the client just stops.
+        use std::io::{Read, Write};
+        let started = std::time::Instant::now();
+        let mut s = std::net::TcpStream::connect(d.addr).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).expect("an answer before 10 s");
+            assert!(n > 0, "{what}: closed without an answer");
+            raw.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&raw);
+        assert!(text.starts_with("HTTP/1.1 408"), "{what}: {text}");
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(900),
+            "{what}: answered at {took:?}"
+        );
+        println!("{what}: 408 after {took:?}");
+    }
+    assert_eq!(d.state().mode, Mode::High, "nothing half-sent was applied");
+}

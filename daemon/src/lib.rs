@@ -137,12 +137,8 @@ impl Daemon {
             .iter()
             .filter_map(|m| m.advertise.clone())
             .collect();
-        let (gate, generated) = Gate::new(
-            &settings.auth,
-            &settings.http,
-            &advertised,
-            metrics.clone(),
-        )?;
+        let (gate, generated) =
+            Gate::new(&settings.auth, &settings.http, &advertised, metrics.clone())?;
         if generated {
             tracing::info!(file = %settings.auth.token_file.display(), "generated an access token");
         }

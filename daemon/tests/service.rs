@@ -235,3 +235,132 @@ fn a_bad_notify_socket_is_a_configuration_error() {
         assert!(lines[0].contains(want), "{}", lines[0]);
     }
 }
+
+#[test]
+fn eleven_hundred_idle_connections_under_a_1024_file_limit_lock_no_one_out() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    // The test holds the other ends: it needs more than 1100 descriptors itself.
+    rlimit::increase_nofile_limit(4096).expect("raise the test's own file limit");
+    let bin = Binary::under_test(env!("CARGO_BIN_EXE_focusd")).with_file_limit(1024);
+    let dir = TempDir::new("flood");
+    let d = focusd_testkit::process::DaemonProcess::start(
+        &bin,
+        dir.path(),
+        &["--source", "test", "--size", "640x360"],
+    );
+    // Connections that never finish their headers, as many as a systemd service's default
+    // file limit and more.
+    let mut idle = Vec::new();
+    let mut refused = 0;
+    for _ in 0..1100 {
+        match TcpStream::connect_timeout(&d.addr, Duration::from_secs(2)) {
+            Ok(mut s) => {
+                let _ = s.write_all(b"GET /api/state HTTP/1.1\r\n");
+                idle.push(s);
+            }
+            Err(_) => refused += 1,
+        }
+    }
+    println!("{} idle connections open, {refused} not taken", idle.len());
+    // Health and a new viewer still get through.
+    let started = Instant::now();
+    let health = http::request(d.addr, "GET", "/healthz", None, b"").expect("GET /healthz");
+    assert_eq!(health.status, 200, "{}", health.text());
+    println!(
+        "/healthz answered in {:?} past 1100 idle connections",
+        started.elapsed()
+    );
+    let viewer = focusd_testkit::receiver::Receiver::connect(
+        d.addr,
+        focusd_testkit::receiver::ReceiverOptions {
+            decode: false,
+            ..Default::default()
+        },
+    )
+    .expect("a new viewer signs up");
+    assert!(
+        viewer
+            .wait_for(Duration::from_secs(10), |s| s.tracks[0].frames > 5)
+            .1,
+        "the new viewer receives video"
+    );
+    let evicted = metric(d.addr, "focusd_http_connections_total{outcome=\"evicted\"}");
+    assert!(evicted >= 800.0, "idle connections made room: {evicted}");
+    assert!(
+        !d.log().contains("ERROR"),
+        "no error under the flood:\n{}",
+        d.log()
+    );
+    drop(idle);
+}
+
+#[test]
+fn the_watchdog_stops_while_http_refuses_every_new_connection() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    let bin = Binary::under_test(env!("CARGO_BIN_EXE_focusd"));
+    let dir = TempDir::new("http-watchdog");
+    let config = dir.path().join("focusd.toml");
+    // 8 connections at most; a body gets 4 s to arrive.
+    std::fs::write(&config, "[http]\nmax_connections = 8\nbody_timeout_s = 4\n").unwrap();
+    let manager = NotifySocket::bind(dir.path()).expect("bind the notify socket");
+    let watchdog = bin.patience(Duration::from_millis(600));
+    let mut child = bin
+        .command()
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--source",
+            "test",
+            "--size",
+            "640x360",
+        ])
+        .arg("--config")
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &manager.path)
+        .env("WATCHDOG_USEC", watchdog.as_micros().to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("focusd starts");
+    let ready = manager.expect("READY=1", bin.patience(Duration::from_secs(5)));
+    let addr = served_addr(&ready).expect("a serving address");
+    assert!(
+        pings(&manager.collect(watchdog * 2)) >= 2,
+        "pings while serving"
+    );
+    // Every slot busy: 8 offers whose bodies never come.
+    let head = format!(
+        "POST /offer HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Type: application/sdp\r\nContent-Length: 500\r\n\r\n",
+        http::TEST_TOKEN
+    );
+    let busy: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(head.as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // New connections are refused; while that lasts a whole period, no ping.
+    let knocking = std::thread::spawn(move || {
+        let end = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < end {
+            let _ = TcpStream::connect(addr);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let stalled = manager.expect("STATUS=stalled: HTTP", watchdog * 4);
+    assert_eq!(pings(&[stalled]), 0, "no ping with the refusing status");
+    knocking.join().unwrap();
+    // The slow bodies end in 408, connections are taken again, the pings resume.
+    manager.expect("WATCHDOG=1", bin.patience(Duration::from_secs(8)));
+    let health = http::request(addr, "GET", "/healthz", None, b"").unwrap();
+    assert_eq!(health.status, 200);
+    assert!(metric(addr, "focusd_http_connections_total{outcome=\"refused\"}") >= 1.0);
+    drop(busy);
+    sigterm(child.id());
+    let (status, _) = wait_exit(&mut child, bin.patience(Duration::from_secs(5)));
+    assert!(status.success(), "exit status {status:?}");
+}

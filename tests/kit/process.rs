@@ -100,7 +100,11 @@ impl Binary {
     pub fn command(&self) -> Command {
         let mut argv: Vec<std::ffi::OsString> = Vec::new();
         if let Some(n) = self.files {
-            argv.extend(["prlimit".into(), format!("--nofile={n}:{n}").into(), "--".into()]);
+            argv.extend([
+                "prlimit".into(),
+                format!("--nofile={n}:{n}").into(),
+                "--".into(),
+            ]);
         }
         argv.extend(self.runner.iter().map(Into::into));
         argv.push(self.path.clone().into());

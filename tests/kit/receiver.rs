@@ -31,6 +31,8 @@ pub struct ReceiverOptions {
     pub keep_frames: bool,
     /// How many video m-lines to offer (1 = context only).
     pub video_lines: usize,
+    /// The access token it signs up with.
+    pub token: String,
 }
 
 impl Default for ReceiverOptions {
@@ -40,6 +42,7 @@ impl Default for ReceiverOptions {
             commands: true,
             keep_frames: false,
             video_lines: 2,
+            token: http::TEST_TOKEN.to_string(),
         }
     }
 }
@@ -120,11 +123,15 @@ impl Receiver {
         }
         let (offer, pending) = api.apply().context("no changes to offer")?;
         let started = Instant::now();
-        let response = http::request(
+        let auth = format!("Bearer {}", options.token);
+        let response = http::request_with(
             http,
             "POST",
             "/offer",
-            Some("application/sdp"),
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/sdp"),
+            ],
             offer.to_sdp_string().as_bytes(),
         )
         .context("POST /offer")?;

@@ -142,7 +142,9 @@ fn http(file: HttpFile) -> Result<HttpSettings, ConfigError> {
     if reserved_connections >= max_connections {
         return bad(
             "http.reserved_connections",
-            format!("{reserved_connections} must be below http.max_connections ({max_connections})"),
+            format!(
+                "{reserved_connections} must be below http.max_connections ({max_connections})"
+            ),
         );
     }
     let seconds = |key: &str, v: Option<f64>| match v.unwrap_or(10.0) {
@@ -245,7 +247,11 @@ pub fn check_token(t: &str) -> Result<(), String> {
 /// The state directory systemd gives the service (`StateDirectory=`), else the user's
 /// (`$XDG_STATE_HOME/focusd`, `~/.local/state/focusd`).
 fn default_token_file() -> PathBuf {
-    let env = |k| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let env = |k| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     let dir = if let Some(dirs) = std::env::var("STATE_DIRECTORY")
         .ok()
         .filter(|v| !v.is_empty())

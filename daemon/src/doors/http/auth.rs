@@ -319,7 +319,10 @@ fn changes_state(method: &Method) -> bool {
 
 /// The token a request presents: `Authorization: Bearer`, else `?token=`.
 fn presented(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
-    if let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    if let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         let (scheme, token) = v.trim().split_once(' ')?;
         return scheme
             .eq_ignore_ascii_case("bearer")
@@ -370,7 +373,11 @@ pub async fn guard(State(gate): State<Arc<Gate>>, mut req: Request, next: Next) 
                 "this origin is not in [http] allowed_origins",
             );
         }
-        return cors(StatusCode::NO_CONTENT.into_response(), origin.as_deref(), true);
+        return cors(
+            StatusCode::NO_CONTENT.into_response(),
+            origin.as_deref(),
+            true,
+        );
     }
     if changes_state(&method) && !origin_ok {
         return gate.refuse(
@@ -466,9 +473,15 @@ mod tests {
         let mut h = HeaderMap::new();
         assert_eq!(presented(&h, Some("a=1&token=abc")), Some("abc".into()));
         assert_eq!(presented(&h, Some("a=1")), None);
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("bearer xyz"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bearer xyz"),
+        );
         assert_eq!(presented(&h, Some("token=abc")), Some("xyz".into()));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic eHl6"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic eHl6"),
+        );
         assert_eq!(presented(&h, None), None);
     }
 

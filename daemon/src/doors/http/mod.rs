@@ -16,9 +16,9 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::{Extension, Router};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{delete, get, post};
+use axum::{Extension, Router};
 use serde::Deserialize;
 
 use crate::doors::webrtc::OfferError;
@@ -142,16 +142,16 @@ async fn read_body(headers: &HeaderMap, body: Body, timeout: Duration) -> Result
         ));
     };
     read.map_err(|e| {
-            let e = e.into_inner();
-            if e.is::<http_body_util::LengthLimitError>() {
-                too_big()
-            } else {
-                Reject::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("the body could not be read: {e}"),
-                )
-            }
-        })
+        let e = e.into_inner();
+        if e.is::<http_body_util::LengthLimitError>() {
+            too_big()
+        } else {
+            Reject::new(
+                StatusCode::BAD_REQUEST,
+                format!("the body could not be read: {e}"),
+            )
+        }
+    })
 }
 
 /// Counts a rejected request in the metrics and passes the result on.
@@ -303,7 +303,9 @@ async fn whep(
                 )
                 .text());
             }
-            let body = read_body(&headers, body, s.body_timeout).await.map_err(Reject::text)?;
+            let body = read_body(&headers, body, s.body_timeout)
+                .await
+                .map_err(Reject::text)?;
             let sdp = utf8(body).map_err(Reject::text)?;
             let (id, answer) = s
                 .webrtc

@@ -129,12 +129,9 @@ impl Default for HttpPulse {
 impl HttpPulse {
     fn refusing(&self) {
         let ms = (self.started.elapsed().as_millis() as u64).max(1);
-        let _ = self.refusing_since_ms.compare_exchange(
-            0,
-            ms,
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
+        let _ =
+            self.refusing_since_ms
+                .compare_exchange(0, ms, Ordering::Relaxed, Ordering::Relaxed);
     }
 
     fn taking(&self) {
@@ -164,6 +161,8 @@ fn is_priority(path: &str) -> bool {
 struct Shared {
     table: Connections,
     closers: HashMap<ConnId, CancellationToken>,
+    /// Told when room is made (a request ends, a connection closes).
+    pulse: HttpPulse,
 }
 
 #[derive(Clone)]
@@ -197,7 +196,10 @@ struct RequestGuard {
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        self.shared.lock().table.end(self.id, Instant::now());
+        let mut s = self.shared.lock();
+        s.table.end(self.id, Instant::now());
+        // An idle connection can make room: refusing is over.
+        s.pulse.taking();
     }
 }
 
@@ -227,6 +229,7 @@ impl Server {
                 self.limits.header_timeout,
             ),
             closers: HashMap::new(),
+            pulse: self.pulse.clone(),
         })));
         let connections = TaskTracker::new();
         loop {
@@ -332,6 +335,7 @@ async fn serve_connection(
     let mut s = shared.lock();
     s.table.close(id);
     s.closers.remove(&id);
+    s.pulse.taking();
 }
 
 fn sleep_until(deadline: Option<Instant>) -> tokio::time::Sleep {

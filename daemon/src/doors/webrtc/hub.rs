@@ -346,9 +346,10 @@ impl Hub {
                     PeerNote::CommandsOpen => self
                         .events
                         .push_back(HubEvent::CommandsOpen(peer.id.clone())),
-                    PeerNote::Command(data) => self
-                        .events
-                        .push_back(HubEvent::Command(peer.id.clone(), peer.access, data)),
+                    PeerNote::Command(data) => {
+                        self.events
+                            .push_back(HubEvent::Command(peer.id.clone(), peer.access, data))
+                    }
                 }
             }
         }
