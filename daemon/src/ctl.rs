@@ -107,10 +107,17 @@ async fn connect(
     let mut o = MqttOptions::new(id, settings.broker.host.clone(), settings.broker.port);
     o.set_keep_alive(Duration::from_secs(15));
     o.set_max_packet_size(256 * 1024, 256 * 1024);
-    crate::doors::mqtt::client::login(&mut o, settings)
-        .map_err(|e| CtlError::Usage(e.to_string()))?;
+    let b = &settings.broker;
+    if let Some(user) = &b.username {
+        o.set_credentials(user.clone(), b.password.clone().unwrap_or_default());
+    }
+    if let Some(t) = crate::doors::mqtt::client::transport(settings)
+        .map_err(|e| CtlError::Usage(e.to_string()))?
+    {
+        o.set_transport(t);
+    }
     let (client, mut eventloop) = AsyncClient::new(o, 64);
-    crate::doors::mqtt::client::low_latency(&mut eventloop);
+    eventloop.set_network_options(crate::doors::mqtt::client::low_latency());
     // One SUBSCRIBE for all topics: retained messages then follow its single SUBACK.
     let filters = topics
         .iter()

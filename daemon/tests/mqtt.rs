@@ -243,6 +243,57 @@ fn malformed_and_oversized_commands_are_refused_and_change_nothing() {
 }
 
 #[test]
+fn megabyte_commands_are_answered_and_never_knock_the_device_offline() {
+    let dir = TempDir::new("mqtt-huge");
+    let broker = Mosquitto::start(dir.path(), "");
+    let d = daemon(&dir, &broker, "cam-h", "");
+    let mut w = Watcher::connect(
+        broker.port,
+        &["focusd/cam-h/cmd/result", "focusd/cam-h/available"],
+    );
+    w.wait_for("focusd/cam-h/available", 5 * SECOND, |m| {
+        m.payload == "online"
+    });
+    // 1 MiB: received, refused with the reason on cmd/result.
+    w.publish("focusd/cam-h/cmd", vec![b' '; 1024 * 1024]);
+    let r = w.wait_for("focusd/cam-h/cmd/result", 5 * SECOND, |_| true);
+    let r: CommandResult = serde_json::from_str(&r.payload).unwrap();
+    assert!(!r.ok);
+    let error = r.error.unwrap();
+    assert!(error.contains("limit is 4096"), "{error}");
+    // 3 MiB: over what the device told the broker it takes; the broker discards it.
+    w.publish("focusd/cam-h/cmd", vec![b' '; 3 * 1024 * 1024]);
+    // The connection is the same one: a command after them is answered at once.
+    w.publish("focusd/cam-h/cmd", r#"{"mode":"LOW","id":"after"}"#);
+    let mut seen = Vec::new();
+    let end = Instant::now() + 5 * SECOND;
+    let answered = loop {
+        let Some(m) = w.next(end.saturating_duration_since(Instant::now())) else {
+            break None;
+        };
+        seen.push(format!("{} {:.60}", m.topic, m.payload));
+        if m.topic.ends_with("/cmd/result") {
+            let r: CommandResult = serde_json::from_str(&m.payload).unwrap();
+            if r.id.as_deref() == Some("after") {
+                break Some(r);
+            }
+        }
+    };
+    let answered = answered.unwrap_or_else(|| panic!("no answer to `after`; saw {seen:#?}"));
+    assert!(answered.ok, "{answered:?}");
+    assert!(
+        !seen.iter().any(|m| m.contains("/available offline")),
+        "the device went offline: {seen:#?}"
+    );
+    assert_eq!(
+        metric(d.addr, "focusd_mqtt_connects_total"),
+        1.0,
+        "never reconnected"
+    );
+    assert!(!d.log().contains("connection lost"), "{}", d.log());
+}
+
+#[test]
 fn sigkill_leaves_the_last_will_and_sigterm_says_stopped() {
     let dir = TempDir::new("mqtt-will");
     let broker = Mosquitto::start(dir.path(), "");

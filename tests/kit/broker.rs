@@ -117,7 +117,8 @@ impl Watcher {
         let id = format!("test-{:x}", getrandom::u64().unwrap());
         let mut o = MqttOptions::new(id, "127.0.0.1", port);
         o.set_keep_alive(Duration::from_secs(30));
-        o.set_max_packet_size(1 << 20, 1 << 20);
+        // Room for the oversized commands the tests send.
+        o.set_max_packet_size(4 << 20, 4 << 20);
         let (client, mut connection) = Client::new(o, 64);
         let mut net = NetworkOptions::new();
         net.set_tcp_nodelay(true);

@@ -1,15 +1,22 @@
 //! Drives a [`Session`] with rumqttc: one task owns the connection, reconnects with capped
 //! exponential backoff and jitter, and never blocks the daemon. Requests go into
 //! rumqttc's bounded queue with `try_*`; what does not fit is counted and dropped.
+//!
+//! It speaks MQTT 5 so that it can tell the broker the largest packet it takes
+//! ([`MAX_INCOMING_PACKET`]): a command up to 1 MiB arrives and is answered on
+//! `cmd/result` (with an error: a command is at most 4 KiB), and the broker discards
+//! anything larger for this client instead of sending it, so no publish, however big,
+//! breaks the connection (MQTT 3.1.1 has no such property: the client could only drop
+//! the connection, and the broker would publish the last will `offline`).
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, NetworkOptions,
-    Outgoing, Packet, QoS, TlsConfiguration, Transport,
-};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{LastWill, Packet};
+use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions};
+use rumqttc::{NetworkOptions, Outgoing, TlsConfiguration, Transport};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -28,6 +35,9 @@ const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(15);
 /// How long shutdown waits for `stopped` to reach the broker.
 const STOP_GRACE: Duration = Duration::from_millis(500);
+/// The largest packet the broker may send us: a 1 MiB command with its topic and
+/// properties. Larger publishes on `cmd` are discarded by the broker.
+pub const MAX_INCOMING_PACKET: u32 = 1024 * 1024 + 4096;
 
 /// Why the MQTT client cannot be set up (a configuration problem: exit status 2).
 #[derive(Debug, thiserror::Error)]
@@ -90,8 +100,7 @@ impl MqttTask {
         shutdown: CancellationToken,
     ) -> Result<(), MqttError> {
         let options = options(&self.settings, &self.device_id)?;
-        let (client, mut eventloop) = AsyncClient::new(options, QUEUE);
-        low_latency(&mut eventloop);
+        let (client, eventloop) = AsyncClient::new(options, QUEUE);
         let topics = Topics::new(&self.settings.prefix, &self.device_id);
         let session = Session::new(
             topics,
@@ -133,28 +142,37 @@ fn options(s: &MqttSettings, device_id: &str) -> Result<MqttOptions, MqttError> 
     let b = &s.broker;
     let mut o = MqttOptions::new(format!("focusd-{device_id}"), b.host.clone(), b.port);
     o.set_keep_alive(s.keep_alive);
-    o.set_clean_session(true);
-    o.set_max_packet_size(256 * 1024, 256 * 1024);
+    o.set_clean_start(true);
+    o.set_max_packet_size(Some(MAX_INCOMING_PACKET));
     let available = Topics::new(&s.prefix, device_id).available;
-    o.set_last_will(LastWill::new(available, "offline", QoS::AtLeastOnce, true));
-    login(&mut o, s)?;
+    o.set_last_will(LastWill::new(
+        available,
+        "offline",
+        QoS::AtLeastOnce,
+        true,
+        None,
+    ));
+    if let Some(user) = &b.username {
+        o.set_credentials(user.clone(), b.password.clone().unwrap_or_default());
+    }
+    if let Some(t) = transport(s)? {
+        o.set_transport(t);
+    }
+    o.set_network_options(low_latency());
     Ok(o)
 }
 
 /// Commands and their results are tiny: send them at once (TCP_NODELAY), not after
 /// Nagle's wait for the previous packet's acknowledgement.
-pub(crate) fn low_latency(eventloop: &mut EventLoop) {
+pub(crate) fn low_latency() -> NetworkOptions {
     let mut net = NetworkOptions::new();
     net.set_tcp_nodelay(true);
-    eventloop.set_network_options(net);
+    net
 }
 
-/// Credentials and, for `mqtts://`, TLS with the configured or the system's roots.
-pub(crate) fn login(o: &mut MqttOptions, s: &MqttSettings) -> Result<(), MqttError> {
+/// For `mqtts://`: TLS with the configured or the system's roots (`None`: plain TCP).
+pub(crate) fn transport(s: &MqttSettings) -> Result<Option<Transport>, MqttError> {
     let b = &s.broker;
-    if let Some(user) = &b.username {
-        o.set_credentials(user.clone(), b.password.clone().unwrap_or_default());
-    }
     if b.tls {
         let ca = match &s.ca_file {
             Some(path) => read_pem("mqtt.ca_file", path, "BEGIN CERTIFICATE")?,
@@ -167,13 +185,13 @@ pub(crate) fn login(o: &mut MqttOptions, s: &MqttSettings) -> Result<(), MqttErr
             )),
             None => None,
         };
-        o.set_transport(Transport::Tls(TlsConfiguration::Simple {
+        return Ok(Some(Transport::Tls(TlsConfiguration::Simple {
             ca,
             alpn: None,
             client_auth,
-        }));
+        })));
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Queues `outs` without waiting. A full queue drops the message and counts it; a
@@ -247,7 +265,7 @@ async fn connection(
                 backoff.reset();
                 Net::Connected
             }
-            Ok(Event::Incoming(Packet::Publish(p))) if p.topic == cmd_topic => {
+            Ok(Event::Incoming(Packet::Publish(p))) if p.topic == cmd_topic.as_bytes() => {
                 Net::Command(p.payload)
             }
             Ok(Event::Outgoing(Outgoing::Disconnect)) => Net::Disconnected,
