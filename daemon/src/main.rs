@@ -12,11 +12,7 @@ use tokio_util::sync::CancellationToken;
 fn main() -> ExitCode {
     let flags = Flags::parse();
     let logs = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,str0m=warn,focusd::webrtc=info")
-            }),
-        )
+        .with_env_filter(log_filter())
         .with_writer(std::io::stderr)
         // Colour codes are noise in the journal and in files.
         .with_ansi(std::io::stderr().is_terminal());
@@ -154,6 +150,23 @@ fn token_command(flags: &Flags, rotate: bool) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `RUST_LOG`, else `info` with str0m's details left out. sctp_proto logs a viewer's
+/// normal goodbye (the SCTP ABORT browsers and aiortc send on close) as an ERROR: it is
+/// off unless `RUST_LOG` names it; the hub logs each viewer that goes, and why.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    let given = std::env::var("RUST_LOG").unwrap_or_default();
+    let mut directives = if given.trim().is_empty() {
+        "info,str0m=warn,focusd::webrtc=info".to_string()
+    } else {
+        given
+    };
+    if !directives.contains("sctp_proto") {
+        directives.push_str(",sctp_proto=off");
+    }
+    tracing_subscriber::EnvFilter::try_new(&directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sctp_proto=off"))
 }
 
 async fn wait_for_signal() {

@@ -294,6 +294,71 @@ fn megabyte_commands_are_answered_and_never_knock_the_device_offline() {
 }
 
 #[test]
+fn mode_names_in_any_case_on_every_door_and_unknown_ones_refused_alike() {
+    let dir = TempDir::new("mqtt-case");
+    let broker = Mosquitto::start(dir.path(), "");
+    let d = daemon(&dir, &broker, "cam-k", "");
+    let mut w = Watcher::connect(broker.port, &["focusd/cam-k/cmd/result"]);
+    let viewer = Receiver::connect(
+        d.addr,
+        ReceiverOptions {
+            decode: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let http_mode = |body: &str| {
+        http::request(
+            d.addr,
+            "POST",
+            "/api/command",
+            Some("application/json"),
+            body.as_bytes(),
+        )
+        .unwrap()
+    };
+    let mode_now = || {
+        state(
+            http::request(d.addr, "GET", "/api/state", None, b"")
+                .unwrap()
+                .body,
+        )
+        .mode
+    };
+    // HTTP.
+    let r = http_mode(r#"{"mode":"vision"}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(mode_now(), Mode::Vision);
+    // The DataChannel.
+    viewer.send(r#"{"mode":"Hybrid","id":"dc"}"#);
+    let (stats, answered) = viewer.wait_for(5 * SECOND, |s| {
+        s.messages.iter().any(|m| m.contains("\"id\":\"dc\""))
+    });
+    assert!(answered, "{:?}", stats.messages);
+    assert_eq!(mode_now(), Mode::Hybrid);
+    // MQTT.
+    w.publish("focusd/cam-k/cmd", r#"{"mode":"low","id":"m"}"#);
+    let r = w.wait_for("focusd/cam-k/cmd/result", 5 * SECOND, |_| true);
+    let r: CommandResult = serde_json::from_str(&r.payload).unwrap();
+    assert!(r.ok, "{r:?}");
+    assert_eq!(mode_now(), Mode::Low);
+    // An unknown name: the same reason from every door, nothing changed.
+    let want = "unknown mode `ultra`: use LOW, HIGH, VISION or HYBRID";
+    let r = http_mode(r#"{"mode":"ultra"}"#);
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains(want), "{}", r.text());
+    viewer.send(r#"{"mode":"ultra"}"#);
+    let (stats, refused) =
+        viewer.wait_for(5 * SECOND, |s| s.messages.iter().any(|m| m.contains(want)));
+    assert!(refused, "{:?}", stats.messages);
+    w.publish("focusd/cam-k/cmd", r#"{"mode":"ultra"}"#);
+    let r = w.wait_for("focusd/cam-k/cmd/result", 5 * SECOND, |_| true);
+    let r: CommandResult = serde_json::from_str(&r.payload).unwrap();
+    assert_eq!(r.error.as_deref(), Some(want));
+    assert_eq!(mode_now(), Mode::Low);
+}
+
+#[test]
 fn sigkill_leaves_the_last_will_and_sigterm_says_stopped() {
     let dir = TempDir::new("mqtt-will");
     let broker = Mosquitto::start(dir.path(), "");

@@ -364,3 +364,37 @@ fn the_watchdog_stops_while_http_refuses_every_new_connection() {
     let (status, _) = wait_exit(&mut child, bin.patience(Duration::from_secs(5)));
     assert!(status.success(), "exit status {status:?}");
 }
+
+#[test]
+fn a_viewer_that_closes_normally_leaves_no_error_in_the_log() {
+    let python = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/.venv/bin/python");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/aiortc/receiver.py");
+    assert!(
+        Path::new(python).exists(),
+        "aiortc missing: run tests/run.sh (it installs it into tests/.venv)"
+    );
+    let bin = Binary::under_test(env!("CARGO_BIN_EXE_focusd"));
+    let dir = TempDir::new("goodbye");
+    let d = focusd_testkit::process::DaemonProcess::start(
+        &bin,
+        dir.path(),
+        &["--source", "test", "--size", "640x360"],
+    );
+    // aiortc closes its association with an SCTP ABORT, as browsers do.
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .arg(format!("http://{}", d.addr))
+        .arg("offer")
+        .arg("2")
+        .env("FOCUSD_TOKEN", http::TEST_TOKEN)
+        .output()
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("\"frames\""), "{stdout}");
+    d.wait_for_log("viewer gone", bin.patience(Duration::from_secs(15)));
+    let log = d.log();
+    assert!(
+        !log.contains("ERROR"),
+        "a normal close logged an error:\n{log}"
+    );
+}
