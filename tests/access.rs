@@ -282,3 +282,44 @@ fn auth_off_needs_no_token_but_keeps_foreign_pages_out() {
         403
     );
 }
+
+#[test]
+fn https_with_http2_and_http1_and_the_same_rules() {
+    let dir = TempDir::new("https");
+    let (ca, cert, key) = focusd_testkit::pki::issue(dir.path(), "focusd", None);
+    let d = daemon_with(
+        &dir,
+        &format!(
+            "[auth]\ntoken = \"{TEST_TOKEN}\"\n[http]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ),
+    );
+    let port = d.addr.port();
+    let curl = |extra: &[&str]| {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--cacert"])
+            .arg(&ca)
+            .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+            .args(["-o", "/dev/null", "-w", "%{http_code} %{http_version}"])
+            .args(extra)
+            .output()
+            .expect("curl runs (tests/run.sh installs it)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let url = format!("https://localhost:{port}/api/state");
+    let bearer = format!("Authorization: Bearer {TEST_TOKEN}");
+    assert_eq!(curl(&["--http2", "-H", &bearer, &url]), "200 2");
+    assert_eq!(curl(&["--http1.1", "-H", &bearer, &url]), "200 1.1");
+    assert_eq!(
+        curl(&["--http2", &url]),
+        "401 2",
+        "the token is needed over HTTPS too"
+    );
+    // Plain HTTP to the TLS port gets no answer, and the daemon keeps serving.
+    assert!(http::request(d.addr, "GET", "/healthz", None, b"").is_err());
+    assert_eq!(
+        curl(&["--http2", &format!("https://localhost:{port}/healthz")]),
+        "200 2"
+    );
+}

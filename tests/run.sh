@@ -57,6 +57,8 @@ command -v dpkg-deb >/dev/null || need+=(dpkg)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v mosquitto >/dev/null || need+=(mosquitto)
 command -v openssl >/dev/null || need+=(openssl)
+# An HTTPS and HTTP/2 client for the TLS tests.
+command -v curl >/dev/null || need+=(curl)
 command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
 # The boards' GStreamer comes from Debian sysroots (cross/sysroot.sh).
 command -v mmdebstrap >/dev/null || need+=(mmdebstrap)

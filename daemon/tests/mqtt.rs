@@ -560,96 +560,13 @@ fn ctl_lists_devices_and_changes_them_waiting_for_the_result() {
     assert_eq!(code, 2, "{err}");
 }
 
-/// Writes a CA and a certificate it signs for 127.0.0.1 (server) or a client, with the
-/// openssl command-line tool. Returns (ca, cert, key) paths.
-fn pki(
-    dir: &std::path::Path,
-    name: &str,
-    ca: Option<(&std::path::Path, &std::path::Path)>,
-) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl runs");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let (ca_cert, ca_key) = match ca {
-        Some((c, k)) => (c.to_owned(), k.to_owned()),
-        None => {
-            let (c, k) = (format!("{name}-ca.pem"), format!("{name}-ca.key"));
-            run(&[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                &k,
-                "-out",
-                &c,
-                "-days",
-                "2",
-                "-subj",
-                &format!("/CN={name} test CA"),
-            ]);
-            (dir.join(c), dir.join(k))
-        }
-    };
-    let (cert, key, csr) = (
-        format!("{name}.pem"),
-        format!("{name}.key"),
-        format!("{name}.csr"),
-    );
-    run(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        &key,
-        "-out",
-        &csr,
-        "-subj",
-        &format!("/CN={name}"),
-    ]);
-    let ext = dir.join(format!("{name}.ext"));
-    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\n").unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        &csr,
-        "-CA",
-        ca_cert.to_str().unwrap(),
-        "-CAkey",
-        ca_key.to_str().unwrap(),
-        "-CAcreateserial",
-        "-out",
-        &cert,
-        "-days",
-        "2",
-        "-extfile",
-        ext.to_str().unwrap(),
-    ]);
-    (ca_cert, dir.join(cert), dir.join(key))
-}
-
 #[test]
 fn mqtts_with_a_private_ca_and_a_client_certificate() {
     let dir = TempDir::new("mqtt-tls");
-    let (ca, server_cert, server_key) = pki(dir.path(), "server", None);
+    let (ca, server_cert, server_key) = focusd_testkit::pki::issue(dir.path(), "server", None);
     let ca_key = dir.path().join("server-ca.key");
-    let (_, client_cert, client_key) = pki(dir.path(), "client", Some((&ca, &ca_key)));
+    let (_, client_cert, client_key) =
+        focusd_testkit::pki::issue(dir.path(), "client", Some((&ca, &ca_key)));
     let tls_port = focusd_testkit::free_port();
     let broker = Mosquitto::start(
         dir.path(),
@@ -676,7 +593,7 @@ fn mqtts_with_a_private_ca_and_a_client_certificate() {
     });
 
     // A broker certificate from another CA is refused; video and HTTP carry on.
-    let (other_ca, _, _) = pki(dir.path(), "other", None);
+    let (other_ca, _, _) = focusd_testkit::pki::issue(dir.path(), "other", None);
     let bad = tls("cam-untrusted", &other_ca);
     assert!(
         w.next(2 * SECOND)

@@ -35,6 +35,7 @@ impl TestDaemon {
             .auth
             .token
             .get_or_insert_with(|| http::TEST_TOKEN.to_string());
+        let tls = settings.http.tls.is_some();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -49,14 +50,21 @@ impl TestDaemon {
             runtime: Some(runtime),
             daemon: Some(daemon),
         };
-        me.wait_healthy();
+        me.wait_healthy(tls);
         Ok(me)
     }
 
-    fn wait_healthy(&self) {
+    /// Until `/healthz` answers 200 (over HTTPS, which this client does not speak: until
+    /// a frame is encoded).
+    fn wait_healthy(&self, tls: bool) {
         // Seconds for a camera in a VM; the test source is healthy in milliseconds.
         for _ in 0..1000 {
-            if self.get("/healthz").status == 200 {
+            let healthy = if tls {
+                self.liveness().frames_encoded() > 0
+            } else {
+                self.get("/healthz").status == 200
+            };
+            if healthy {
                 return;
             }
             std::thread::sleep(Duration::from_millis(10));

@@ -9,6 +9,7 @@
 //!   the test stamp; [`http`]: a minimal HTTP/1.1 client that sends exactly what it is
 //!   given, malformed or not;
 //! * [`picture`]: the test pattern, PSNR, the real footage and its annotations;
+//! * [`pki`]: a private CA and certificates for the TLS tests;
 //! * [`bench`]: the benchmark behind the `focusd-bench` binary;
 //! * [`TempDir`] and [`free_port`].
 //!
@@ -20,6 +21,7 @@ pub mod daemon;
 pub mod http;
 pub mod notify;
 pub mod picture;
+pub mod pki;
 pub mod process;
 pub mod receiver;
 
