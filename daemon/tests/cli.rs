@@ -27,6 +27,19 @@ fn bad_config_exits_2_with_one_line_naming_the_key() {
     std::fs::write(&bad_toml, "[video]\ncontext_kbps = -5\n").unwrap();
     let unknown_key = dir.join("unknown.toml");
     std::fs::write(&unknown_key, "[webrtc]\nmax_viewer = 3\n").unwrap();
+    let short_token = dir.join("short-token.toml");
+    std::fs::write(&short_token, "[auth]\ntoken = \"secret\"\n").unwrap();
+    let star_origin = dir.join("star-origin.toml");
+    std::fs::write(&star_origin, "[http]\nallowed_origins = [\"*\"]\n").unwrap();
+    let cert_only = dir.join("cert-only.toml");
+    std::fs::write(&cert_only, "[http]\ncert_file = \"/etc/hostname\"\n").unwrap();
+    // A state directory that cannot be made: under a regular file.
+    let bad_state = dir.join("bad-state.toml");
+    std::fs::write(
+        &bad_state,
+        "[auth]\ntoken_file = \"/etc/hostname/focusd/token\"\n",
+    )
+    .unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["--size", "big"], "`size`"),
         (vec!["--fps", "500"], "`fps`"),
@@ -43,6 +56,18 @@ fn bad_config_exits_2_with_one_line_naming_the_key() {
             "max_viewer",
         ),
         (vec!["--config", "/nonexistent/focusd.toml"], "`config`"),
+        (
+            vec!["--config", short_token.to_str().unwrap()],
+            "`auth.token`",
+        ),
+        (
+            vec!["--config", star_origin.to_str().unwrap()],
+            "`http.allowed_origins`",
+        ),
+        (
+            vec!["--config", cert_only.to_str().unwrap()],
+            "`http.key_file`",
+        ),
         (
             vec![
                 "--source",
@@ -89,6 +114,20 @@ fn bad_config_exits_2_with_one_line_naming_the_key() {
             lines[0]
         );
     }
+    // A daemon that must keep its own token where it cannot.
+    let out = Binary::under_test(env!("CARGO_BIN_EXE_focusd"))
+        .own_token()
+        .command()
+        .args(["--config", bad_state.to_str().unwrap(), "--source", "test"])
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("focusd: token file /etc/hostname/focusd/token"),
+        "{stderr}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -217,4 +256,94 @@ fn sigterm_stops_the_daemon_cleanly_within_two_seconds() {
         took < bin.patience(Duration::from_secs(2)),
         "exited in {took:?}"
     );
+}
+
+#[test]
+fn a_token_is_generated_on_first_start_printed_and_rotated_in_place() {
+    use focusd_testkit::http::{self, TEST_TOKEN};
+    use std::os::unix::fs::PermissionsExt;
+    let dir = focusd_testkit::TempDir::new("token");
+    let file = dir.path().join("state/token");
+    let config = dir.path().join("focusd.toml");
+    std::fs::write(
+        &config,
+        format!("[auth]\ntoken_file = \"{}\"\n", file.display()),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let bin = Binary::under_test(env!("CARGO_BIN_EXE_focusd")).own_token();
+    let d = focusd_testkit::process::DaemonProcess::start(
+        &bin,
+        dir.path(),
+        &["--config", config, "--source", "test", "--size", "640x360"],
+    );
+    // Generated, private, and the viewer link with it printed.
+    let token = std::fs::read_to_string(&file).unwrap().trim().to_string();
+    assert_eq!(token.len(), 48, "{token}");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&file), 0o600);
+    assert_eq!(mode(file.parent().unwrap()), 0o700);
+    let log = d.wait_for_log("viewer at", Duration::from_secs(5));
+    assert!(
+        log.contains(&format!(
+            "viewer at http://localhost:{}/#token={token}",
+            d.addr.port()
+        )),
+        "{log}"
+    );
+    let get = |t: &str| {
+        http::request_with(
+            d.addr,
+            "GET",
+            "/api/state",
+            &[("Authorization", &format!("Bearer {t}"))],
+            b"",
+        )
+        .unwrap()
+        .status
+    };
+    assert_eq!(get(&token), 200);
+    assert_eq!(get(TEST_TOKEN), 401);
+    // `focusd token` prints the same token and the link.
+    let token_cmd = |extra: &[&str]| {
+        let out = bin
+            .command()
+            .args(["token", "--config", config])
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = token_cmd(&[]);
+    assert_eq!(code, 0);
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some(token.as_str()));
+    assert_eq!(
+        lines.next(),
+        Some(format!("viewer: http://localhost:8888/#token={token}").as_str())
+    );
+    // --rotate: the running daemon refuses the old token within a few seconds.
+    let (code, out) = token_cmd(&["--rotate"]);
+    assert_eq!(code, 0);
+    let rotated = out.lines().next().unwrap().to_string();
+    assert_ne!(rotated, token);
+    assert_eq!(mode(&file), 0o600);
+    let end = Instant::now() + Duration::from_secs(5);
+    while get(&token) != 401 {
+        assert!(Instant::now() < end, "the old token still works");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(get(&rotated), 200);
+    // A configured token is changed where it is configured, not rotated.
+    let out = bin
+        .command()
+        .args(["token", "--rotate", "--config", config])
+        .env("FOCUSD_TOKEN", TEST_TOKEN)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("change it there"));
 }

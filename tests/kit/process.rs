@@ -28,6 +28,8 @@ pub struct Binary {
     pub deb_arch: &'static str,
     /// An open-file limit to run it under (through `prlimit`).
     files: Option<u64>,
+    /// Whether it is given the kit's token (else it finds or makes its own).
+    kit_token: bool,
 }
 
 impl Binary {
@@ -74,6 +76,7 @@ impl Binary {
             runner,
             deb_arch,
             files: None,
+            kit_token: true,
         }
     }
 
@@ -91,12 +94,14 @@ impl Binary {
         Ok(Binary {
             path,
             files: None,
+            kit_token: true,
             runner: Vec::new(),
             deb_arch: native_deb_arch(),
         })
     }
 
-    /// A command running it, with the kit's access token in `FOCUSD_TOKEN`.
+    /// A command running it, with the kit's access token in `FOCUSD_TOKEN` (see
+    /// [`Binary::own_token`]).
     pub fn command(&self) -> Command {
         let mut argv: Vec<std::ffi::OsString> = Vec::new();
         if let Some(n) = self.files {
@@ -111,10 +116,20 @@ impl Binary {
         // `argv` holds at least the binary's path.
         let (program, args) = argv.split_first().expect("a program");
         let mut c = Command::new(program);
+        c.args(args);
         // Every daemon the kit runs takes the kit's token (none generates one in the
-        // home directory of whoever runs the tests).
-        c.args(args).env("FOCUSD_TOKEN", http::TEST_TOKEN);
+        // home directory of whoever runs the tests), unless a test says otherwise.
+        if self.kit_token {
+            c.env("FOCUSD_TOKEN", http::TEST_TOKEN);
+        }
         c
+    }
+
+    /// The same binary without the kit's token: it reads or generates its own (give it a
+    /// config with `[auth] token_file` in a temporary directory).
+    pub fn own_token(mut self) -> Binary {
+        self.kit_token = false;
+        self
     }
 
     /// The same binary, run with at most `n` open files (as a systemd unit's

@@ -214,13 +214,19 @@ fn origin_of(text: &str) -> Result<String, String> {
 
 /// `[auth]`, with `FOCUSD_TOKEN` / `FOCUSD_VIEW_TOKEN` over the file.
 fn auth(flags: &Flags, file: AuthFile) -> Result<AuthSettings, ConfigError> {
-    let token = flags.token_env.clone().or(file.token);
-    let view_token = flags.view_token_env.clone().or(file.view_token);
-    for (key, t) in [("auth.token", &token), ("auth.view_token", &view_token)] {
+    // Every value given is checked, also one the environment overrides.
+    for (key, t) in [
+        ("auth.token", &file.token),
+        ("auth.view_token", &file.view_token),
+        ("FOCUSD_TOKEN", &flags.token_env),
+        ("FOCUSD_VIEW_TOKEN", &flags.view_token_env),
+    ] {
         if let Some(t) = t {
             check_token(t).or_else(|e| bad(key, e))?;
         }
     }
+    let token = flags.token_env.clone().or(file.token);
+    let view_token = flags.view_token_env.clone().or(file.view_token);
     if view_token.is_some() && view_token == token {
         return bad("auth.view_token", "must differ from auth.token");
     }
