@@ -114,6 +114,19 @@ ok "hardened unit serves /healthz"
 [ "$(state User)" = focusd ] || fail "runs as $(state User)"
 ok "runs as user focusd"
 
+# The access token: generated in the state directory, private to the service's user,
+# printed by `focusd token`, required by the API.
+token_file=$root/var/lib/focusd/token
+[ -f "$token_file" ] || fail "no generated token in /var/lib/focusd"
+[ "$(stat -c '%a %U' "$token_file")" = "600 focusd" ] ||
+  fail "token file: $(stat -c '%a %U' "$token_file")"
+token=$(in_root focusd token --config /etc/focusd/focusd.toml | head -1)
+[ "$token" = "$(cat "$token_file")" ] || fail "focusd token printed '$token'"
+api() { curl -s -o /dev/null -w '%{http_code}' "$@" "http://127.0.0.1:$port/api/state"; }
+[ "$(api)" = 401 ] || fail "/api/state without the token: $(api)"
+[ "$(api -H "Authorization: Bearer $token")" = 200 ] || fail "/api/state with the token"
+ok "token generated in /var/lib/focusd (600 focusd), printed by focusd token, required by the API"
+
 # The watchdog: a stopped process sends no WATCHDOG=1 and is restarted.
 pid=$(state MainPID) # a PID of the booted system's namespace
 in_root systemctl kill --kill-whom=main --signal=SIGSTOP focusd

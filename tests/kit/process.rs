@@ -282,6 +282,13 @@ impl DaemonProcess {
         )
     }
 
+    /// Its open file descriptors now.
+    pub fn open_files(&self) -> anyhow::Result<usize> {
+        Ok(std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .context("list its descriptors")?
+            .count())
+    }
+
     /// (VmRSS, VmHWM) in KiB.
     pub fn memory_kib(&self) -> anyhow::Result<(u64, u64)> {
         Ok(focusd::service::procfs::memory_kib(

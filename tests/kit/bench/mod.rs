@@ -13,13 +13,16 @@
 //! * **software encoders** ([`encoders`]): openh264 against GStreamer's x264enc on the
 //!   same frames at the same bitrate: CPU and latency;
 //! * **MQTT** ([`mqtt`]): `focusd ctl mode` to the first frame in the new mode, and the
-//!   control plane's CPU cost.
+//!   control plane's CPU cost;
+//! * **soak** ([`soak`], only with `--soak MINUTES`): memory and open files over a long
+//!   run with churning viewers and strangers.
 //!
 //! The daemon is the `focusd` beside the bench's own executable (`target/release/`).
 
 mod detector;
 mod encoders;
 mod mqtt;
+mod soak;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -57,6 +60,10 @@ pub struct BenchFlags {
     /// Also measure the bitrate of each mode on this real footage (a .y4m file).
     #[arg(long, value_name = "PATH.y4m")]
     pub footage: Option<PathBuf>,
+    /// Run only the soak, for this many minutes: 4 viewers (1 churning), strangers,
+    /// memory and open files sampled throughout.
+    #[arg(long, value_name = "MINUTES")]
+    pub soak: Option<u64>,
 }
 
 /// What every phase runs its daemons with.
@@ -92,6 +99,9 @@ pub fn run(flags: &BenchFlags) -> anyhow::Result<()> {
         bin: Binary::beside_current_exe()?,
         dir: TempDir::new("bench"),
     };
+    if let Some(minutes) = flags.soak {
+        return soak::run(&lab, minutes.max(1));
+    }
     let secs = flags.seconds.max(2);
     println!(
         "focusd-bench: {}x{}@{FPS}, test source, loopback, {secs} s per phase",
