@@ -9,8 +9,9 @@ use focusd::state::protocol::ViewerMessage;
 use focusd_board::source::scene_boxes;
 use focusd_board::stamp;
 use focusd_testkit::TestDaemon;
+use focusd_testkit::http;
 use focusd_testkit::picture::{pattern_luma, psnr};
-use focusd_testkit::receiver::{Receiver, ReceiverOptions, ReceiverStats};
+use focusd_testkit::receiver::{ABANDONED_OFFER, Receiver, ReceiverOptions, ReceiverStats};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -363,6 +364,65 @@ fn a_vanished_viewer_is_cleaned_up_and_counted_out() {
             .text()
             .contains("focusd_sessions_ended_total 1")
     );
+}
+
+#[test]
+fn with_no_one_else_watching_abandoned_and_vanished_viewers_give_their_slots_back() {
+    let dir = focusd_testkit::TempDir::new("slots");
+    let config = dir.path().join("focusd.toml");
+    std::fs::write(&config, "[webrtc]\nmax_viewers = 3\n").unwrap();
+    let d = TestDaemon::start(&[
+        "--source",
+        "test",
+        "--size",
+        "640x360",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let offer = |sdp: &str| {
+        http::request(
+            d.addr,
+            "POST",
+            "/offer",
+            Some("application/sdp"),
+            sdp.as_bytes(),
+        )
+        .unwrap()
+        .status
+    };
+    let gone = Receiver::connect(
+        d.addr,
+        ReceiverOptions {
+            decode: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(gone.wait_for(WAIT, |s| s.tracks[0].frames > 3).1);
+    // Two offers that never connect fill the other slots; the viewer vanishes.
+    assert_eq!(offer(ABANDONED_OFFER), 200);
+    assert_eq!(offer(ABANDONED_OFFER), 200);
+    assert_eq!(offer(ABANDONED_OFFER), 503, "all 3 slots held");
+    drop(gone);
+    let started = std::time::Instant::now();
+    while d.state().viewers != 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{} slots still held after 30 s with no one watching",
+            d.state().viewers
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!("every slot free after {:?}", started.elapsed());
+    let back = Receiver::connect(
+        d.addr,
+        ReceiverOptions {
+            decode: false,
+            ..Default::default()
+        },
+    )
+    .expect("a real viewer gets a slot again");
+    assert!(back.wait_for(WAIT, |s| s.tracks[0].frames > 3).1);
 }
 
 #[test]

@@ -20,6 +20,10 @@ use str0m::{Candidate, Event, Input, Output, Rtc};
 use crate::http;
 use focusd::state::unix_ms;
 
+/// A complete offer from a viewer that never starts ICE (it has no socket): the daemon
+/// holds a slot for it until the connect timeout.
+pub const ABANDONED_OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\na=setup:actpass\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=recvonly\r\na=rtcp-mux\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n";
+
 /// How a receiver behaves.
 #[derive(Clone, Debug)]
 pub struct ReceiverOptions {

@@ -13,7 +13,7 @@ use anyhow::bail;
 
 use super::{Lab, stop};
 use crate::http;
-use crate::receiver::{Receiver, ReceiverOptions};
+use crate::receiver::{ABANDONED_OFFER, Receiver, ReceiverOptions};
 
 /// How long the churning viewer stays each time.
 const CHURN_STAY: Duration = Duration::from_secs(5);
@@ -22,10 +22,6 @@ const SAMPLE: Duration = Duration::from_secs(10);
 /// How much the last fifth may exceed the first: memory (MB) and open files.
 const RSS_MARGIN_MB: f64 = 4.0;
 const FILES_MARGIN: f64 = 4.0;
-
-/// A minimal offer that never starts ICE: the daemon holds a slot for it until the
-/// connect timeout.
-const ABANDONED: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\na=setup:actpass\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=recvonly\r\na=rtcp-mux\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n";
 
 fn viewers(addr: std::net::SocketAddr) -> anyhow::Result<u64> {
     let r = http::request(addr, "GET", "/api/state", None, b"")?;
@@ -47,7 +43,7 @@ pub fn run(lab: &Lab, minutes: u64) -> anyhow::Result<()> {
             "POST",
             "/offer",
             Some("application/sdp"),
-            ABANDONED.as_bytes(),
+            ABANDONED_OFFER.as_bytes(),
         )?;
         if r.status != 200 {
             bail!("abandoned offer refused: {} {}", r.status, r.text());
@@ -103,7 +99,7 @@ pub fn run(lab: &Lab, minutes: u64) -> anyhow::Result<()> {
             "POST",
             "/offer",
             Some("application/sdp"),
-            ABANDONED.as_bytes(),
+            ABANDONED_OFFER.as_bytes(),
         );
         std::thread::sleep(CHURN_STAY);
         drop(churn);
