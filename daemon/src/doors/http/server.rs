@@ -239,9 +239,14 @@ impl Server {
             };
             let stream = match accepted {
                 Ok((stream, _)) => stream,
+                // A connection that died in the backlog: the next one is fine.
+                Err(e) if !is_out_of_resources(&e) => {
+                    tracing::debug!(error = %e, "accept failed");
+                    continue;
+                }
                 Err(e) => {
-                    // Out of descriptors (EMFILE) or a connection that died in the
-                    // backlog: make room and go on, never stop listening.
+                    // Out of descriptors or memory: make room and go on, never stop
+                    // listening; the watchdog hears of it if it lasts.
                     self.pulse.refusing();
                     let made_room = shared.evict_one();
                     if made_room {
@@ -295,6 +300,13 @@ impl Server {
             tracing::debug!("HTTP connections still open at shutdown were dropped");
         }
     }
+}
+
+/// Whether an accept failed for want of descriptors or memory (Linux's EMFILE, ENFILE,
+/// ENOBUFS, ENOMEM; the same numbers on every architecture focusd runs on), as opposed
+/// to one connection's trouble.
+fn is_out_of_resources(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12))
 }
 
 /// One connection, from the TLS handshake to its close.
