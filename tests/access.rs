@@ -13,17 +13,8 @@ const WAIT: Duration = Duration::from_secs(10);
 const VIEW_TOKEN: &str = "view-only-token-0123456789";
 
 /// A daemon with `config` (TOML) on the test source.
-fn daemon_with(dir: &TempDir, config: &str) -> TestDaemon {
-    let path = dir.path().join("focusd.toml");
-    std::fs::write(&path, config).unwrap();
-    TestDaemon::start(&[
-        "--source",
-        "test",
-        "--size",
-        "640x360",
-        "--config",
-        path.to_str().unwrap(),
-    ])
+fn daemon_with(config: &str) -> TestDaemon {
+    TestDaemon::start_with_config(config, &["--source", "test", "--size", "640x360"])
 }
 
 fn send(
@@ -126,11 +117,9 @@ fn every_endpoint_but_health_and_the_page_needs_the_token() {
 
 #[test]
 fn the_view_only_token_watches_but_does_not_command() {
-    let dir = TempDir::new("view-token");
-    let d = daemon_with(
-        &dir,
-        &format!("[auth]\ntoken = \"{TEST_TOKEN}\"\nview_token = \"{VIEW_TOKEN}\"\n"),
-    );
+    let d = daemon_with(&format!(
+        "[auth]\ntoken = \"{TEST_TOKEN}\"\nview_token = \"{VIEW_TOKEN}\"\n"
+    ));
     let view = format!("Bearer {VIEW_TOKEN}");
     assert_eq!(
         send(&d, "GET", "/api/state", &[("Authorization", &view)], "").status,
@@ -181,13 +170,9 @@ fn the_view_only_token_watches_but_does_not_command() {
 
 #[test]
 fn foreign_pages_and_foreign_host_names_cannot_change_anything() {
-    let dir = TempDir::new("origins");
-    let d = daemon_with(
-        &dir,
-        &format!(
-            "[auth]\ntoken = \"{TEST_TOKEN}\"\n[http]\nallowed_origins = [\"https://dash.example\"]\nallowed_hosts = [\"cam-1.example\"]\n"
-        ),
-    );
+    let d = daemon_with(&format!(
+        "[auth]\ntoken = \"{TEST_TOKEN}\"\n[http]\nallowed_origins = [\"https://dash.example\"]\nallowed_hosts = [\"cam-1.example\"]\n"
+    ));
     let bearer = format!("Bearer {TEST_TOKEN}");
     let own = format!("http://{}", d.addr);
     let command = |origin: &str| {
@@ -262,8 +247,7 @@ fn foreign_pages_and_foreign_host_names_cannot_change_anything() {
 
 #[test]
 fn auth_off_needs_no_token_but_keeps_foreign_pages_out() {
-    let dir = TempDir::new("auth-off");
-    let d = daemon_with(&dir, "[auth]\nmode = \"off\"\n");
+    let d = daemon_with("[auth]\nmode = \"off\"\n");
     assert_eq!(send(&d, "GET", "/api/state", &[], "").status, 200);
     assert_eq!(
         send(&d, "POST", "/api/command", &[JSON], r#"{"mode":"HIGH"}"#).status,
@@ -287,14 +271,11 @@ fn auth_off_needs_no_token_but_keeps_foreign_pages_out() {
 fn https_with_http2_and_http1_and_the_same_rules() {
     let dir = TempDir::new("https");
     let (ca, cert, key) = focusd_testkit::pki::issue(dir.path(), "focusd", None);
-    let d = daemon_with(
-        &dir,
-        &format!(
-            "[auth]\ntoken = \"{TEST_TOKEN}\"\n[http]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
-            cert.display(),
-            key.display()
-        ),
-    );
+    let d = daemon_with(&format!(
+        "[auth]\ntoken = \"{TEST_TOKEN}\"\n[http]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        cert.display(),
+        key.display()
+    ));
     let port = d.addr.port();
     let curl = |extra: &[&str]| {
         let out = std::process::Command::new("curl")

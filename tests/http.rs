@@ -385,18 +385,10 @@ fn whep_creates_and_deletes_a_session() {
 
 #[test]
 fn too_many_viewers_get_503() {
-    let dir = std::env::temp_dir().join(format!("focusd-maxv-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join("focusd.toml");
-    std::fs::write(&cfg, "[webrtc]\nmax_viewers = 1\n").unwrap();
-    let d = TestDaemon::start(&[
-        "--source",
-        "test",
-        "--size",
-        "640x360",
-        "--config",
-        cfg.to_str().unwrap(),
-    ]);
+    let d = TestDaemon::start_with_config(
+        "[webrtc]\nmax_viewers = 1\n",
+        &["--source", "test", "--size", "640x360"],
+    );
     let first = Receiver::connect(
         d.addr,
         ReceiverOptions {
@@ -416,21 +408,14 @@ fn too_many_viewers_get_503() {
         first.wait_for(WAIT, |s| s.tracks[0].frames > 5).1,
         "first viewer unaffected"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// A daemon with these `[http]` settings.
-fn daemon_with_http(dir: &focusd_testkit::TempDir, http_section: &str) -> TestDaemon {
-    let path = dir.path().join("focusd.toml");
-    std::fs::write(&path, format!("[http]\n{http_section}")).unwrap();
-    TestDaemon::start(&[
-        "--source",
-        "test",
-        "--size",
-        "640x360",
-        "--config",
-        path.to_str().unwrap(),
-    ])
+fn daemon_with_http(http_section: &str) -> TestDaemon {
+    TestDaemon::start_with_config(
+        &format!("[http]\n{http_section}"),
+        &["--source", "test", "--size", "640x360"],
+    )
 }
 
 /// Whether the server has closed `s` (reads 0 bytes or fails), waiting at most 10 ms.
@@ -451,8 +436,7 @@ fn closed(s: &mut std::net::TcpStream) -> bool {
 #[test]
 fn slow_and_silent_connections_are_cut_off_at_the_header_timeout() {
     use std::io::Write;
-    let dir = focusd_testkit::TempDir::new("slowloris");
-    let d = daemon_with_http(&dir, "header_timeout_s = 1\n");
+    let d = daemon_with_http("header_timeout_s = 1\n");
     let start = std::time::Instant::now();
     // 40 slowloris connections trickling a request line a byte every 100 ms, and 10 that
     // never send anything.
@@ -507,8 +491,7 @@ fn slow_and_silent_connections_are_cut_off_at_the_header_timeout() {
 
 #[test]
 fn a_body_that_never_finishes_gets_408() {
-    let dir = focusd_testkit::TempDir::new("slow-body");
-    let d = daemon_with_http(&dir, "body_timeout_s = 1\n");
+    let d = daemon_with_http("body_timeout_s = 1\n");
     let head = format!(
         "POST /api/command HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\n",
         d.addr,

@@ -125,12 +125,8 @@ fn vision_with_the_model_keeps_the_people_of_real_footage() {
     let keys: Vec<usize> = annotated.keys().copied().collect();
     let (frames, originals) = footage_lumas(&path, &keys);
 
-    let dir = std::env::temp_dir().join(format!("focusd-vision-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join("focusd.toml");
-    std::fs::write(&cfg, "[roi]\nkind = \"model\"\n").unwrap();
     let source = format!("file:{}", path.display());
-    let d = TestDaemon::start(&["--source", &source, "--config", cfg.to_str().unwrap()]);
+    let d = TestDaemon::start_with_config("[roi]\nkind = \"model\"\n", &["--source", &source]);
     let r = Receiver::connect(
         d.addr,
         ReceiverOptions {
@@ -177,7 +173,6 @@ fn vision_with_the_model_keeps_the_people_of_real_footage() {
             all_black * 100.0
         );
     }
-    std::fs::remove_dir_all(&dir).ok();
     println!("{seen} pictures looked at; masked share of each person: {checked:?}");
     assert!(
         checked.len() >= 3,

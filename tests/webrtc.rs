@@ -368,17 +368,10 @@ fn a_vanished_viewer_is_cleaned_up_and_counted_out() {
 
 #[test]
 fn with_no_one_else_watching_abandoned_and_vanished_viewers_give_their_slots_back() {
-    let dir = focusd_testkit::TempDir::new("slots");
-    let config = dir.path().join("focusd.toml");
-    std::fs::write(&config, "[webrtc]\nmax_viewers = 3\n").unwrap();
-    let d = TestDaemon::start(&[
-        "--source",
-        "test",
-        "--size",
-        "640x360",
-        "--config",
-        config.to_str().unwrap(),
-    ]);
+    let d = TestDaemon::start_with_config(
+        "[webrtc]\nmax_viewers = 3\n",
+        &["--source", "test", "--size", "640x360"],
+    );
     let offer = |sdp: &str| {
         http::request(
             d.addr,

@@ -24,6 +24,18 @@ impl TestDaemon {
         Self::try_start(args).expect("daemon starts")
     }
 
+    /// Starts a daemon with `args` and the config file `toml` (written to a temporary
+    /// directory, read at start).
+    pub fn start_with_config(toml: &str, args: &[&str]) -> TestDaemon {
+        let dir = crate::TempDir::new("config");
+        let path = dir.path().join("focusd.toml");
+        std::fs::write(&path, toml).expect("write the config");
+        let path = path.to_string_lossy().into_owned();
+        let mut all = args.to_vec();
+        all.extend(["--config", &path]);
+        Self::start(&all)
+    }
+
     pub fn try_start(args: &[&str]) -> Result<TestDaemon, focusd::StartError> {
         let mut all = vec!["focusd", "--listen", "127.0.0.1:0"];
         all.extend_from_slice(args);
