@@ -116,12 +116,13 @@ ok "runs as user focusd"
 
 # The access token: generated in the state directory, private to the service's user,
 # printed by `focusd token`, required by the API.
-token_file=$root/var/lib/focusd/token
-[ -f "$token_file" ] || fail "no generated token in /var/lib/focusd"
-[ "$(stat -c '%a %U' "$token_file")" = "600 focusd" ] ||
-  fail "token file: $(stat -c '%a %U' "$token_file")"
+token_file=/var/lib/focusd/token
+in_root test -f "$token_file" || fail "no generated token in /var/lib/focusd"
+# Read inside the booted system: its user names, not the host's.
+owner=$(in_root stat -c '%a %U' "$token_file")
+[ "$owner" = "600 focusd" ] || fail "token file: $owner"
 token=$(in_root focusd token --config /etc/focusd/focusd.toml | head -1)
-[ "$token" = "$(cat "$token_file")" ] || fail "focusd token printed '$token'"
+[ "$token" = "$(in_root cat "$token_file")" ] || fail "focusd token printed '$token'"
 api() { curl -s -o /dev/null -w '%{http_code}' "$@" "http://127.0.0.1:$port/api/state"; }
 [ "$(api)" = 401 ] || fail "/api/state without the token: $(api)"
 [ "$(api -H "Authorization: Bearer $token")" = 200 ] || fail "/api/state with the token"

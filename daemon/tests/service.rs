@@ -263,6 +263,10 @@ fn eleven_hundred_idle_connections_under_a_1024_file_limit_lock_no_one_out() {
         }
     }
     println!("{} idle connections open, {refused} not taken", idle.len());
+    // The daemon holds at most its connection limit of them, far under its file limit.
+    let files = d.open_files().expect("its open files");
+    println!("the daemon holds {files} open files");
+    assert!(files <= 256 + 160, "{files} open files");
     // Health and a new viewer still get through.
     let started = Instant::now();
     let health = http::request(d.addr, "GET", "/healthz", None, b"").expect("GET /healthz");
