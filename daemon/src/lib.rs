@@ -47,7 +47,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{MqttSettings, Settings};
 use crate::doors::http;
 use crate::doors::http::auth::{Gate, TokenError};
-use crate::doors::http::server::{HttpPulse, Server, TlsError};
+use crate::doors::http::server::{Server, TlsError};
 use crate::doors::mqtt::client::{MqttError, MqttTask};
 use crate::doors::webrtc::server::{HubTask, bind_sockets};
 use crate::service::metrics::Metrics;
@@ -115,8 +115,6 @@ pub struct Daemon {
     tracker: TaskTracker,
     /// The HTTP access rules (the token in use).
     gate: Arc<Gate>,
-    /// Whether HTTP takes connections, for the watchdog.
-    http_pulse: HttpPulse,
     pipeline: Pipeline,
     /// The ROI detector's thread, joined on shutdown with the pipeline's.
     roi: std::thread::JoinHandle<()>,
@@ -228,7 +226,6 @@ impl Daemon {
             },
             gate.clone(),
         );
-        let http_pulse = HttpPulse::default();
         let mut limits = settings.http.clone();
         http::server::fit_to_file_limit(&mut limits);
         let server = Server {
@@ -237,7 +234,6 @@ impl Daemon {
             router,
             limits,
             metrics: metrics.clone(),
-            pulse: http_pulse.clone(),
         };
         tracker.spawn(server.run(shutdown.clone()));
         tracker.spawn(rates(control.clone(), metrics.clone(), shutdown.clone()));
@@ -260,7 +256,6 @@ impl Daemon {
             metrics,
             tracker,
             gate,
-            http_pulse,
             pipeline,
             roi,
         })
@@ -274,11 +269,6 @@ impl Daemon {
     /// The access token in use (`None` with `[auth] mode = "off"`).
     pub fn token(&self) -> Option<String> {
         self.gate.token()
-    }
-
-    /// Whether HTTP takes new connections (the watchdog reads it).
-    pub fn http_pulse(&self) -> &HttpPulse {
-        &self.http_pulse
     }
 
     pub fn control(&self) -> &Arc<Control> {

@@ -83,7 +83,7 @@ fn main() -> ExitCode {
         let reporter = tokio::spawn(sd_notify::report(
             notifier,
             daemon.liveness().clone(),
-            daemon.http_pulse().clone(),
+            daemon.metrics().clone(),
             format!(
                 "serving {}://{}/",
                 if tls { "https" } else { "http" },

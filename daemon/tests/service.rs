@@ -358,12 +358,18 @@ fn the_watchdog_stops_while_http_refuses_every_new_connection() {
     let stalled = manager.expect("STATUS=stalled: HTTP", watchdog * 4);
     assert_eq!(pings(&[stalled]), 0, "no ping with the refusing status");
     knocking.join().unwrap();
-    // The slow bodies end in 408, connections are taken again, the pings resume.
-    manager.expect("WATCHDOG=1", bin.patience(Duration::from_secs(8)));
+    // No one knocks: the pings resume. The slow bodies end in 408, their slots are free.
+    manager.expect("WATCHDOG=1", bin.patience(Duration::from_secs(2)));
+    for mut s in busy {
+        use std::io::Read;
+        s.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).expect("an answer to the slow body");
+        assert_eq!(&head, b"HTTP/1.1 408");
+    }
     let health = http::request(addr, "GET", "/healthz", None, b"").unwrap();
     assert_eq!(health.status, 200);
     assert!(metric(addr, "focusd_http_connections_total{outcome=\"refused\"}") >= 1.0);
-    drop(busy);
     sigterm(child.id());
     let (status, _) = wait_exit(&mut child, bin.patience(Duration::from_secs(5)));
     assert!(status.success(), "exit status {status:?}");

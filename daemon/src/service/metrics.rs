@@ -79,7 +79,8 @@ pub struct HttpMetrics {
     pub accepted: Counter,
     /// Idle connections closed to make room for a new one.
     pub evicted: Counter,
-    /// New connections closed at once: every slot was in the middle of a request.
+    /// New connections closed at once (every slot was in the middle of a request), or
+    /// not taken for want of descriptors or memory.
     pub refused: Counter,
     /// Connections closed for staying idle past the header timeout (slowloris, TLS
     /// handshakes that never finish, kept-alive connections no one uses).
@@ -238,7 +239,7 @@ impl Metrics {
         );
         counter(
             "http_connections_total",
-            "HTTP connections by what became of them: accepted, evicted (idle, closed to make room), refused (every slot busy), timed_out (idle past the header timeout).",
+            "HTTP connections by what became of them: accepted, evicted (idle, closed to make room), refused (every slot busy, or out of descriptors), timed_out (idle past the header timeout).",
             &[
                 ("accepted", &self.http.accepted),
                 ("evicted", &self.http.evicted),

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::doors::http::server::HttpPulse;
+use crate::service::metrics::Metrics;
 use crate::video::signals::Liveness;
 
 /// Why the notification environment cannot be used.
@@ -233,7 +233,7 @@ const STATUS_POLL: Duration = Duration::from_secs(2);
 pub async fn report(
     notifier: Notifier,
     liveness: Liveness,
-    http: HttpPulse,
+    metrics: std::sync::Arc<Metrics>,
     serving: String,
     shutdown: CancellationToken,
 ) {
@@ -243,6 +243,9 @@ pub async fn report(
     let period = notifier.watchdog().map_or(STATUS_POLL, |w| w / 2);
     let mut heartbeat = Heartbeat::default();
     let mut warned = false;
+    // HTTP connections (accepted, refused) at the last tick.
+    let mut http_seen = (0, 0);
+    let mut http_was_refusing = false;
     loop {
         let wait = if heartbeat.is_ready() {
             period
@@ -274,19 +277,25 @@ pub async fn report(
             }
             None => {}
         }
-        // HTTP that has refused every new connection for a whole period is as dead as a
-        // stalled pipeline: no ping, and systemd restarts the daemon.
-        let http_refusing = http.refusing_for().filter(|d| *d >= period);
+        // HTTP that refused new connections and took none for a whole period is as dead
+        // as a stalled pipeline: no ping, and systemd restarts the daemon.
+        let taken = (metrics.http.accepted.get(), metrics.http.refused.get());
+        let http_refusing = taken.1 > http_seen.1 && taken.0 == http_seen.0;
+        http_seen = taken;
         let refusing_status;
-        if let Some(d) = http_refusing {
+        if http_refusing && !http_was_refusing {
             refusing_status = format!(
-                "stalled: HTTP has refused new connections for {:.1} s",
-                d.as_secs_f64()
+                "stalled: HTTP refused every new connection for {:.1} s",
+                period.as_secs_f64()
             );
             messages.push(Message::Status(&refusing_status));
-            tracing::warn!("HTTP has refused new connections for {d:?}");
+            tracing::warn!("HTTP refused every new connection for {period:?}");
+        } else if !http_refusing && http_was_refusing {
+            tracing::info!("HTTP takes connections again");
+            messages.push(Message::Status(&serving));
         }
-        if due.watchdog && http_refusing.is_none() && notifier.watchdog().is_some() {
+        http_was_refusing = http_refusing;
+        if due.watchdog && !http_refusing && notifier.watchdog().is_some() {
             messages.push(Message::Watchdog);
         }
         if messages.is_empty() {

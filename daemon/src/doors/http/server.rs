@@ -10,7 +10,6 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -107,51 +106,6 @@ pub fn fit_to_file_limit(limits: &mut HttpSettings) {
     }
 }
 
-/// Whether the server can take new connections, for the watchdog: the time since it
-/// last could not (the system out of descriptors, or every slot busy), cleared by the
-/// next connection it takes. Cheap to clone and read from any thread.
-#[derive(Clone, Debug)]
-pub struct HttpPulse {
-    /// Milliseconds since `started` at which refusing began (0 = taking connections).
-    refusing_since_ms: Arc<AtomicU64>,
-    started: Instant,
-}
-
-impl Default for HttpPulse {
-    fn default() -> Self {
-        HttpPulse {
-            refusing_since_ms: Arc::default(),
-            started: Instant::now(),
-        }
-    }
-}
-
-impl HttpPulse {
-    fn refusing(&self) {
-        let ms = (self.started.elapsed().as_millis() as u64).max(1);
-        let _ =
-            self.refusing_since_ms
-                .compare_exchange(0, ms, Ordering::Relaxed, Ordering::Relaxed);
-    }
-
-    fn taking(&self) {
-        self.refusing_since_ms.store(0, Ordering::Relaxed);
-    }
-
-    /// How long new connections have been refused without a break, `None` while they are
-    /// taken.
-    pub fn refusing_for(&self) -> Option<Duration> {
-        match self.refusing_since_ms.load(Ordering::Relaxed) {
-            0 => None,
-            ms => Some(
-                self.started
-                    .elapsed()
-                    .saturating_sub(Duration::from_millis(ms)),
-            ),
-        }
-    }
-}
-
 /// The requests the reserve is kept for: health, metrics and signalling.
 fn is_priority(path: &str) -> bool {
     matches!(path, "/healthz" | "/metrics" | "/offer" | "/whep") || path.starts_with("/whep/")
@@ -161,8 +115,6 @@ fn is_priority(path: &str) -> bool {
 struct Shared {
     table: Connections,
     closers: HashMap<ConnId, CancellationToken>,
-    /// Told when room is made (a request ends, a connection closes).
-    pulse: HttpPulse,
 }
 
 #[derive(Clone)]
@@ -196,10 +148,7 @@ struct RequestGuard {
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        let mut s = self.shared.lock();
-        s.table.end(self.id, Instant::now());
-        // An idle connection can make room: refusing is over.
-        s.pulse.taking();
+        self.shared.lock().table.end(self.id, Instant::now());
     }
 }
 
@@ -213,10 +162,8 @@ pub struct Server {
     pub router: Router,
     /// Connection limits and timeouts.
     pub limits: HttpSettings,
-    /// Where connection counts and closes are counted.
+    /// Where connections are counted (the watchdog reads the accepted and refused).
     pub metrics: Arc<Metrics>,
-    /// Written here, read by the watchdog.
-    pub pulse: HttpPulse,
 }
 
 impl Server {
@@ -229,7 +176,6 @@ impl Server {
                 self.limits.header_timeout,
             ),
             closers: HashMap::new(),
-            pulse: self.pulse.clone(),
         })));
         let connections = TaskTracker::new();
         loop {
@@ -247,7 +193,7 @@ impl Server {
                 Err(e) => {
                     // Out of descriptors or memory: make room and go on, never stop
                     // listening; the watchdog hears of it if it lasts.
-                    self.pulse.refusing();
+                    self.metrics.http.refused.inc();
                     let made_room = shared.evict_one();
                     if made_room {
                         self.metrics.http.evicted.inc();
@@ -264,7 +210,6 @@ impl Server {
                 match s.table.admit(Instant::now()) {
                     Admission::Refused => {
                         drop(s);
-                        self.pulse.refusing();
                         self.metrics.http.refused.inc();
                         continue;
                     }
@@ -279,7 +224,6 @@ impl Server {
                     }
                 }
             };
-            self.pulse.taking();
             self.metrics.http.accepted.inc();
             connections.spawn(serve_connection(
                 stream,
@@ -347,7 +291,6 @@ async fn serve_connection(
     let mut s = shared.lock();
     s.table.close(id);
     s.closers.remove(&id);
-    s.pulse.taking();
 }
 
 fn sleep_until(deadline: Option<Instant>) -> tokio::time::Sleep {
