@@ -121,7 +121,7 @@ in_root test -f "$token_file" || fail "no generated token in /var/lib/focusd"
 # Read inside the booted system: its user names, not the host's.
 owner=$(in_root stat -c '%a %U' "$token_file")
 [ "$owner" = "600 focusd" ] || fail "token file: $owner"
-token=$(in_root focusd token --config /etc/focusd/focusd.toml | head -1)
+token=$(in_root focusd token | head -1)
 [ "$token" = "$(in_root cat "$token_file")" ] || fail "focusd token printed '$token'"
 api() { curl -s -o /dev/null -w '%{http_code}' "$@" "http://127.0.0.1:$port/api/state"; }
 [ "$(api)" = 401 ] || fail "/api/state without the token: $(api)"

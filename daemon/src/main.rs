@@ -75,7 +75,7 @@ fn main() -> ExitCode {
         let url = focusd::viewer_url(daemon.http_addr(), tls, None);
         if std::env::var_os("JOURNAL_STREAM").is_some() && daemon.token().is_some() {
             // The journal is read by more people than the token is meant for.
-            tracing::info!("viewer at {url} (the link with its token: focusd token --config FILE)");
+            tracing::info!("viewer at {url} (the link with its token: sudo focusd token)");
         } else {
             let url = focusd::viewer_url(daemon.http_addr(), tls, daemon.token().as_deref());
             tracing::info!("viewer at {url}");
@@ -111,7 +111,16 @@ fn main() -> ExitCode {
 fn token_command(flags: &Flags, rotate: bool) -> ExitCode {
     use focusd::config::AuthMode;
     use focusd::doors::http::auth;
-    let settings = match Settings::load(flags) {
+    // The package's config names the service's token file: the operator's shell gets the
+    // service's token without --config.
+    let packaged = std::path::Path::new("/etc/focusd/focusd.toml");
+    let settings = match (&flags.config, packaged.exists()) {
+        (None, true) => {
+            focusd::config::read_file(packaged).and_then(|file| Settings::resolve(flags, file))
+        }
+        _ => Settings::load(flags),
+    };
+    let settings = match settings {
         Ok(s) => s,
         Err(e) => {
             eprintln!("focusd: {e}");

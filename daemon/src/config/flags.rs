@@ -61,7 +61,8 @@ pub enum Subcmd {
     /// build, what focusd would use and why, and what is missing.
     Probe(ProbeFlags),
     /// Print the access token and the viewer URL with it (generating the token when
-    /// there is none); `--rotate` replaces it.
+    /// there is none); `--rotate` replaces it. Without --config it reads
+    /// /etc/focusd/focusd.toml when that exists (the service's token file).
     Token(TokenFlags),
 }
 
