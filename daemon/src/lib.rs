@@ -19,9 +19,10 @@
 //! * [`roi`]: the detectors that find the region of interest, on their own thread.
 //! * [`state`]: [`state::Control`], the one owner of mode, rectangle, ROI and counters,
 //!   and [`state::command`], the one command schema all doors share.
-//! * [`doors`]: HTTP ([`doors::http`]), the viewers ([`doors::webrtc`]: a sans-IO hub and
-//!   the server that drives it) and the fleet broker ([`doors::mqtt`]); [`ctl`] is the
-//!   fleet console on the broker's other side.
+//! * [`doors`]: HTTP ([`doors::http`]: the routes, who may call them, and the server
+//!   that holds each connection to its limits), the viewers ([`doors::webrtc`]: a
+//!   sans-IO hub and the server that drives it) and the fleet broker ([`doors::mqtt`]);
+//!   [`ctl`] is the fleet console on the broker's other side.
 //! * [`service`]: readiness and the watchdog for systemd, metrics, `/proc` readings.
 //! * [`config`]: flags and the TOML file, resolved into [`config::Settings`].
 //!
