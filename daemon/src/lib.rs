@@ -48,7 +48,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{MqttSettings, Settings};
 use crate::doors::http;
 use crate::doors::http::auth::{Gate, TokenError};
-use crate::doors::http::server::{Server, TlsError};
+use crate::doors::http::server::{HttpProbe, Server, TlsError};
 use crate::doors::mqtt::client::{MqttError, MqttTask};
 use crate::doors::webrtc::server::{HubTask, bind_sockets};
 use crate::service::metrics::Metrics;
@@ -116,6 +116,8 @@ pub struct Daemon {
     tracker: TaskTracker,
     /// The HTTP access rules (the token in use).
     gate: Arc<Gate>,
+    /// The routes, for the watchdog's probe.
+    router: axum::Router,
     pipeline: Pipeline,
     /// The ROI detector's thread, joined on shutdown with the pipeline's.
     roi: std::thread::JoinHandle<()>,
@@ -232,7 +234,7 @@ impl Daemon {
         let server = Server {
             listener,
             tls,
-            router,
+            router: router.clone(),
             limits,
             metrics: metrics.clone(),
         };
@@ -257,6 +259,7 @@ impl Daemon {
             metrics,
             tracker,
             gate,
+            router,
             pipeline,
             roi,
         })
@@ -270,6 +273,11 @@ impl Daemon {
     /// The access token in use (`None` with `[auth] mode = "off"`).
     pub fn token(&self) -> Option<String> {
         self.gate.token()
+    }
+
+    /// A probe of whether HTTP answers, for the watchdog.
+    pub fn http_probe(&self) -> HttpProbe {
+        HttpProbe::new(self.router.clone(), self.metrics.clone())
     }
 
     pub fn control(&self) -> &Arc<Control> {

@@ -83,7 +83,7 @@ fn main() -> ExitCode {
         let reporter = tokio::spawn(sd_notify::report(
             notifier,
             daemon.liveness().clone(),
-            daemon.metrics().clone(),
+            daemon.http_probe(),
             format!(
                 "serving {}://{}/",
                 if tls { "https" } else { "http" },

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::service::metrics::Metrics;
+use crate::doors::http::server::HttpProbe;
 use crate::video::signals::Liveness;
 
 /// Why the notification environment cannot be used.
@@ -233,7 +233,7 @@ const STATUS_POLL: Duration = Duration::from_secs(2);
 pub async fn report(
     notifier: Notifier,
     liveness: Liveness,
-    metrics: std::sync::Arc<Metrics>,
+    mut http: HttpProbe,
     serving: String,
     shutdown: CancellationToken,
 ) {
@@ -243,9 +243,7 @@ pub async fn report(
     let period = notifier.watchdog().map_or(STATUS_POLL, |w| w / 2);
     let mut heartbeat = Heartbeat::default();
     let mut warned = false;
-    // HTTP connections (accepted, refused) at the last tick.
-    let mut http_seen = (0, 0);
-    let mut http_was_refusing = false;
+    let mut http_was_failing = false;
     loop {
         let wait = if heartbeat.is_ready() {
             period
@@ -277,25 +275,28 @@ pub async fn report(
             }
             None => {}
         }
-        // HTTP that refused new connections and took none for a whole period is as dead
-        // as a stalled pipeline: no ping, and systemd restarts the daemon.
-        let taken = (metrics.http.accepted.get(), metrics.http.refused.get());
-        let http_refusing = taken.1 > http_seen.1 && taken.0 == http_seen.0;
-        http_seen = taken;
-        let refusing_status;
-        if http_refusing && !http_was_refusing {
-            refusing_status = format!(
-                "stalled: HTTP refused every new connection for {:.1} s",
-                period.as_secs_f64()
-            );
-            messages.push(Message::Status(&refusing_status));
-            tracing::warn!("HTTP refused every new connection for {period:?}");
-        } else if !http_refusing && http_was_refusing {
-            tracing::info!("HTTP takes connections again");
-            messages.push(Message::Status(&serving));
+        // HTTP that does not answer is as dead as a stalled pipeline: no ping, and
+        // systemd restarts the daemon. Checked once ready, given half a period.
+        let http_failing = if heartbeat.is_ready() {
+            http.check(period / 2).await.err()
+        } else {
+            None
+        };
+        let http_status;
+        match (&http_failing, http_was_failing) {
+            (Some(why), false) => {
+                http_status = format!("stalled: {why}");
+                messages.push(Message::Status(&http_status));
+                tracing::warn!("{why}");
+            }
+            (None, true) => {
+                tracing::info!("HTTP answers again");
+                messages.push(Message::Status(&serving));
+            }
+            _ => {}
         }
-        http_was_refusing = http_refusing;
-        if due.watchdog && !http_refusing && notifier.watchdog().is_some() {
+        http_was_failing = http_failing.is_some();
+        if due.watchdog && http_failing.is_none() && notifier.watchdog().is_some() {
             messages.push(Message::Watchdog);
         }
         if messages.is_empty() {

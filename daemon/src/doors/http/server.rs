@@ -106,6 +106,55 @@ pub fn fit_to_file_limit(limits: &mut HttpSettings) {
     }
 }
 
+/// Whether HTTP answers, for the watchdog: each check asks that the server took a new
+/// connection in any period in which it refused one (out of slots or descriptors), and
+/// that the routes answer `GET /healthz` in-process within a deadline (a handler stuck
+/// behind a lock would not). Any answer counts, 503 too: frames are the heartbeat's
+/// business.
+pub struct HttpProbe {
+    router: Router,
+    metrics: Arc<Metrics>,
+    /// Connections (accepted, refused) at the last check.
+    seen: (u64, u64),
+}
+
+impl HttpProbe {
+    /// A probe of the routes `router`, whose server counts into `metrics`.
+    pub fn new(router: Router, metrics: Arc<Metrics>) -> HttpProbe {
+        let seen = (metrics.http.accepted.get(), metrics.http.refused.get());
+        HttpProbe {
+            router,
+            metrics,
+            seen,
+        }
+    }
+
+    /// Checks once, giving the routes `within` to answer; `Err` says why HTTP does not
+    /// answer.
+    pub async fn check(&mut self, within: Duration) -> Result<(), String> {
+        let taken = (
+            self.metrics.http.accepted.get(),
+            self.metrics.http.refused.get(),
+        );
+        let refusing = taken.1 > self.seen.1 && taken.0 == self.seen.0;
+        self.seen = taken;
+        if refusing {
+            return Err("HTTP refused every new connection".into());
+        }
+        // A constant, valid request: building it cannot fail.
+        let request = Request::get("/healthz")
+            .body(Body::empty())
+            .expect("a valid request");
+        match tokio::time::timeout(within, self.router.clone().oneshot(request)).await {
+            Ok(_) => Ok(()),
+            Err(_) => Err(format!(
+                "HTTP did not answer /healthz within {:.1} s",
+                within.as_secs_f64()
+            )),
+        }
+    }
+}
+
 /// The requests the reserve is kept for: health, metrics and signalling.
 fn is_priority(path: &str) -> bool {
     matches!(path, "/healthz" | "/metrics" | "/offer" | "/whep") || path.starts_with("/whep/")
@@ -373,4 +422,30 @@ fn busy() -> Response<Body> {
     r.headers_mut()
         .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_probe_tells_a_stuck_route_and_refused_connections() {
+        let metrics = Arc::new(Metrics::default());
+        let answering = Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
+        let mut probe = HttpProbe::new(answering, metrics.clone());
+        assert_eq!(probe.check(Duration::from_millis(100)).await, Ok(()));
+        // Refused and nothing taken since the last check: not answering.
+        metrics.http.refused.inc();
+        assert!(probe.check(Duration::from_millis(100)).await.is_err());
+        // Refused but also taken: it makes room, so it answers.
+        metrics.http.refused.inc();
+        metrics.http.accepted.inc();
+        assert_eq!(probe.check(Duration::from_millis(100)).await, Ok(()));
+        // A handler that never returns (stuck behind a lock).
+        let stuck =
+            Router::new().route("/healthz", axum::routing::get(std::future::pending::<&str>));
+        let mut probe = HttpProbe::new(stuck, metrics);
+        let e = probe.check(Duration::from_millis(100)).await.unwrap_err();
+        assert!(e.contains("did not answer"), "{e}");
+    }
 }
