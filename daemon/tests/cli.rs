@@ -33,6 +33,12 @@ fn bad_config_exits_2_with_one_line_naming_the_key() {
     std::fs::write(&star_origin, "[http]\nallowed_origins = [\"*\"]\n").unwrap();
     let cert_only = dir.join("cert-only.toml");
     std::fs::write(&cert_only, "[http]\ncert_file = \"/etc/hostname\"\n").unwrap();
+    let not_a_cert = dir.join("not-a-cert.toml");
+    std::fs::write(
+        &not_a_cert,
+        "[http]\ncert_file = \"/etc/hostname\"\nkey_file = \"/etc/hostname\"\n",
+    )
+    .unwrap();
     // A state directory that cannot be made: under a regular file.
     let bad_state = dir.join("bad-state.toml");
     std::fs::write(
@@ -67,6 +73,17 @@ fn bad_config_exits_2_with_one_line_naming_the_key() {
         (
             vec!["--config", cert_only.to_str().unwrap()],
             "`http.key_file`",
+        ),
+        (
+            vec![
+                "--config",
+                not_a_cert.to_str().unwrap(),
+                "--source",
+                "test",
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            "`http.cert_file`: /etc/hostname holds no certificate",
         ),
         (
             vec![
