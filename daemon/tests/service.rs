@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use focusd_testkit::TempDir;
 use focusd_testkit::http;
 use focusd_testkit::notify::{NotifySocket, pings, served_addr};
-use focusd_testkit::process::{Binary, metric, sigterm};
+use focusd_testkit::process::{Binary, Reaped, metric, sigterm};
 
 /// Writer of a live y4m stream into a FIFO, which can be paused (the camera stalls).
 struct Camera {
@@ -126,6 +126,7 @@ fn ready_after_the_first_frame_watchdog_only_while_frames_flow_stopping_on_sigte
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map(Reaped)
         .expect("focusd starts");
 
     // READY=1 comes once HTTP listens and a frame has been encoded.
@@ -173,9 +174,9 @@ fn ready_after_the_first_frame_watchdog_only_while_frames_flow_stopping_on_sigte
     // though the capture thread is stuck in a read.
     camera.set(STALLED);
     manager.expect("STATUS=stalled", watchdog * 4);
-    sigterm(child.id());
+    sigterm(child.0.id());
     manager.expect("STOPPING=1", bin.patience(Duration::from_secs(2)));
-    let (status, took) = wait_exit(&mut child, bin.patience(Duration::from_secs(5)));
+    let (status, took) = wait_exit(&mut child.0, bin.patience(Duration::from_secs(5)));
     println!("SIGTERM to exit with a hung camera: {took:?}");
     assert!(status.success(), "exit status {status:?}");
     assert!(took < bin.patience(Duration::from_secs(2)), "took {took:?}");
@@ -196,6 +197,7 @@ fn cold_start_to_ready_with_the_default_test_source() {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map(Reaped)
         .expect("focusd starts");
     let ready = manager.expect("READY=1", bin.patience(Duration::from_secs(5)));
     let took = started.elapsed();
@@ -206,9 +208,9 @@ fn cold_start_to_ready_with_the_default_test_source() {
     // Without WATCHDOG_USEC there are no pings.
     let after = manager.collect(Duration::from_millis(300));
     assert_eq!(pings(&after), 0, "{after:?}");
-    sigterm(child.id());
+    sigterm(child.0.id());
     manager.expect("STOPPING=1", bin.patience(Duration::from_secs(2)));
-    let (status, _) = wait_exit(&mut child, bin.patience(Duration::from_secs(5)));
+    let (status, _) = wait_exit(&mut child.0, bin.patience(Duration::from_secs(5)));
     assert!(status.success(), "exit status {status:?}");
 }
 
@@ -327,6 +329,7 @@ fn the_watchdog_stops_while_http_refuses_every_new_connection() {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map(Reaped)
         .expect("focusd starts");
     let ready = manager.expect("READY=1", bin.patience(Duration::from_secs(5)));
     let addr = served_addr(&ready).expect("a serving address");
@@ -370,8 +373,8 @@ fn the_watchdog_stops_while_http_refuses_every_new_connection() {
     let health = http::request(addr, "GET", "/healthz", None, b"").unwrap();
     assert_eq!(health.status, 200);
     assert!(metric(addr, "focusd_http_connections_total{outcome=\"refused\"}") >= 1.0);
-    sigterm(child.id());
-    let (status, _) = wait_exit(&mut child, bin.patience(Duration::from_secs(5)));
+    sigterm(child.0.id());
+    let (status, _) = wait_exit(&mut child.0, bin.patience(Duration::from_secs(5)));
     assert!(status.success(), "exit status {status:?}");
 }
 

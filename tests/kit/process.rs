@@ -304,6 +304,18 @@ impl Drop for DaemonProcess {
     }
 }
 
+/// A child process killed and reaped when dropped, so that a failing test leaves no
+/// daemon running behind it.
+#[derive(Debug)]
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The value of the `/metrics` line of the daemon at `addr` that starts with
 /// `line_start` (name and labels); panics if it is absent.
 pub fn metric(addr: SocketAddr, line_start: &str) -> f64 {
