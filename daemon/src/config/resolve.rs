@@ -1,13 +1,12 @@
 //! Flags over file values over built-in defaults, one resolver per section, each value
 //! checked; an error names its key.
 
+use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use focusd_board::encode::EncoderSpec;
 use focusd_board::source::SourceSpec;
-
-use std::path::PathBuf;
-use std::time::Duration;
 
 use super::file::{
     AuthFile, ControlFile, HttpFile, Listen, MqttFile, RoiFile, Size, VideoFile, WebRtcFile,
