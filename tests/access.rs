@@ -272,7 +272,7 @@ fn https_with_http2_and_http1_and_the_same_rules() {
     let dir = TempDir::new("https");
     let (ca, cert, key) = focusd_testkit::pki::issue(dir.path(), "focusd", None);
     let d = daemon_with(&format!(
-        "[auth]\ntoken = \"{TEST_TOKEN}\"\n[http]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        "[auth]\ntoken = \"{TEST_TOKEN}\"\n[http]\nheader_timeout_s = 1\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
         cert.display(),
         key.display()
     ));
@@ -297,6 +297,22 @@ fn https_with_http2_and_http1_and_the_same_rules() {
         "401 2",
         "the token is needed over HTTPS too"
     );
+    // A TLS handshake that never finishes is cut at the header timeout.
+    {
+        use std::io::{Read, Write};
+        let started = std::time::Instant::now();
+        let mut s = std::net::TcpStream::connect(d.addr).unwrap();
+        s.write_all(&[0x16, 0x03, 0x01]).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).unwrap_or(0);
+        assert_eq!(n, 0, "closed without an answer");
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+            "a stalled handshake closed after {took:?}"
+        );
+    }
     // Plain HTTP to the TLS port gets no answer, and the daemon keeps serving.
     assert!(http::request(d.addr, "GET", "/healthz", None, b"").is_err());
     assert_eq!(
