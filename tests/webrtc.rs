@@ -463,3 +463,60 @@ fn real_footage_streams_end_to_end() {
     assert!(ok);
     assert_eq!(s.tracks[1].size, Some((640, 480)), "scaled to --size");
 }
+
+/// With nobody watching, capture goes on (and `/healthz` says so) but nothing is encoded;
+/// an offer starts both encoders before its viewer has even connected, and the session's
+/// end stops them again. A viewer after that decodes from its first frame.
+#[test]
+fn encoders_run_only_while_someone_watches() {
+    let d = TestDaemon::start(&["--source", "test", "--size", "640x360"]);
+    let encoded = |track: &str| {
+        focusd_testkit::process::metric(
+            d.addr,
+            &format!("focusd_frames_encoded_total{{track=\"{track}\"}}"),
+        )
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(encoded("context") + encoded("source"), 0.0, "idle");
+    assert!(focusd_testkit::process::metric(d.addr, "focusd_frames_captured_total") >= 5.0);
+    assert_eq!(d.get("/healthz").status, 200, "idle is healthy");
+
+    // An offer that never connects (WHEP, no ICE from this side) is a consumer already.
+    let offer = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/chrome-offer.sdp"
+    ))
+    .unwrap();
+    let r = d.post("/whep", Some("application/sdp"), &offer);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let location = r.header("location").expect("Location").to_string();
+    let deadline = std::time::Instant::now() + WAIT;
+    while encoded("context") == 0.0 || encoded("source") == 0.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "both encoders start for a viewer still connecting"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let del = http::request(d.addr, "DELETE", &location, None, b"").unwrap();
+    assert_eq!(del.status, 200);
+    // A frame already in an encoder may still come out; then nothing.
+    std::thread::sleep(Duration::from_millis(200));
+    let stopped = (encoded("context"), encoded("source"));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        (encoded("context"), encoded("source")),
+        stopped,
+        "the encoders stop when the last viewer leaves"
+    );
+    assert_eq!(d.get("/healthz").status, 200);
+
+    let viewer = Receiver::connect(d.addr, ReceiverOptions::default()).unwrap();
+    let (s, ok) = viewer.wait_for(WAIT, |s| s.tracks.iter().all(|t| t.decoded >= 5));
+    assert!(ok, "a new viewer gets both tracks: {:?}", s.tracks);
+    for t in &s.tracks {
+        assert_eq!(t.decode_errors, 0, "it starts on a keyframe");
+        println!("first frame after {:?}", t.first_frame);
+    }
+}

@@ -203,6 +203,7 @@ impl Daemon {
             frames: frames_rx,
             control: control.clone(),
             keyframes: pipeline.keyframes.clone(),
+            demand: pipeline.demand.clone(),
             metrics: metrics.clone(),
         }
         .spawn(&tracker, shutdown.clone())
@@ -288,7 +289,7 @@ impl Daemon {
         &self.metrics
     }
 
-    /// The pipeline's pulse: frames encoded so far and the age of the last one.
+    /// The pipeline's pulse: beats so far and the age of the last one.
     pub fn liveness(&self) -> &Liveness {
         &self.pipeline.liveness
     }

@@ -67,12 +67,12 @@ impl TestDaemon {
     }
 
     /// Until `/healthz` answers 200 (over HTTPS, which this client does not speak: until
-    /// a frame is encoded).
+    /// the pipeline beats).
     fn wait_healthy(&self, tls: bool) {
         // Seconds for a camera in a VM; the test source is healthy in milliseconds.
         for _ in 0..1000 {
             let healthy = if tls {
-                self.liveness().frames_encoded() > 0
+                self.liveness().beats() > 0
             } else {
                 self.get("/healthz").status == 200
             };

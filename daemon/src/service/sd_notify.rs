@@ -7,11 +7,12 @@
 //! daemon behaves the same under systemd, in a shell and in tests.
 //!
 //! * [`Notifier`] is the socket and the watchdog interval read from the environment.
-//! * [`Heartbeat`] decides what is due from the count of frames encoded so far and of
+//! * [`Heartbeat`] decides what is due from the pipeline's beats so far and of
 //!   attempts to reopen a failed device; it has no clock, so it is tested by feeding it
 //!   counts.
 //! * [`report`] drives both for a running daemon: `READY=1` once HTTP listens and the
-//!   first frame is encoded, `WATCHDOG=1` only while frames flow or the pipeline is busy
+//!   first frame is captured, `WATCHDOG=1` only while frames flow (captured, and encoded
+//!   while anyone watches) or the pipeline is busy
 //!   reopening a failed camera (a hung pipeline is then restarted by systemd's
 //!   `WatchdogSec=`; an unplugged camera is not a reason to restart), `STOPPING=1` on
 //!   shutdown.
@@ -182,7 +183,8 @@ pub struct Due {
     pub flowing: Option<bool>,
 }
 
-/// Decides readiness and liveness from the count of frames encoded so far.
+/// Decides readiness and liveness from the pipeline's beats so far (pictures captured
+/// while the encoders kept up: see [`Liveness`]).
 ///
 /// Ticks come at half the watchdog interval, so a pipeline that encodes nothing between
 /// two ticks misses a ping, and systemd restarts it within one or two intervals.
@@ -190,7 +192,7 @@ pub struct Due {
 pub struct Heartbeat {
     /// `READY=1` has been due once.
     ready: bool,
-    /// Frames encoded at the previous tick.
+    /// Beats at the previous tick.
     seen: u64,
     /// Recovery attempts at the previous tick.
     seen_recoveries: u64,
@@ -199,11 +201,11 @@ pub struct Heartbeat {
 }
 
 impl Heartbeat {
-    /// Takes the current counts of frames encoded and of attempts to reopen a failed
-    /// device, and says what is due.
-    pub fn tick(&mut self, frames_encoded: u64, recovery_attempts: u64) -> Due {
-        let progressed = frames_encoded > self.seen;
-        self.seen = frames_encoded;
+    /// Takes the current counts of beats and of attempts to reopen a failed device, and
+    /// says what is due.
+    pub fn tick(&mut self, beats: u64, recovery_attempts: u64) -> Due {
+        let progressed = beats > self.seen;
+        self.seen = beats;
         let recovering = recovery_attempts > self.seen_recoveries;
         self.seen_recoveries = recovery_attempts;
         let ready = progressed && !self.ready;
@@ -254,7 +256,7 @@ pub async fn report(
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(wait) => {}
         }
-        let due = heartbeat.tick(liveness.frames_encoded(), liveness.recovery_attempts());
+        let due = heartbeat.tick(liveness.beats(), liveness.recovery_attempts());
         let mut messages = Vec::with_capacity(2);
         let stalled;
         if due.ready {
@@ -262,16 +264,16 @@ pub async fn report(
         }
         match due.flowing {
             Some(true) => {
-                tracing::info!("frames are encoded again");
+                tracing::info!("frames flow through the pipeline again");
                 messages.push(Message::Status(&serving));
             }
             Some(false) => {
                 stalled = format!(
-                    "stalled: no frame encoded for {:.1} s",
+                    "stalled: no frame through the pipeline for {:.1} s",
                     period.as_secs_f64()
                 );
                 messages.push(Message::Status(&stalled));
-                tracing::warn!("no frame encoded for {period:?}: the pipeline is stalled");
+                tracing::warn!("no frame through the pipeline for {period:?}: it is stalled");
             }
             None => {}
         }

@@ -6,7 +6,9 @@
 //!                  └──────────► [latest slot] ─► ROI detector     │
 //! ```
 //! Each slot keeps only the newest frame, so a slow encoder or detector skips frames instead
-//! of delaying capture. When the hub's queue is full an encoded frame is dropped and the
+//! of delaying capture. An encoder runs only while someone claims its track
+//! ([`Demand`]): with no viewer, capture and the detector go on and nothing is encoded;
+//! the first picture after a claim is a keyframe. When the hub's queue is full an encoded frame is dropped and the
 //! next one is forced to be a keyframe, so no viewer decodes a picture with a missing
 //! reference.
 
@@ -27,7 +29,7 @@ use crate::config::{Settings, VideoSettings};
 use crate::service::metrics::Metrics;
 use crate::state::{Control, Part};
 use crate::video::mask::{self, Shape};
-use crate::video::signals::{KeyframeRequests, Liveness};
+use crate::video::signals::{Demand, KeyframeRequests, Liveness};
 use crate::video::slot::LatestSlot;
 use crate::video::track::{EncodedFrame, Track, TrackMap};
 
@@ -51,6 +53,8 @@ pub enum PipelineError {
 pub struct Pipeline {
     /// Per-track keyframe requests, indexed by [`Track`].
     pub keyframes: KeyframeRequests,
+    /// Who wants each track encoded; the encoders idle without a claim.
+    pub demand: Demand,
     /// Size of the main image (the source track).
     pub main_size: (u32, u32),
     /// Size of the lores image (the context track).
@@ -65,7 +69,7 @@ pub struct Pipeline {
     pub encoder_reason: String,
     /// Whether frames carry the test stamp (its band is not scene content).
     pub has_stamp: bool,
-    /// When frames last arrived (for `/healthz`).
+    /// The pipeline's pulse (for `/healthz` and the watchdog).
     pub liveness: Liveness,
     threads: Vec<JoinHandle<()>>,
 }
@@ -166,6 +170,7 @@ impl Pipeline {
         };
 
         let keyframes = KeyframeRequests::default();
+        let demand = Demand::new();
         let slots: TrackMap<Arc<LatestSlot<Arc<PooledFrame>>>> = TrackMap::default();
         let liveness = Liveness::new();
         let mut threads = Vec::new();
@@ -174,6 +179,7 @@ impl Pipeline {
             capturer,
             spec: capture.clone(),
             encoders: slots.clone(),
+            demand: demand.clone(),
             detector: detector_frames,
             metrics: metrics.clone(),
             control: control.clone(),
@@ -208,7 +214,8 @@ impl Pipeline {
                 track,
                 encoder: Some(encoder),
                 reopen: Box::new(move || encode::open(&spec, &settings)),
-                recovery: liveness.clone(),
+                liveness: liveness.clone(),
+                demand: demand.clone(),
                 frames: slots[track].clone(),
                 keyframe: keyframes.clone(),
                 control: control.clone(),
@@ -216,8 +223,6 @@ impl Pipeline {
                 out: out.clone(),
                 stamp_rows,
                 scratch: None,
-                // The context track is encoded in every mode: its output is the pulse.
-                liveness: (track == Track::Context).then(|| liveness.clone()),
             };
             let token = shutdown.clone();
             threads.push(
@@ -229,6 +234,7 @@ impl Pipeline {
 
         Ok(Pipeline {
             keyframes,
+            demand,
             main_size,
             lores_size: lores,
             fps: src_fps,
@@ -408,6 +414,8 @@ struct CaptureThread {
     spec: CaptureSpec,
     /// Each track's encoder thread.
     encoders: TrackMap<Arc<LatestSlot<Arc<PooledFrame>>>>,
+    /// Which encoders are wanted: the others get no picture.
+    demand: Demand,
     /// The ROI detector's thread.
     detector: Arc<LatestSlot<Arc<PooledFrame>>>,
     metrics: Arc<Metrics>,
@@ -415,7 +423,8 @@ struct CaptureThread {
     control: Arc<Control>,
     /// Asked for a keyframe on every track when the source comes back.
     keyframes: KeyframeRequests,
-    /// Told of each reopen attempt: the watchdog stays fed while a camera is away.
+    /// Marked for each picture taken, and for each reopen attempt (the watchdog stays fed
+    /// while a camera is away).
     liveness: Liveness,
 }
 
@@ -451,9 +460,10 @@ impl CaptureThread {
             backoff = FIRST_RETRY;
             seq += 1;
             self.metrics.frames_captured.inc();
+            self.liveness.frame_captured();
             let frame = Arc::new(frame);
             for (track, slot) in self.encoders.iter() {
-                if slot.put(frame.clone()) {
+                if self.demand.wanted(track) && slot.put(frame.clone()) {
                     self.metrics.track(track).dropped_encoder_busy.inc();
                 }
             }
@@ -517,8 +527,11 @@ struct EncoderWorker {
     encoder: Option<Box<dyn VideoEncoder>>,
     /// How to open it again.
     reopen: EncoderOpener,
-    /// Told of each reopen attempt: the watchdog stays fed while a device is away.
-    recovery: Liveness,
+    /// Marked at each turn of the loop (the encoder is not stuck) and each reopen attempt
+    /// (the watchdog stays fed while a device is away).
+    liveness: Liveness,
+    /// Whether anyone wants this track: without a claim, pictures are not encoded.
+    demand: Demand,
     frames: Arc<LatestSlot<Arc<PooledFrame>>>,
     keyframe: KeyframeRequests,
     control: Arc<Control>,
@@ -528,8 +541,6 @@ struct EncoderWorker {
     stamp_rows: u32,
     /// Masked copy of the main image (VISION / HYBRID), made on first use.
     scratch: Option<Image>,
-    /// Marked for every frame encoded, on the track that stands for the pipeline's pulse.
-    liveness: Option<Liveness>,
 }
 
 impl EncoderWorker {
@@ -546,11 +557,11 @@ impl EncoderWorker {
         self.encoder = None;
         let mut backoff = FIRST_RETRY;
         loop {
-            if wait_cancelled(shutdown, backoff, &self.recovery) {
+            if wait_cancelled(shutdown, backoff, &self.liveness) {
                 return false;
             }
             backoff = (backoff * 2).min(LAST_RETRY);
-            self.recovery.recovery_attempted();
+            self.liveness.recovery_attempted();
             match (self.reopen)() {
                 Ok(encoder) => {
                     tracing::info!(track = self.track.name(), "encoder open again");
@@ -572,7 +583,14 @@ impl EncoderWorker {
         let mut force_key = true;
         let mut buf = Vec::with_capacity(256 * 1024);
         while !shutdown.is_cancelled() {
-            let Some(frame) = self.frames.take_timeout(Duration::from_millis(100)) else {
+            let frame = self.frames.take_timeout(Duration::from_millis(100));
+            self.liveness.encoder_progressed(self.track);
+            if !self.demand.wanted(self.track) {
+                // Encoding for no one; whoever comes next starts from a keyframe.
+                force_key = true;
+                continue;
+            }
+            let Some(frame) = frame else {
                 continue;
             };
             let image = match self.track {
@@ -625,9 +643,6 @@ impl EncoderWorker {
                 }
             };
             force_key = false;
-            if let Some(l) = &self.liveness {
-                l.frame_encoded();
-            }
             m.frames.inc();
             m.bytes.add(buf.len() as u64);
             if unit.keyframe {
@@ -931,6 +946,8 @@ mod tests {
         let frames = Arc::new(LatestSlot::new());
         let (tx, mut rx) = mpsc::channel(64);
         let recovery = Liveness::new();
+        let demand = Demand::new();
+        let _viewer = demand.claim(Track::Context);
         let worker = EncoderWorker {
             track: Track::Context,
             encoder: Some(Box::new(FailsOnce {
@@ -939,7 +956,8 @@ mod tests {
                 fail_at: 5,
             })),
             reopen,
-            recovery: recovery.clone(),
+            liveness: recovery.clone(),
+            demand,
             frames: frames.clone(),
             keyframe: KeyframeRequests::default(),
             control: control.clone(),
@@ -947,7 +965,6 @@ mod tests {
             out: tx,
             stamp_rows: 0,
             scratch: None,
-            liveness: None,
         };
         let shutdown = CancellationToken::new();
         let thread = {

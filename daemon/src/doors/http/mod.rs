@@ -168,12 +168,17 @@ fn utf8(bytes: Bytes) -> Result<String, Reject> {
 }
 
 async fn healthz(State(s): State<AppState>) -> Response {
-    let stalled = match s.liveness.since_last_frame() {
-        Some(age) if age < Duration::from_secs(2) => {
+    let stalled = match (s.liveness.since_last_beat(), s.liveness.stuck_encoder()) {
+        (Some(age), _) if age < Duration::from_secs(2) => {
             return (StatusCode::OK, "ok\n").into_response();
         }
-        Some(age) => format!("no frame for {:.1} s", age.as_secs_f64()),
-        None => "no frame encoded yet".to_string(),
+        (_, Some((track, age))) => format!(
+            "the {} encoder has not come back for {:.1} s",
+            track.name(),
+            age.as_secs_f64()
+        ),
+        (Some(age), None) => format!("no frame for {:.1} s", age.as_secs_f64()),
+        (None, None) => "no frame captured yet".to_string(),
     };
     // Why, when a device is failing: `no frame for 4.2 s; source: capture failed: ...`.
     let reasons: String = s

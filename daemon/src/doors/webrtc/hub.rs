@@ -6,15 +6,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use str0m::media::Mid;
+use str0m::Input;
 use str0m::net::{Protocol, Receive, Transmit};
-use str0m::{Candidate, Input, Rtc};
 
 use super::OfferError;
-use super::peer::{CONNECT_TIMEOUT, Outgoing, Peer, PeerNote};
-use super::sdp;
+use super::answer::Admission;
+use super::peer::{CONNECT_TIMEOUT, Peer, PeerNote};
 use crate::service::metrics::Metrics;
 use crate::state::command::Access;
+use crate::video::signals::Demand;
 use crate::video::track::{EncodedFrame, Track, TrackMap};
 
 /// A viewer session id: 128 random bits in hex, used in WHEP resource URLs.
@@ -24,7 +24,7 @@ pub struct SessionId(String);
 impl SessionId {
     /// A fresh id, or `None` when the OS cannot provide randomness: a guessable id would
     /// let anyone end another viewer's session through its WHEP URL.
-    fn random() -> Option<Self> {
+    pub(super) fn random() -> Option<Self> {
         let mut bytes = [0u8; 16];
         getrandom::fill(&mut bytes).ok()?;
         Some(Self(bytes.iter().map(|b| format!("{b:02x}")).collect()))
@@ -67,8 +67,6 @@ const PLI_INTERVAL: Duration = Duration::from_millis(500);
 /// All viewers.
 pub struct Hub {
     peers: Vec<Peer>,
-    /// Host candidates offered to every viewer (one per bound socket).
-    candidates: Vec<SocketAddr>,
     max_viewers: usize,
     /// Time zero of RTP timestamps.
     epoch: Instant,
@@ -77,28 +75,23 @@ pub struct Hub {
     last_keyframe_request: TrackMap<Option<Instant>>,
     metrics: Arc<Metrics>,
     viewers_reported: usize,
+    /// Where each viewer claims the tracks it receives, from its offer on: encoders run
+    /// while someone is connecting or watching.
+    demand: Demand,
 }
 
 impl fmt::Debug for Hub {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Hub")
             .field("viewers", &self.peers.len())
-            .field("candidates", &self.candidates)
             .finish_non_exhaustive()
     }
 }
 
 impl Hub {
-    pub fn new(
-        candidates: Vec<SocketAddr>,
-        max_viewers: usize,
-        metrics: Arc<Metrics>,
-        now: Instant,
-    ) -> Self {
-        str0m::crypto::from_feature_flags().install_process_default();
+    pub fn new(max_viewers: usize, metrics: Arc<Metrics>, demand: Demand, now: Instant) -> Self {
         Self {
             peers: Vec::new(),
-            candidates,
             max_viewers,
             epoch: now,
             transmits: VecDeque::new(),
@@ -106,6 +99,7 @@ impl Hub {
             last_keyframe_request: TrackMap::default(),
             metrics,
             viewers_reported: 0,
+            demand,
         }
     }
 
@@ -114,71 +108,44 @@ impl Hub {
         self.peers.len()
     }
 
-    /// Accepts an SDP offer: returns the session id and the SDP answer.
-    pub fn accept_offer(
+    /// Admits a viewer whose offer was answered (by an [`Answerer`]): returns its
+    /// session id and the SDP answer, or refuses it when the hub is full.
+    pub fn admit(
         &mut self,
         now: Instant,
-        offer: &str,
-        access: Access,
+        admission: Admission,
     ) -> Result<(SessionId, String), OfferError> {
         if self.peers.len() >= self.max_viewers {
             return Err(OfferError::TooManyViewers(self.max_viewers));
         }
-        let checked = sdp::check_offer(offer)?;
-        let mut config = Rtc::builder().clear_codecs();
-        // Constrained baseline first (what we encode), plain baseline as a fallback for
-        // browsers that only list 42001f; both decode our stream.
-        config
-            .codec_config()
-            .add_h264(108.into(), Some(109.into()), true, 0x42e01f);
-        config
-            .codec_config()
-            .add_h264(127.into(), Some(121.into()), true, 0x42001f);
-        // STUN retries back off to at most 1.5 s (str0m's default is 3 s), so a viewer that
-        // vanished is noticed and counted out after ~11 s instead of ~21 s.
-        config.set_max_stun_rto(Duration::from_millis(1500));
-        let mut rtc = config.build(now);
-        for addr in &self.candidates {
-            match Candidate::host(*addr, "udp") {
-                Ok(c) => {
-                    rtc.add_local_candidate(c);
-                }
-                Err(e) => tracing::warn!(%addr, error = %e, "unusable host candidate"),
-            }
-        }
-        let answer = rtc.sdp_api().accept_offer(checked.offer).map_err(|e| {
-            OfferError::Malformed(e.to_string().lines().next().unwrap_or("").to_string())
-        })?;
-
-        let mut tracks: TrackMap<Option<Outgoing>> = TrackMap::default();
-        for (track, mid) in Track::ALL.iter().zip(&checked.video_mids) {
-            let mid = Mid::from(mid.as_str());
-            let Some(pt) = Peer::h264_pt(&mut rtc, mid) else {
-                continue;
-            };
-            tracks[*track] = Some(Outgoing {
-                mid,
-                pt,
-                awaiting_keyframe: true,
-            });
-        }
-        if tracks.context.is_none() {
-            return Err(OfferError::NoH264);
-        }
-        let id = SessionId::random().ok_or(OfferError::NoRandomness)?;
-        let answer = sdp::finish_answer(&answer.to_sdp_string(), &["context", "source"]);
+        let Admission {
+            id,
+            rtc,
+            tracks,
+            access,
+            created,
+            answer,
+        } = admission;
         tracing::info!(session = %id, tracks = tracks.iter().filter(|(_, t)| t.is_some()).count(), "viewer offer accepted");
         self.metrics.sessions_started.inc();
+        // Claimed now, so that the encoders are warm (and a keyframe is on its way) by the
+        // time ICE and DTLS are done.
+        let claims = Track::ALL
+            .into_iter()
+            .filter(|t| tracks[*t].is_some())
+            .map(|t| self.demand.claim(t))
+            .collect();
         self.peers.push(Peer {
             id: id.clone(),
             rtc,
             tracks,
             commands: None,
             access,
-            created: now,
+            created,
             connected: false,
-            timeout: now,
+            timeout: created,
             stun_sources: Vec::new(),
+            _claims: claims,
         });
         self.drive(now);
         Ok((id, answer))
@@ -374,6 +341,7 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::doors::webrtc::Answerer;
 
     /// An offer as Chromium makes it for two recvonly video transceivers and a DataChannel.
     const CHROME_OFFER: &str = include_str!("../../../../tests/data/chrome-offer.sdp");
@@ -385,14 +353,11 @@ mod tests {
     #[test]
     fn offers_that_never_connect_are_dropped_at_the_connect_timeout_with_no_one_else() {
         let start = Instant::now();
-        let mut hub = Hub::new(
-            vec!["127.0.0.1:5000".parse().unwrap()],
-            16,
-            Arc::new(Metrics::default()),
-            start,
-        );
+        let answerer = Answerer::new(vec!["127.0.0.1:5000".parse().unwrap()]).unwrap();
+        let mut hub = Hub::new(16, Arc::new(Metrics::default()), Demand::new(), start);
         for _ in 0..3 {
-            hub.accept_offer(start, CHROME_OFFER, Access::Full).unwrap();
+            let admission = answerer.answer(start, CHROME_OFFER, Access::Full).unwrap();
+            hub.admit(start, admission).unwrap();
         }
         assert_eq!(hub.viewers(), 3);
         let frame_interval = Duration::from_millis(33);

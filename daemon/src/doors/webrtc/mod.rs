@@ -1,15 +1,18 @@
 //! WebRTC for viewers: a sans-IO [`Hub`] that owns every viewer's str0m `Rtc` and fans the
 //! encoded tracks out to them, and a [`server`] that drives it with real sockets and time.
 //!
-//! The hub is a state machine in str0m's style: feed it offers, datagrams, encoded frames
-//! and timeouts; drain datagrams to send and [`HubEvent`]s. It reads no clock and owns no
-//! socket, so tests can drive it with any time they like.
+//! The hub is a state machine in str0m's style: feed it answered offers, datagrams, encoded
+//! frames and timeouts; drain datagrams to send and [`HubEvent`]s. It reads no clock and
+//! owns no socket, so tests can drive it with any time they like. Offers are answered
+//! before they reach it, by an [`Answerer`] on the caller's task.
 
+mod answer;
 mod hub;
 mod peer;
 pub mod sdp;
 pub mod server;
 
+pub use answer::{Admission, Answerer, AnswererError};
 pub use hub::{Hub, HubEvent, SessionId};
 
 /// Why an offer was refused.

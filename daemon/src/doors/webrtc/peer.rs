@@ -9,10 +9,17 @@ use str0m::{Event, IceConnectionState, Output, Rtc};
 
 use super::hub::SessionId;
 use crate::state::command::Access;
+use crate::video::signals::Claim;
 use crate::video::track::{EncodedFrame, Track, TrackMap};
 
 /// A viewer that has not connected by then is dropped.
 pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The playout delay asked of the viewer, in hundredths of a second (the extension's
+/// unit): at least none, so that Chromium renders each frame as soon as it is decoded, at
+/// most 0.4 s, which its low-latency renderer needs (at most 0.5 s) and which leaves room
+/// for a retransmission over a slow link.
+const PLAYOUT_DELAY: (u64, u64) = (0, 40);
 
 /// A track this viewer receives.
 #[derive(Debug)]
@@ -51,6 +58,8 @@ pub(super) struct Peer {
     pub timeout: Instant,
     /// Addresses this viewer's STUN requests came from (a few at most).
     pub stun_sources: Vec<std::net::SocketAddr>,
+    /// Its claims on the tracks it receives, released when it is dropped.
+    pub _claims: Vec<Claim>,
 }
 
 impl Peer {
@@ -107,7 +116,10 @@ impl Peer {
             .as_micros() as u64
             * 9
             / 100;
-        let writer = self.rtc.writer(mid)?;
+        let writer = self.rtc.writer(mid)?.playout_delay(
+            MediaTime::from_hundredths(PLAYOUT_DELAY.0),
+            MediaTime::from_hundredths(PLAYOUT_DELAY.1),
+        );
         match writer.write(
             pt,
             frame.captured_at,

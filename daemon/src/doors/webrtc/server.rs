@@ -10,21 +10,20 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{Hub, HubEvent, OfferError, SessionId};
+use super::{Admission, Answerer, Hub, HubEvent, OfferError, SessionId};
 use crate::service::metrics::{Metrics, Refusal};
 use crate::state::command::{Access, Command};
 use crate::state::protocol::{RoiEvent, ViewerMessage};
 use crate::state::{Control, unix_ms};
-use crate::video::signals::KeyframeRequests;
+use crate::video::signals::{Demand, KeyframeRequests};
 use crate::video::track::EncodedFrame;
 
 /// Viewers are told of state changes at most this often.
 const STATE_PUSH_INTERVAL: Duration = Duration::from_millis(100);
 
 enum Request {
-    Offer {
-        sdp: String,
-        access: Access,
+    Admit {
+        admission: Box<Admission>,
         reply: oneshot::Sender<Result<(SessionId, String), OfferError>>,
     },
     Close {
@@ -37,6 +36,8 @@ enum Request {
 #[derive(Clone, Debug)]
 pub struct WebRtcHandle {
     requests: mpsc::Sender<Request>,
+    /// Answers offers on the caller's task: the hub only admits the result.
+    answerer: Arc<Answerer>,
 }
 
 impl WebRtcHandle {
@@ -47,9 +48,10 @@ impl WebRtcHandle {
         sdp: String,
         access: Access,
     ) -> Result<(SessionId, String), OfferError> {
+        let admission = Box::new(self.answerer.answer(Instant::now(), &sdp, access)?);
         let (reply, rx) = oneshot::channel();
         self.requests
-            .send(Request::Offer { sdp, access, reply })
+            .send(Request::Admit { admission, reply })
             .await
             .map_err(|_| OfferError::ShuttingDown)?;
         rx.await.map_err(|_| OfferError::ShuttingDown)?
@@ -120,6 +122,8 @@ pub struct HubTask {
     pub frames: mpsc::Receiver<EncodedFrame>,
     pub control: Arc<Control>,
     pub keyframes: KeyframeRequests,
+    /// Where viewers claim the tracks they receive.
+    pub demand: Demand,
     pub metrics: Arc<Metrics>,
 }
 
@@ -167,10 +171,12 @@ impl HubTask {
                 }
             });
         }
+        let answerer = Answerer::new(sockets.iter().map(|(a, _)| *a).collect())
+            .map_err(std::io::Error::other)?;
         let hub = Hub::new(
-            sockets.iter().map(|(a, _)| *a).collect(),
             self.max_viewers,
             self.metrics.clone(),
+            self.demand,
             Instant::now(),
         );
         let driver = Driver {
@@ -181,7 +187,10 @@ impl HubTask {
             metrics: self.metrics,
         };
         tracker.spawn(driver.run(req_rx, dgram_rx, self.frames, shutdown));
-        Ok(WebRtcHandle { requests: req_tx })
+        Ok(WebRtcHandle {
+            requests: req_tx,
+            answerer: Arc::new(answerer),
+        })
     }
 }
 
@@ -242,9 +251,8 @@ impl Driver {
 
     fn on_request(&mut self, req: Request) {
         match req {
-            Request::Offer { sdp, access, reply } => {
-                let result = self.hub.accept_offer(Instant::now(), &sdp, access);
-                let _ = reply.send(result);
+            Request::Admit { admission, reply } => {
+                let _ = reply.send(self.hub.admit(Instant::now(), *admission));
             }
             Request::Close { id, reply } => {
                 let _ = reply.send(self.hub.close(Instant::now(), &id));

@@ -1,0 +1,183 @@
+//! Answering a viewer's offer: everything a new viewer needs before the hub takes it in.
+//!
+//! An [`Answerer`] is shared by the HTTP handlers and runs on the caller's task, so that an
+//! answer never waits behind the hub's frame fan-out; the hub only admits the result
+//! ([`super::Hub::admit`]). Its DTLS certificate is made once, when the daemon starts:
+//! making one per viewer cost a key generation on every offer. Sharing it is what browsers
+//! do for every connection of a page; each DTLS session still has its own keys.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use str0m::config::DtlsCert;
+use str0m::media::Mid;
+use str0m::rtp::Extension;
+use str0m::{Candidate, Rtc};
+
+use super::OfferError;
+use super::hub::SessionId;
+use super::peer::{Outgoing, Peer};
+use super::sdp;
+use crate::state::command::Access;
+use crate::video::track::{Track, TrackMap};
+
+/// The RTP header extension id str0m starts `playout-delay` at (unused by its standard
+/// map); the offer's own id replaces it.
+const PLAYOUT_DELAY_ID: u8 = 12;
+
+/// Why the answerer could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AnswererError {
+    /// The crypto provider could not make a DTLS certificate.
+    #[error("cannot make a DTLS certificate")]
+    Certificate,
+}
+
+/// Makes answers to offers; cheap to share behind an `Arc`, callable from any thread.
+pub struct Answerer {
+    /// Host candidates offered to every viewer (one per bound socket).
+    candidates: Vec<SocketAddr>,
+    /// The DTLS certificate every viewer's session uses.
+    cert: DtlsCert,
+}
+
+impl std::fmt::Debug for Answerer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Answerer")
+            .field("candidates", &self.candidates)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A viewer whose offer was answered, for the hub to admit.
+#[derive(Debug)]
+pub struct Admission {
+    pub(super) id: SessionId,
+    pub(super) rtc: Rtc,
+    pub(super) tracks: TrackMap<Option<Outgoing>>,
+    pub(super) access: Access,
+    /// When the offer was answered: the connect timeout runs from here.
+    pub(super) created: Instant,
+    /// The SDP answer, for the viewer.
+    pub(super) answer: String,
+}
+
+impl Admission {
+    /// The session id the viewer will be known by.
+    pub fn id(&self) -> &SessionId {
+        &self.id
+    }
+}
+
+impl Answerer {
+    /// An answerer offering `candidates`, with a fresh DTLS certificate. Installs str0m's
+    /// crypto provider for the process.
+    pub fn new(candidates: Vec<SocketAddr>) -> Result<Answerer, AnswererError> {
+        let provider = str0m::crypto::from_feature_flags();
+        let cert = provider
+            .dtls_provider
+            .generate_certificate()
+            .ok_or(AnswererError::Certificate)?;
+        provider.install_process_default();
+        Ok(Answerer { candidates, cert })
+    }
+
+    /// Answers `offer` for a viewer whose DataChannel commands get `access`.
+    pub fn answer(
+        &self,
+        now: Instant,
+        offer: &str,
+        access: Access,
+    ) -> Result<Admission, OfferError> {
+        let checked = sdp::check_offer(offer)?;
+        let mut config = Rtc::builder()
+            .clear_codecs()
+            .set_dtls_cert(self.cert.clone())
+            // Lets the browser render each frame as soon as it is decoded (see
+            // `peer::PLAYOUT_DELAY`).
+            .set_extension(PLAYOUT_DELAY_ID, Extension::PlayoutDelay);
+        // Constrained baseline first (what we encode), plain baseline as a fallback for
+        // browsers that only list 42001f; both decode our stream.
+        config
+            .codec_config()
+            .add_h264(108.into(), Some(109.into()), true, 0x42e01f);
+        config
+            .codec_config()
+            .add_h264(127.into(), Some(121.into()), true, 0x42001f);
+        // STUN retries back off to at most 1.5 s (str0m's default is 3 s), so a viewer that
+        // vanished is noticed and counted out after ~11 s instead of ~21 s.
+        config.set_max_stun_rto(Duration::from_millis(1500));
+        let mut rtc = config.build(now);
+        for addr in &self.candidates {
+            match Candidate::host(*addr, "udp") {
+                Ok(c) => {
+                    rtc.add_local_candidate(c);
+                }
+                Err(e) => tracing::warn!(%addr, error = %e, "unusable host candidate"),
+            }
+        }
+        let answer = rtc.sdp_api().accept_offer(checked.offer).map_err(|e| {
+            OfferError::Malformed(e.to_string().lines().next().unwrap_or("").to_string())
+        })?;
+
+        let mut tracks: TrackMap<Option<Outgoing>> = TrackMap::default();
+        for (track, mid) in Track::ALL.iter().zip(&checked.video_mids) {
+            let mid = Mid::from(mid.as_str());
+            let Some(pt) = Peer::h264_pt(&mut rtc, mid) else {
+                continue;
+            };
+            tracks[*track] = Some(Outgoing {
+                mid,
+                pt,
+                awaiting_keyframe: true,
+            });
+        }
+        if tracks.context.is_none() {
+            return Err(OfferError::NoH264);
+        }
+        let id = SessionId::random().ok_or(OfferError::NoRandomness)?;
+        let answer = sdp::finish_answer(&answer.to_sdp_string(), &["context", "source"]);
+        Ok(Admission {
+            id,
+            rtc,
+            tracks,
+            access,
+            created: now,
+            answer,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Chromium's offer for two recvonly video transceivers and a DataChannel, as the
+    /// viewer page makes it (every codec and header extension it has).
+    const CHROMIUM_OFFER: &str = include_str!("../../../../tests/data/chromium-offer.sdp");
+
+    #[test]
+    fn answers_share_the_certificate_and_carry_playout_delay() {
+        let answerer = Answerer::new(vec!["127.0.0.1:5000".parse().unwrap()]).unwrap();
+        let a = answerer
+            .answer(Instant::now(), CHROMIUM_OFFER, Access::Full)
+            .unwrap();
+        let b = answerer
+            .answer(Instant::now(), CHROMIUM_OFFER, Access::Full)
+            .unwrap();
+        let fingerprint = |sdp: &str| {
+            sdp.lines()
+                .find(|l| l.starts_with("a=fingerprint:"))
+                .map(str::to_owned)
+        };
+        assert!(fingerprint(&a.answer).is_some(), "{}", a.answer);
+        assert_eq!(fingerprint(&a.answer), fingerprint(&b.answer));
+        assert_ne!(a.id, b.id);
+        assert!(
+            a.answer.contains("rtp-hdrext/playout-delay"),
+            "the answer accepts Chromium's playout-delay: {}",
+            a.answer
+        );
+    }
+}
