@@ -199,7 +199,7 @@ impl Daemon {
             .map_err(StartError::Media)?;
         let webrtc = HubTask {
             sockets,
-            max_viewers: settings.webrtc.max_viewers,
+            settings: settings.webrtc.clone(),
             frames: frames_rx,
             control: control.clone(),
             keyframes: pipeline.keyframes.clone(),

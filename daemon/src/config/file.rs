@@ -135,6 +135,7 @@ pub struct VideoFile {
 pub struct WebRtcFile {
     pub max_viewers: Option<usize>,
     pub udp_port: Option<u16>,
+    pub low_latency_playout: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -118,6 +118,7 @@ fn webrtc(file: WebRtcFile) -> Result<WebRtcSettings, ConfigError> {
     let webrtc = WebRtcSettings {
         max_viewers: file.max_viewers.unwrap_or(16),
         udp_port: file.udp_port.unwrap_or(0),
+        low_latency_playout: file.low_latency_playout.unwrap_or(true),
     };
     if !(1..=256).contains(&webrtc.max_viewers) {
         return bad(

@@ -147,6 +147,9 @@ pub struct WebRtcSettings {
     pub max_viewers: usize,
     /// UDP port for media (0 = any free port).
     pub udp_port: u16,
+    /// Whether viewers are asked to show each frame as soon as it is decoded (the
+    /// `playout-delay` extension, at most 0.4 s), rather than smooth it out.
+    pub low_latency_playout: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]

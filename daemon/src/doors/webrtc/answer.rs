@@ -40,6 +40,8 @@ pub struct Answerer {
     candidates: Vec<SocketAddr>,
     /// The DTLS certificate every viewer's session uses.
     cert: DtlsCert,
+    /// Whether viewers are asked for no playout delay (`playout-delay`).
+    low_latency_playout: bool,
 }
 
 impl std::fmt::Debug for Answerer {
@@ -61,6 +63,8 @@ pub struct Admission {
     pub(super) created: Instant,
     /// The SDP answer, for the viewer.
     pub(super) answer: String,
+    /// Whether each frame asks the viewer for no playout delay.
+    pub(super) low_latency_playout: bool,
 }
 
 impl Admission {
@@ -71,16 +75,24 @@ impl Admission {
 }
 
 impl Answerer {
-    /// An answerer offering `candidates`, with a fresh DTLS certificate. Installs str0m's
-    /// crypto provider for the process.
-    pub fn new(candidates: Vec<SocketAddr>) -> Result<Answerer, AnswererError> {
+    /// An answerer offering `candidates`, with a fresh DTLS certificate, asking viewers
+    /// for no playout delay when `low_latency_playout`. Installs str0m's crypto provider
+    /// for the process.
+    pub fn new(
+        candidates: Vec<SocketAddr>,
+        low_latency_playout: bool,
+    ) -> Result<Answerer, AnswererError> {
         let provider = str0m::crypto::from_feature_flags();
         let cert = provider
             .dtls_provider
             .generate_certificate()
             .ok_or(AnswererError::Certificate)?;
         provider.install_process_default();
-        Ok(Answerer { candidates, cert })
+        Ok(Answerer {
+            candidates,
+            cert,
+            low_latency_playout,
+        })
     }
 
     /// Answers `offer` for a viewer whose DataChannel commands get `access`.
@@ -93,10 +105,12 @@ impl Answerer {
         let checked = sdp::check_offer(offer)?;
         let mut config = Rtc::builder()
             .clear_codecs()
-            .set_dtls_cert(self.cert.clone())
+            .set_dtls_cert(self.cert.clone());
+        if self.low_latency_playout {
             // Lets the browser render each frame as soon as it is decoded (see
             // `peer::PLAYOUT_DELAY`).
-            .set_extension(PLAYOUT_DELAY_ID, Extension::PlayoutDelay);
+            config = config.set_extension(PLAYOUT_DELAY_ID, Extension::PlayoutDelay);
+        }
         // Constrained baseline first (what we encode), plain baseline as a fallback for
         // browsers that only list 42001f; both decode our stream.
         config
@@ -145,6 +159,7 @@ impl Answerer {
             access,
             created: now,
             answer,
+            low_latency_playout: self.low_latency_playout,
         })
     }
 }
@@ -159,7 +174,7 @@ mod tests {
 
     #[test]
     fn answers_share_the_certificate_and_carry_playout_delay() {
-        let answerer = Answerer::new(vec!["127.0.0.1:5000".parse().unwrap()]).unwrap();
+        let answerer = Answerer::new(vec!["127.0.0.1:5000".parse().unwrap()], true).unwrap();
         let a = answerer
             .answer(Instant::now(), CHROMIUM_OFFER, Access::Full)
             .unwrap();
@@ -179,5 +194,10 @@ mod tests {
             "the answer accepts Chromium's playout-delay: {}",
             a.answer
         );
+        let plain = Answerer::new(vec!["127.0.0.1:5000".parse().unwrap()], false).unwrap();
+        let c = plain
+            .answer(Instant::now(), CHROMIUM_OFFER, Access::Full)
+            .unwrap();
+        assert!(!c.answer.contains("playout-delay"), "{}", c.answer);
     }
 }

@@ -125,6 +125,7 @@ impl Hub {
             access,
             created,
             answer,
+            low_latency_playout,
         } = admission;
         tracing::info!(session = %id, tracks = tracks.iter().filter(|(_, t)| t.is_some()).count(), "viewer offer accepted");
         self.metrics.sessions_started.inc();
@@ -145,6 +146,7 @@ impl Hub {
             connected: false,
             timeout: created,
             stun_sources: Vec::new(),
+            low_latency_playout,
             _claims: claims,
         });
         self.drive(now);
@@ -353,7 +355,7 @@ mod tests {
     #[test]
     fn offers_that_never_connect_are_dropped_at_the_connect_timeout_with_no_one_else() {
         let start = Instant::now();
-        let answerer = Answerer::new(vec!["127.0.0.1:5000".parse().unwrap()]).unwrap();
+        let answerer = Answerer::new(vec!["127.0.0.1:5000".parse().unwrap()], true).unwrap();
         let mut hub = Hub::new(16, Arc::new(Metrics::default()), Demand::new(), start);
         for _ in 0..3 {
             let admission = answerer.answer(start, CHROME_OFFER, Access::Full).unwrap();

@@ -58,6 +58,8 @@ pub(super) struct Peer {
     pub timeout: Instant,
     /// Addresses this viewer's STUN requests came from (a few at most).
     pub stun_sources: Vec<std::net::SocketAddr>,
+    /// Whether each frame asks it for no playout delay.
+    pub low_latency_playout: bool,
     /// Its claims on the tracks it receives, released when it is dropped.
     pub _claims: Vec<Claim>,
 }
@@ -116,10 +118,13 @@ impl Peer {
             .as_micros() as u64
             * 9
             / 100;
-        let writer = self.rtc.writer(mid)?.playout_delay(
-            MediaTime::from_hundredths(PLAYOUT_DELAY.0),
-            MediaTime::from_hundredths(PLAYOUT_DELAY.1),
-        );
+        let mut writer = self.rtc.writer(mid)?;
+        if self.low_latency_playout {
+            writer = writer.playout_delay(
+                MediaTime::from_hundredths(PLAYOUT_DELAY.0),
+                MediaTime::from_hundredths(PLAYOUT_DELAY.1),
+            );
+        }
         match writer.write(
             pt,
             frame.captured_at,

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{Admission, Answerer, Hub, HubEvent, OfferError, SessionId};
+use crate::config::WebRtcSettings;
 use crate::service::metrics::{Metrics, Refusal};
 use crate::state::command::{Access, Command};
 use crate::state::protocol::{RoiEvent, ViewerMessage};
@@ -118,7 +119,8 @@ pub async fn bind_sockets(listen: IpAddr, port: u16) -> std::io::Result<Vec<UdpS
 /// Everything the hub task needs.
 pub struct HubTask {
     pub sockets: Vec<UdpSocket>,
-    pub max_viewers: usize,
+    /// `[webrtc]`: the viewer limit and what viewers are asked for.
+    pub settings: WebRtcSettings,
     pub frames: mpsc::Receiver<EncodedFrame>,
     pub control: Arc<Control>,
     pub keyframes: KeyframeRequests,
@@ -171,10 +173,13 @@ impl HubTask {
                 }
             });
         }
-        let answerer = Answerer::new(sockets.iter().map(|(a, _)| *a).collect())
-            .map_err(std::io::Error::other)?;
+        let answerer = Answerer::new(
+            sockets.iter().map(|(a, _)| *a).collect(),
+            self.settings.low_latency_playout,
+        )
+        .map_err(std::io::Error::other)?;
         let hub = Hub::new(
-            self.max_viewers,
+            self.settings.max_viewers,
             self.metrics.clone(),
             self.demand,
             Instant::now(),
