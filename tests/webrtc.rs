@@ -1,15 +1,17 @@
 //! A str0m viewer in this process negotiates through the real HTTP endpoint, decodes both
 //! tracks with openh264 and checks them against the test pattern it knows.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use focusd::state::State;
 use focusd::state::command::Mode;
 use focusd::state::protocol::ViewerMessage;
+use focusd::state::{LinkLevel, State};
 use focusd_board::source::scene_boxes;
 use focusd_board::stamp;
 use focusd_testkit::TestDaemon;
 use focusd_testkit::http;
+use focusd_testkit::netem::{Netem, Shape};
 use focusd_testkit::picture::{pattern_luma, psnr};
 use focusd_testkit::receiver::{ABANDONED_OFFER, Receiver, ReceiverOptions, ReceiverStats};
 
@@ -519,4 +521,146 @@ fn encoders_run_only_while_someone_watches() {
         assert_eq!(t.decode_errors, 0, "it starts on a keyframe");
         println!("first frame after {:?}", t.first_frame);
     }
+}
+
+/// Waits up to `within` for `f` to hold, polling every 100 ms; whether it did.
+fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + within;
+    while std::time::Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    f()
+}
+
+/// The levels the daemon's delivery policy gives its viewers now, sorted.
+fn levels(d: &TestDaemon) -> Vec<LinkLevel> {
+    let mut l: Vec<LinkLevel> = d.state().delivery.viewers.iter().map(|v| v.level).collect();
+    l.sort_by_key(|l| l.name());
+    l
+}
+
+/// Two viewers of one encoding, one behind a 150 kbit/s link: that one is sent the
+/// context only, and both tracks again once its link recovers; the other keeps both
+/// tracks at the configured rates throughout.
+#[test]
+fn a_slow_viewer_gets_the_context_only_while_a_fast_one_keeps_everything() {
+    // Rates a loopback viewer's estimate covers even on a busy machine (it settles at
+    // 0.7-2 Mbit/s here, str0m's delay-based estimate feeling the test peers share two
+    // cores), and a context a 150 kbit/s link carries.
+    let d = TestDaemon::start_with_config(
+        "[video]\ncontext_kbps = 100\nsource_kbps = 300\n",
+        &["--source", "test", "--size", "640x360"],
+    );
+    let light = ReceiverOptions {
+        decode: false,
+        ..Default::default()
+    };
+    let fast = Receiver::connect(d.addr, light.clone()).unwrap();
+    let net = Arc::new(Netem::start(Shape::capped(150)).unwrap());
+    let slow = Receiver::connect(
+        d.addr,
+        ReceiverOptions {
+            network: Some(net.clone()),
+            ..light
+        },
+    )
+    .unwrap();
+    assert!(
+        eventually(Duration::from_secs(20), || levels(&d)
+            == [LinkLevel::ContextOnly, LinkLevel::Full]),
+        "the slow viewer is stepped down: {:?}",
+        d.state().delivery
+    );
+    let state = d.state();
+    assert_eq!(
+        state.delivery.target_kbps.source, 300,
+        "the slow viewer does not drag the encoders down: {:?}",
+        state.delivery
+    );
+    // Settled: the slow viewer gets context frames and no source media; the fast one both.
+    std::thread::sleep(Duration::from_millis(500));
+    slow.reset_counters();
+    fast.reset_counters();
+    let captured = focusd_testkit::process::metric(d.addr, "focusd_frames_captured_total");
+    std::thread::sleep(Duration::from_secs(2));
+    let captured =
+        focusd_testkit::process::metric(d.addr, "focusd_frames_captured_total") - captured;
+    let (s, f) = (slow.stats(), fast.stats());
+    assert!(
+        s.tracks[0].frames > 10,
+        "context to the slow viewer: {:?}",
+        s.tracks[0].frames
+    );
+    // Nothing new: what reaches it on the source are the padding's resends of older
+    // packets it had lost (padding fills its link up to its estimate, to find out when
+    // the link recovers), which complete some old frames.
+    assert!(
+        s.tracks[1].frames * 3 < f.tracks[1].frames,
+        "no source to the slow viewer: {} frames (the fast one: {})",
+        s.tracks[1].frames,
+        f.tracks[1].frames,
+    );
+    assert_eq!(levels(&d), [LinkLevel::ContextOnly, LinkLevel::Full]);
+    assert!(
+        f.tracks[1].frames as f64 >= captured * 0.5,
+        "the fast viewer's source goes on: {} of {captured} frames",
+        f.tracks[1].frames
+    );
+    assert!(
+        focusd_testkit::process::metric(d.addr, "focusd_delivery_steps_total{to=\"context_only\"}")
+            >= 1.0
+    );
+
+    net.set_shape(Shape::CLEAN);
+    assert!(
+        eventually(Duration::from_secs(30), || levels(&d)
+            == [LinkLevel::Full, LinkLevel::Full]),
+        "the slow viewer is stepped back up once its link recovers: {:?}",
+        d.state().delivery
+    );
+    let before = slow.stats().tracks[1].frames;
+    assert!(
+        slow.wait_for(WAIT, |s| s.tracks[1].frames > before + 10).1,
+        "and is sent the source again"
+    );
+}
+
+/// One viewer behind a 1 Mbit/s link: the encoders follow its estimate below their
+/// configured rates, and it keeps both tracks.
+#[test]
+fn the_encoders_follow_a_single_viewers_link() {
+    let d = TestDaemon::start(&["--source", "test"]);
+    let net = Arc::new(Netem::start(Shape::capped(1000)).unwrap());
+    let viewer = Receiver::connect(
+        d.addr,
+        ReceiverOptions {
+            network: Some(net.clone()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let s = d.state().delivery;
+            s.target_kbps.source + s.target_kbps.context < 1000
+        }),
+        "the encoders come down to the link: {:?}",
+        d.state().delivery
+    );
+    let delivery = d.state().delivery;
+    assert_eq!(
+        delivery.target_kbps.context, 300,
+        "the context keeps its rate"
+    );
+    assert_eq!(levels(&d), [LinkLevel::Full], "{delivery:?}");
+    let before = viewer.stats().tracks[1].decoded;
+    let (s, ok) = viewer.wait_for(WAIT, |s| s.tracks[1].decoded > before + 20);
+    assert!(ok, "the source keeps decoding: {:?}", s.tracks[1]);
+    assert!(
+        focusd_testkit::process::metric(d.addr, "focusd_encoder_target_kbps{track=\"source\"}")
+            < 2500.0
+    );
 }

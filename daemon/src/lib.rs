@@ -50,6 +50,7 @@ use crate::doors::http;
 use crate::doors::http::auth::{Gate, TokenError};
 use crate::doors::http::server::{HttpProbe, Server, TlsError};
 use crate::doors::mqtt::client::{MqttError, MqttTask};
+use crate::doors::webrtc::delivery::Bounds;
 use crate::doors::webrtc::server::{HubTask, bind_sockets};
 use crate::service::metrics::Metrics;
 use crate::state::command::Mode;
@@ -200,6 +201,11 @@ impl Daemon {
         let webrtc = HubTask {
             sockets,
             settings: settings.webrtc.clone(),
+            bounds: Bounds {
+                context_kbps: settings.video.context_kbps,
+                source_kbps: settings.video.source_kbps,
+            },
+            targets: pipeline.targets.clone(),
             frames: frames_rx,
             control: control.clone(),
             keyframes: pipeline.keyframes.clone(),

@@ -6,7 +6,7 @@
 //!   under qemu-user), which tells its address through [`notify`], as it tells systemd;
 //! * [`broker`]: a real mosquitto per test, and a small MQTT client;
 //! * [`receiver`]: a headless WebRTC viewer (str0m) that decodes both tracks and reads
-//!   the test stamp; [`http`]: a minimal HTTP/1.1 client that sends exactly what it is
+//!   the test stamp, over loopback or through a [`netem`] link (rate cap, delay, loss); [`http`]: a minimal HTTP/1.1 client that sends exactly what it is
 //!   given, malformed or not;
 //! * [`picture`]: the test pattern, PSNR, the real footage and its annotations;
 //! * [`pki`]: a private CA and certificates for the TLS tests;
@@ -19,6 +19,7 @@ pub mod bench;
 pub mod broker;
 pub mod daemon;
 pub mod http;
+pub mod netem;
 pub mod notify;
 pub mod picture;
 pub mod pki;

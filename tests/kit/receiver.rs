@@ -18,6 +18,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
 use crate::http;
+use crate::netem::Netem;
 use focusd::state::unix_ms;
 
 /// A complete offer from a viewer that never starts ICE (it has no socket): the daemon
@@ -37,6 +38,8 @@ pub struct ReceiverOptions {
     pub video_lines: usize,
     /// The access token it signs up with.
     pub token: String,
+    /// The network between it and the daemon (`None`: loopback as it is).
+    pub network: Option<Arc<Netem>>,
 }
 
 impl Default for ReceiverOptions {
@@ -47,6 +50,7 @@ impl Default for ReceiverOptions {
             keep_frames: false,
             video_lines: 2,
             token: http::TEST_TOKEN.to_string(),
+            network: None,
         }
     }
 }
@@ -76,6 +80,26 @@ pub struct TrackStats {
     /// Stamp-to-decode latencies in ms.
     pub latencies_ms: Vec<u32>,
     pub last: Option<Picture>,
+    /// When the last frame was decoded (or, without decoding, received), after the offer.
+    pub last_frame_at: Option<Duration>,
+    /// Time frozen: of every gap between two frames longer than [`FREEZE`], all of it (ms).
+    pub freeze_ms: u64,
+}
+
+/// A gap between frames longer than this is a freeze (as WebRTC's stats count them).
+pub const FREEZE: Duration = Duration::from_millis(200);
+
+impl TrackStats {
+    /// Notes a frame shown at `at` (after the offer), counting a freeze before it.
+    fn shown(&mut self, at: Duration) {
+        if let Some(last) = self.last_frame_at {
+            let gap = at.saturating_sub(last);
+            if gap > FREEZE {
+                self.freeze_ms += gap.as_millis() as u64;
+            }
+        }
+        self.last_frame_at = Some(at);
+    }
 }
 
 /// Everything a receiver saw so far.
@@ -99,6 +123,8 @@ pub struct Receiver {
     stop: Arc<AtomicBool>,
     paused: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    /// When the offer was sent (the stats' times count from it).
+    started: Instant,
 }
 
 impl Receiver {
@@ -115,7 +141,7 @@ impl Receiver {
         let mut config = Rtc::builder().clear_codecs();
         config
             .codec_config()
-            .add_h264(102.into(), None, true, 0x42e01f);
+            .add_h264(102.into(), Some(103.into()), true, 0x42e01f);
         let mut rtc = config.build(Instant::now());
         rtc.add_local_candidate(Candidate::host(local, "udp")?);
         let mut api = rtc.sdp_api();
@@ -136,7 +162,7 @@ impl Receiver {
                 ("Authorization", &auth),
                 ("Content-Type", "application/sdp"),
             ],
-            offer.to_sdp_string().as_bytes(),
+            offered(&offer.to_sdp_string(), options.network.is_some()).as_bytes(),
         )
         .context("POST /offer")?;
         if response.status != 200 {
@@ -146,12 +172,31 @@ impl Receiver {
                 response.text().trim()
             );
         }
-        let answer = SdpAnswer::from_sdp_string(&response.text()).context("parse answer")?;
+        let mut answer = response.text();
+        if let Some(net) = &options.network {
+            answer = through(net, &answer, ip)?;
+        }
+        let answer = SdpAnswer::from_sdp_string(&answer).context("parse answer")?;
         rtc.sdp_api()
             .accept_answer(pending, answer)
             .context("accept answer")?;
 
         let stats = Arc::new(Mutex::new(ReceiverStats::default()));
+        let decode = if options.decode {
+            let (tx, rx) = mpsc::channel();
+            let decoder = Decoding {
+                decoders: [Decoder::new()?, Decoder::new()?],
+                stats: stats.clone(),
+                keep_frames: options.keep_frames,
+                started,
+            };
+            std::thread::Builder::new()
+                .name("focusd-receiver-decode".into())
+                .spawn(move || decoder.run(&rx))?;
+            Some(tx)
+        } else {
+            None
+        };
         let (to_send, outbox) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let paused = Arc::new(AtomicBool::new(false));
@@ -160,11 +205,10 @@ impl Receiver {
             socket,
             local,
             mids,
-            options,
             started,
             stats: stats.clone(),
             outbox,
-            decoders: [Decoder::new()?, Decoder::new()?],
+            decode,
             channel: None,
         };
         let (s, p) = (stop.clone(), paused.clone());
@@ -177,6 +221,7 @@ impl Receiver {
             stop,
             paused,
             thread: Some(thread),
+            started,
         })
     }
 
@@ -185,13 +230,16 @@ impl Receiver {
         self.stats.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Clears counters and latencies (keeps the connection).
+    /// Clears counters and latencies (keeps the connection); time frozen counts from now.
     pub fn reset_counters(&self) {
+        let now = self.started.elapsed();
         let mut s = self.stats.lock().unwrap_or_else(|p| p.into_inner());
         for t in &mut s.tracks {
+            t.last_frame_at = Some(now);
             t.frames = 0;
             t.bytes = 0;
             t.decoded = 0;
+            t.freeze_ms = 0;
             t.latencies_ms.clear();
         }
     }
@@ -227,6 +275,56 @@ impl Receiver {
     }
 }
 
+/// The offer as sent: behind a [`Netem`] without its candidate, so that the daemon can
+/// only reach this receiver through the relay (the relay's address, from which the
+/// receiver's checks arrive, becomes its peer-reflexive candidate).
+fn offered(sdp: &str, behind_relay: bool) -> String {
+    if !behind_relay {
+        return sdp.to_string();
+    }
+    sdp.lines()
+        .filter(|l| !l.starts_with("a=candidate:"))
+        .map(|l| format!("{l}\r\n"))
+        .collect()
+}
+
+/// The answer with the daemon's candidate on `ip` replaced by `net`'s address (the others
+/// dropped), and `net` forwarding to it.
+fn through(net: &Netem, answer: &str, ip: std::net::IpAddr) -> anyhow::Result<String> {
+    let mut out = String::with_capacity(answer.len());
+    let mut found = false;
+    for line in answer.lines() {
+        if let Some(c) = line.strip_prefix("a=candidate:") {
+            let f: Vec<&str> = c.split_ascii_whitespace().collect();
+            // <foundation> <component> <proto> <priority> <address> <port> typ ...
+            let addr = f
+                .get(4)
+                .zip(f.get(5))
+                .and_then(|(a, p)| format!("{a}:{p}").parse::<SocketAddr>().ok());
+            match addr {
+                Some(a) if a.ip() == ip && !found => {
+                    found = true;
+                    net.set_upstream(a);
+                    let mut f = f.clone();
+                    let (relay_ip, relay_port) =
+                        (net.addr().ip().to_string(), net.addr().port().to_string());
+                    f[4] = &relay_ip;
+                    f[5] = &relay_port;
+                    out.push_str(&format!("a=candidate:{}\r\n", f.join(" ")));
+                }
+                _ => {}
+            }
+            continue;
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    if !found {
+        bail!("no candidate on {ip} in the answer");
+    }
+    Ok(out)
+}
+
 impl Drop for Receiver {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
@@ -241,11 +339,13 @@ struct Worker {
     socket: UdpSocket,
     local: SocketAddr,
     mids: Vec<Mid>,
-    options: ReceiverOptions,
     started: Instant,
     stats: Arc<Mutex<ReceiverStats>>,
     outbox: mpsc::Receiver<String>,
-    decoders: [Decoder; 2],
+    /// Where frames go to be decoded (`None` without decoding): on a thread of its own,
+    /// so that this one reads each datagram as it arrives (the arrival times it reports
+    /// feed the daemon's bandwidth estimate).
+    decode: Option<mpsc::Sender<(usize, Arc<[u8]>)>>,
     channel: Option<str0m::channel::ChannelId>,
 }
 
@@ -347,56 +447,81 @@ impl Worker {
                 let Some(index) = self.mids.iter().position(|m| *m == data.mid) else {
                     return;
                 };
-                let mut picture = None;
-                let mut failed = false;
-                if self.options.decode {
-                    match self.decoders[index].decode(&data.data) {
-                        Ok(Some(yuv)) => {
-                            let (w, h) = yuv.dimensions();
-                            let stride = yuv.strides().0;
-                            let y = yuv.y();
-                            let stamp = stamp::read(y, w as u32, h as u32, stride);
-                            let packed = if self.options.keep_frames {
-                                y.chunks(stride)
-                                    .take(h)
-                                    .flat_map(|row| &row[..w])
-                                    .copied()
-                                    .collect()
-                            } else {
-                                Vec::new()
-                            };
-                            picture = Some(Picture {
-                                width: w as u32,
-                                height: h as u32,
-                                y: packed,
-                                stamp,
-                            });
-                        }
-                        Ok(None) => {}
-                        Err(_) => failed = true,
+                {
+                    let mut s = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+                    let t = &mut s.tracks[index];
+                    t.frames += 1;
+                    t.bytes += data.data.len() as u64;
+                    if self.decode.is_none() {
+                        t.first_frame.get_or_insert(elapsed);
+                        t.shown(elapsed);
                     }
                 }
-                let mut s = self.stats.lock().unwrap_or_else(|p| p.into_inner());
-                let t = &mut s.tracks[index];
-                t.frames += 1;
-                t.bytes += data.data.len() as u64;
-                t.decode_errors += u64::from(failed);
-                if !self.options.decode && t.first_frame.is_none() {
-                    t.first_frame = Some(elapsed);
-                }
-                if let Some(p) = picture {
-                    t.decoded += 1;
-                    t.first_frame.get_or_insert(elapsed);
-                    t.size = Some((p.width, p.height));
-                    if let Some(st) = p.stamp {
-                        t.latencies_ms.push(stamp::age_ms(st, unix_ms()));
-                    }
-                    if self.options.keep_frames {
-                        t.last = Some(p);
-                    }
+                if let Some(decode) = &self.decode {
+                    let _ = decode.send((index, data.data));
                 }
             }
             _ => {}
+        }
+    }
+}
+
+/// The decoding thread: decodes each frame, reads its stamp and counts it.
+struct Decoding {
+    decoders: [Decoder; 2],
+    stats: Arc<Mutex<ReceiverStats>>,
+    keep_frames: bool,
+    /// When the offer was sent.
+    started: Instant,
+}
+
+impl Decoding {
+    /// Until the receiver's thread ends.
+    fn run(mut self, frames: &mpsc::Receiver<(usize, Arc<[u8]>)>) {
+        while let Ok((index, data)) = frames.recv() {
+            let mut picture = None;
+            let mut failed = false;
+            match self.decoders[index].decode(&data) {
+                Ok(Some(yuv)) => {
+                    let (w, h) = yuv.dimensions();
+                    let stride = yuv.strides().0;
+                    let y = yuv.y();
+                    let stamp = stamp::read(y, w as u32, h as u32, stride);
+                    let packed = if self.keep_frames {
+                        y.chunks(stride)
+                            .take(h)
+                            .flat_map(|row| &row[..w])
+                            .copied()
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
+                    picture = Some(Picture {
+                        width: w as u32,
+                        height: h as u32,
+                        y: packed,
+                        stamp,
+                    });
+                }
+                Ok(None) => {}
+                Err(_) => failed = true,
+            }
+            let elapsed = self.started.elapsed();
+            let mut s = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+            let t = &mut s.tracks[index];
+            t.decode_errors += u64::from(failed);
+            if let Some(p) = picture {
+                t.shown(elapsed);
+                t.decoded += 1;
+                t.first_frame.get_or_insert(elapsed);
+                t.size = Some((p.width, p.height));
+                if let Some(st) = p.stamp {
+                    t.latencies_ms.push(stamp::age_ms(st, unix_ms()));
+                }
+                if self.keep_frames {
+                    t.last = Some(p);
+                }
+            }
         }
     }
 }

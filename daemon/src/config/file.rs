@@ -136,6 +136,8 @@ pub struct WebRtcFile {
     pub max_viewers: Option<usize>,
     pub udp_port: Option<u16>,
     pub low_latency_playout: Option<bool>,
+    pub adaptive_delivery: Option<bool>,
+    pub keyframe_request_interval_s: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -172,7 +172,7 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_key() {
-        let cases: [(&[&str], &str, &str); 15] = [
+        let cases: [(&[&str], &str, &str); 16] = [
             (&["--size", "1280"], "", "size"),
             (&["--size", "1281x720"], "", "size"),
             (&["--fps", "0"], "", "fps"),
@@ -188,6 +188,11 @@ mod tests {
             (&[], "[roi]\nkind = \"magic\"\n", "roi.kind"),
             (&[], "[mqtt]\nurl = \"http://x\"\n", "mqtt.url"),
             (&[], "[video]\nencoder = 7\n", "video.encoder"),
+            (
+                &[],
+                "[webrtc]\nkeyframe_request_interval_s = 0.01\n",
+                "webrtc.keyframe_request_interval_s",
+            ),
         ];
         for (args, text, key) in cases {
             let err = settings(args, text).unwrap_err();

@@ -115,10 +115,19 @@ fn video(
 
 /// `[webrtc]`.
 fn webrtc(file: WebRtcFile) -> Result<WebRtcSettings, ConfigError> {
+    let keyframe_request_interval_s = file.keyframe_request_interval_s.unwrap_or(1.0);
+    if !(0.1..=60.0).contains(&keyframe_request_interval_s) {
+        return bad(
+            "webrtc.keyframe_request_interval_s",
+            format!("{keyframe_request_interval_s} is outside 0.1..=60"),
+        );
+    }
     let webrtc = WebRtcSettings {
         max_viewers: file.max_viewers.unwrap_or(16),
         udp_port: file.udp_port.unwrap_or(0),
         low_latency_playout: file.low_latency_playout.unwrap_or(true),
+        adaptive_delivery: file.adaptive_delivery.unwrap_or(true),
+        keyframe_request_interval: Duration::from_secs_f64(keyframe_request_interval_s),
     };
     if !(1..=256).contains(&webrtc.max_viewers) {
         return bad(

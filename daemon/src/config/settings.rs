@@ -150,6 +150,12 @@ pub struct WebRtcSettings {
     /// Whether viewers are asked to show each frame as soon as it is decoded (the
     /// `playout-delay` extension, at most 0.4 s), rather than smooth it out.
     pub low_latency_playout: bool,
+    /// Whether the encoders follow the viewers' bandwidth estimates and a viewer whose
+    /// link cannot carry the source is sent the context only (`doors::webrtc::delivery`).
+    pub adaptive_delivery: bool,
+    /// Viewers' keyframe requests (PLI/FIR) make a keyframe at most this often per track;
+    /// a new viewer, or one stepped back up to the source, always gets one.
+    pub keyframe_request_interval: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::state::{Part, State};
+use crate::state::{LinkLevel, Part, State};
 use crate::video::track::{Track, TrackMap};
 
 /// A monotonically increasing counter.
@@ -154,11 +154,22 @@ pub struct Metrics {
     /// The HTTP server's connections and refusals.
     pub http: HttpMetrics,
     pub tracks: TrackMap<TrackMetrics>,
+    /// Viewers stepped down to the context only, and back up to both tracks.
+    pub steps_to_context_only: Counter,
+    pub steps_to_full: Counter,
 }
 
 impl Metrics {
     pub fn track(&self, t: Track) -> &TrackMetrics {
         &self.tracks[t]
+    }
+
+    /// The counter of viewers' links stepped to `level`.
+    pub fn delivery_steps(&self, level: LinkLevel) -> &Counter {
+        match level {
+            LinkLevel::ContextOnly => &self.steps_to_context_only,
+            LinkLevel::Full => &self.steps_to_full,
+        }
     }
 
     /// Prometheus text exposition; `state` gives the viewers and what runs (the encoder's
@@ -278,6 +289,16 @@ impl Metrics {
             "Frames written to viewers (per viewer).",
             &per_track(&|t| t.sent.get()),
         );
+        counter(
+            "delivery_steps_total",
+            "Viewers' links stepped by the delivery policy, by the level they went to.",
+            &[LinkLevel::ContextOnly, LinkLevel::Full].map(|l| {
+                (
+                    format!("{{to=\"{}\"}}", l.name()),
+                    self.delivery_steps(l).get(),
+                )
+            }),
+        );
         let mut dropped = Vec::new();
         for t in Track::ALL {
             let m = self.track(t);
@@ -307,6 +328,31 @@ impl Metrics {
             label_value(&state.encoder),
             label_value(&state.source)
         );
+        let _ = writeln!(
+            out,
+            "# HELP focusd_encoder_target_kbps The bitrate each encoder aims at now.\n# TYPE focusd_encoder_target_kbps gauge"
+        );
+        for (t, kbps) in state.delivery.target_kbps.iter() {
+            let _ = writeln!(
+                out,
+                "focusd_encoder_target_kbps{{track=\"{}\"}} {kbps}",
+                t.name()
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP focusd_viewer_estimate_kbps Each viewer's bandwidth estimate, by the start of its session id and what it is sent.\n# TYPE focusd_viewer_estimate_kbps gauge"
+        );
+        for v in &state.delivery.viewers {
+            if let Some(kbps) = v.estimate_kbps {
+                let _ = writeln!(
+                    out,
+                    "focusd_viewer_estimate_kbps{{session=\"{}\",level=\"{}\"}} {kbps}",
+                    label_value(&v.session),
+                    v.level.name()
+                );
+            }
+        }
         let _ = writeln!(
             out,
             "# HELP focusd_fault Whether a part's device is failing and being retried.\n# TYPE focusd_fault gauge"

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::state::command::{Command, Mode, Rect, RectChange};
+use crate::video::track::TrackMap;
 
 /// One region of interest, in percent of the frame.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -88,6 +89,47 @@ pub struct Bitrates {
     pub source: f64,
 }
 
+/// What a viewer is sent, chosen by its link (see `doors::webrtc::delivery`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkLevel {
+    /// Both tracks.
+    Full,
+    /// Only the context track: its link cannot carry the source as it is encoded now.
+    ContextOnly,
+}
+
+impl LinkLevel {
+    /// The name in the state JSON and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            LinkLevel::Full => "full",
+            LinkLevel::ContextOnly => "context_only",
+        }
+    }
+}
+
+/// One viewer's link, as the delivery policy sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewerLink {
+    /// The first 8 hex digits of its session id.
+    pub session: String,
+    /// Its bandwidth estimate (TWCC or REMB), kbit/s; `None` before the first.
+    pub estimate_kbps: Option<u32>,
+    /// What it is sent.
+    pub level: LinkLevel,
+}
+
+/// How the tracks are delivered: the shared encoders' targets and each viewer's link.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// The bitrate each encoder aims at now, kbit/s (the configured ones while adaptation
+    /// is off or nobody has an estimate).
+    pub target_kbps: TrackMap<u32>,
+    /// Every viewer (connected or connecting).
+    pub viewers: Vec<ViewerLink>,
+}
+
 /// The state JSON of the contract.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct State {
@@ -106,6 +148,9 @@ pub struct State {
     /// Parts failing now and being retried; empty when all is well.
     #[serde(default)]
     pub faults: Vec<Fault>,
+    /// How the tracks are delivered to the viewers.
+    #[serde(default)]
+    pub delivery: Delivery,
 }
 
 /// What the pipeline needs each frame, cheap to copy out under the lock.
@@ -140,6 +185,7 @@ impl Control {
                 encoder_reason: String::new(),
                 source,
                 faults: Vec::new(),
+                delivery: Delivery::default(),
             }),
             version: watch::Sender::new(0),
         }
@@ -207,6 +253,17 @@ impl Control {
         if s.viewers != n {
             s.viewers = n;
             drop(s);
+            self.bump();
+        }
+    }
+
+    /// Replaces the delivery figures; a notified change only when `notify` (a viewer's
+    /// level changed), not for the estimates' steady movement.
+    pub fn set_delivery(&self, delivery: Delivery, notify: bool) {
+        let mut s = self.lock();
+        s.delivery = delivery;
+        drop(s);
+        if notify {
             self.bump();
         }
     }

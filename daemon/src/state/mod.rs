@@ -9,4 +9,7 @@ pub mod command;
 pub mod control;
 pub mod protocol;
 
-pub use control::{Bitrates, Control, Fault, Part, RoiBox, Shaping, State, unix_ms};
+pub use control::{
+    Bitrates, Control, Delivery, Fault, LinkLevel, Part, RoiBox, Shaping, State, ViewerLink,
+    unix_ms,
+};

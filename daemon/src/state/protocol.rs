@@ -17,9 +17,9 @@ pub enum ViewerMessage {
     /// The state: the answer to an accepted command (with its `id`), and sent to every
     /// viewer when it changes.
     State {
-        /// The whole state.
+        /// The whole state (boxed: the other messages are small).
         #[serde(flatten)]
-        state: State,
+        state: Box<State>,
         /// The `id` of the command this answers, if it had one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<String>,
@@ -139,6 +139,12 @@ pub struct Stats {
     pub rss_mb: Option<f64>,
     /// MQTT messages dropped because the client's queue was full, this interval.
     pub mqtt_dropped: u64,
+    /// The bitrate each encoder aims at now, kbit/s (the delivery policy's).
+    #[serde(default)]
+    pub target_kbps: TrackMap<u32>,
+    /// Viewers sent the context only, their links too slow for both tracks.
+    #[serde(default)]
+    pub viewers_context_only: usize,
 }
 
 /// A device's MQTT topics, `<prefix>/<id>/...`.
@@ -192,7 +198,7 @@ impl Topics {
 mod tests {
     use super::*;
     use crate::state::command::Rect;
-    use crate::state::{Fault, Part};
+    use crate::state::{Delivery, Fault, LinkLevel, Part, ViewerLink};
 
     fn state() -> State {
         State {
@@ -226,6 +232,17 @@ mod tests {
                 failures: 3,
                 since_ms: 1_700_000_000_000,
             }],
+            delivery: Delivery {
+                target_kbps: TrackMap {
+                    context: 300,
+                    source: 1200,
+                },
+                viewers: vec![ViewerLink {
+                    session: "0123abcd".into(),
+                    estimate_kbps: Some(1800),
+                    level: LinkLevel::Full,
+                }],
+            },
         }
     }
 
@@ -248,19 +265,26 @@ mod tests {
     fn viewer_messages_round_trip() {
         let v = round_trip(
             &ViewerMessage::State {
-                state: state(),
+                state: Box::new(state()),
                 id: Some("c1".into()),
             },
-            "bitrate_kbps,encoder,encoder_reason,faults,fps,hybrid_rect,id,mode,roi,source,type,viewers",
+            "bitrate_kbps,delivery,encoder,encoder_reason,faults,fps,hybrid_rect,id,mode,roi,source,type,viewers",
         );
         assert_eq!(v["type"], "state");
         assert_eq!(v["mode"], "HYBRID");
+        assert_eq!(
+            v["delivery"],
+            serde_json::json!({
+                "target_kbps": {"context": 300, "source": 1200},
+                "viewers": [{"session": "0123abcd", "estimate_kbps": 1800, "level": "full"}]
+            })
+        );
         round_trip(
             &ViewerMessage::State {
-                state: state(),
+                state: Box::new(state()),
                 id: None,
             },
-            "bitrate_kbps,encoder,encoder_reason,faults,fps,hybrid_rect,mode,roi,source,type,viewers",
+            "bitrate_kbps,delivery,encoder,encoder_reason,faults,fps,hybrid_rect,mode,roi,source,type,viewers",
         );
         let v = round_trip(&ViewerMessage::Error { error: "no".into() }, "error,type");
         assert_eq!(v["type"], "error");
@@ -348,8 +372,13 @@ mod tests {
                 cpu_percent: 12.5,
                 rss_mb: Some(30.1),
                 mqtt_dropped: 0,
+                target_kbps: TrackMap {
+                    context: 300,
+                    source: 1200,
+                },
+                viewers_context_only: 1,
             },
-            "cpu_percent,detector_fps,dropped_frames,encode_ms,fps,interval_s,kbps,mode,mqtt_dropped,rss_mb,viewers",
+            "cpu_percent,detector_fps,dropped_frames,encode_ms,fps,interval_s,kbps,mode,mqtt_dropped,rss_mb,target_kbps,viewers,viewers_context_only",
         );
         assert_eq!(v["encode_ms"]["source"], serde_json::Value::Null);
     }

@@ -29,7 +29,7 @@ use crate::config::{Settings, VideoSettings};
 use crate::service::metrics::Metrics;
 use crate::state::{Control, Part};
 use crate::video::mask::{self, Shape};
-use crate::video::signals::{Demand, KeyframeRequests, Liveness};
+use crate::video::signals::{Demand, EncoderTargets, KeyframeRequests, Liveness};
 use crate::video::slot::LatestSlot;
 use crate::video::track::{EncodedFrame, Track, TrackMap};
 
@@ -55,6 +55,8 @@ pub struct Pipeline {
     pub keyframes: KeyframeRequests,
     /// Who wants each track encoded; the encoders idle without a claim.
     pub demand: Demand,
+    /// The bitrates the encoders aim at (the delivery policy sets them).
+    pub targets: EncoderTargets,
     /// Size of the main image (the source track).
     pub main_size: (u32, u32),
     /// Size of the lores image (the context track).
@@ -171,6 +173,10 @@ impl Pipeline {
 
         let keyframes = KeyframeRequests::default();
         let demand = Demand::new();
+        let targets = EncoderTargets::new(TrackMap {
+            context: video.context_kbps,
+            source: video.source_kbps,
+        });
         let slots: TrackMap<Arc<LatestSlot<Arc<PooledFrame>>>> = TrackMap::default();
         let liveness = Liveness::new();
         let mut threads = Vec::new();
@@ -216,6 +222,7 @@ impl Pipeline {
                 reopen: Box::new(move || encode::open(&spec, &settings)),
                 liveness: liveness.clone(),
                 demand: demand.clone(),
+                targets: targets.clone(),
                 frames: slots[track].clone(),
                 keyframe: keyframes.clone(),
                 control: control.clone(),
@@ -235,6 +242,7 @@ impl Pipeline {
         Ok(Pipeline {
             keyframes,
             demand,
+            targets,
             main_size,
             lores_size: lores,
             fps: src_fps,
@@ -532,6 +540,8 @@ struct EncoderWorker {
     liveness: Liveness,
     /// Whether anyone wants this track: without a claim, pictures are not encoded.
     demand: Demand,
+    /// The bitrate to aim at, checked before each picture.
+    targets: EncoderTargets,
     frames: Arc<LatestSlot<Arc<PooledFrame>>>,
     keyframe: KeyframeRequests,
     control: Arc<Control>,
@@ -581,6 +591,8 @@ impl EncoderWorker {
         let metrics = self.metrics.clone();
         let m = metrics.track(self.track);
         let mut force_key = true;
+        // The bitrate the encoder was last set to (`None`: as opened).
+        let mut applied_kbps: Option<u32> = None;
         let mut buf = Vec::with_capacity(256 * 1024);
         while !shutdown.is_cancelled() {
             let frame = self.frames.take_timeout(Duration::from_millis(100));
@@ -620,10 +632,18 @@ impl EncoderWorker {
                 at: frame.captured_at,
                 wallclock_ms: frame.wallclock_ms,
             };
-            let started = Instant::now();
             let Some(encoder) = self.encoder.as_mut() else {
                 break;
             };
+            let target = self.targets.get(self.track);
+            if applied_kbps != Some(target) {
+                // An encoder that cannot change its rate keeps the one it has.
+                if let Err(e) = encoder.set_bitrate(target) {
+                    tracing::debug!(track = self.track.name(), error = %e, "cannot change the bitrate");
+                }
+                applied_kbps = Some(target);
+            }
+            let started = Instant::now();
             let result = encoder.submit(image, captured, key).and_then(|()| {
                 m.encode_seconds.observe(started.elapsed().as_secs_f64());
                 buf.clear();
@@ -636,8 +656,11 @@ impl EncoderWorker {
                 Err(e) => {
                     tracing::warn!(track = self.track.name(), error = %e, "encode failed");
                     force_key = true;
-                    if e.is_fatal() && !self.recover(e, &shutdown) {
-                        break;
+                    if e.is_fatal() {
+                        if !self.recover(e, &shutdown) {
+                            break;
+                        }
+                        applied_kbps = None;
                     }
                     continue;
                 }
@@ -958,6 +981,10 @@ mod tests {
             reopen,
             liveness: recovery.clone(),
             demand,
+            targets: EncoderTargets::new(TrackMap {
+                context: 300,
+                source: 2500,
+            }),
             frames: frames.clone(),
             keyframe: KeyframeRequests::default(),
             control: control.clone(),

@@ -1,10 +1,11 @@
 //! Signals the video threads share with the rest of the daemon, lock-free: keyframe
 //! requests (the WebRTC hub asks, an encoder thread takes), the demand for each track
-//! (consumers claim it, the encoder threads read it) and the pipeline's pulse (the
+//! (consumers claim it, the encoder threads read it), the encoders' target bitrates (the
+//! delivery policy sets them) and the pipeline's pulse (the
 //! capture and encoder threads mark it, `/healthz` and the systemd watchdog read it).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::video::track::{Track, TrackMap};
@@ -24,6 +25,30 @@ impl KeyframeRequest {
     /// Whether a keyframe was asked for since the last call; clears the request.
     pub fn take(&self) -> bool {
         self.0.swap(false, Ordering::Relaxed)
+    }
+}
+
+/// The bitrate each encoder should aim at (kbit/s), set by the delivery policy, read by
+/// the encoder threads before each picture. Cheap to clone and read from any thread.
+#[derive(Clone, Debug)]
+pub struct EncoderTargets(Arc<TrackMap<AtomicU32>>);
+
+impl EncoderTargets {
+    /// Starts at the configured bitrates.
+    pub fn new(kbps: TrackMap<u32>) -> EncoderTargets {
+        EncoderTargets(Arc::new(kbps.map(|k| AtomicU32::new(*k))))
+    }
+
+    /// Sets both tracks' targets.
+    pub fn set(&self, kbps: TrackMap<u32>) {
+        for (t, k) in kbps.iter() {
+            self.0[t].store(*k, Ordering::Relaxed);
+        }
+    }
+
+    /// The target of `track` now.
+    pub fn get(&self, track: Track) -> u32 {
+        self.0[track].load(Ordering::Relaxed)
     }
 }
 

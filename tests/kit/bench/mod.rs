@@ -9,6 +9,7 @@
 //! * **idle**: the same daemon with nobody watching (nothing is encoded);
 //! * **Chromium** ([`browser`]): what a browser viewer sees of focusd and of an aiortc
 //!   sender in the same run: glass-to-glass latency, first frame, answer time;
+//! * **links** ([`links`]): delivery over impaired links, adaptive against fixed rates;
 //! * **cold start**: the daemon started afresh, timed from exec to `READY=1` on a
 //!   notification socket of the bench's own, as systemd would see it;
 //! * **ROI model** ([`detector`]): inferences per second on one core; on real footage, the
@@ -25,6 +26,7 @@
 mod browser;
 mod detector;
 mod encoders;
+mod links;
 mod mqtt;
 mod soak;
 
@@ -112,12 +114,22 @@ pub fn run(flags: &BenchFlags) -> anyhow::Result<()> {
         SIZE.0, SIZE.1
     );
 
+    if std::env::var_os("LINKS_ONLY").is_some() {
+        return links::run(&lab, secs);
+    }
     let baseline = encoder_only_cpu(secs)?;
     println!("  baseline (encoder only, both tracks): {baseline:.1}% CPU");
     encoders::run(secs, flags.footage.as_deref())?;
     let starts = cold_starts(&lab, COLD_STARTS)?;
 
-    let daemon = lab.daemon(&["--source", "test", "--size", "1280x720", "--fps", "30"])?;
+    // At the configured rates: the modes' bitrates compare the encoder's output, which the
+    // viewers' links do not steer here ([`links`] measures adaptive delivery).
+    let fixed = lab.dir.path().join("fixed-rates.toml");
+    std::fs::write(&fixed, "[webrtc]\nadaptive_delivery = false\n")?;
+    let fixed = fixed.to_string_lossy().into_owned();
+    let daemon = lab.daemon(&[
+        "--config", &fixed, "--source", "test", "--size", "1280x720", "--fps", "30",
+    ])?;
     let idle = daemon.cpu_percent_over(Duration::from_secs(secs))?;
     let one = Receiver::connect(
         daemon.addr,
@@ -292,6 +304,7 @@ pub fn run(flags: &BenchFlags) -> anyhow::Result<()> {
     );
 
     browser::run(&lab, secs)?;
+    links::run(&lab, secs)?;
     encoders::through_daemon(&lab, secs)?;
     detector::run(&lab, secs, flags.footage.as_deref())?;
     mqtt::run(&lab, secs)

@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use crate::service::metrics::Metrics;
 use crate::service::procfs;
-use crate::state::Control;
 use crate::state::protocol::Stats;
+use crate::state::{Control, LinkLevel};
 use crate::video::track::{Track, TrackMap};
 
 /// Counter values at one moment.
@@ -90,6 +90,13 @@ impl Telemetry {
             ),
             rss_mb,
             mqtt_dropped,
+            target_kbps: state.delivery.target_kbps,
+            viewers_context_only: state
+                .delivery
+                .viewers
+                .iter()
+                .filter(|v| v.level == LinkLevel::ContextOnly)
+                .count(),
         }
     }
 }

@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use str0m::bwe::Bitrate;
 use str0m::config::DtlsCert;
 use str0m::media::Mid;
 use str0m::rtp::Extension;
@@ -42,6 +43,8 @@ pub struct Answerer {
     cert: DtlsCert,
     /// Whether viewers are asked for no playout delay (`playout-delay`).
     low_latency_playout: bool,
+    /// Where each viewer's bandwidth estimate starts: what both tracks are configured to.
+    initial_estimate: Bitrate,
 }
 
 impl std::fmt::Debug for Answerer {
@@ -76,11 +79,12 @@ impl Admission {
 
 impl Answerer {
     /// An answerer offering `candidates`, with a fresh DTLS certificate, asking viewers
-    /// for no playout delay when `low_latency_playout`. Installs str0m's crypto provider
-    /// for the process.
+    /// for no playout delay when `low_latency_playout`, their bandwidth estimates starting
+    /// at `initial_kbps`. Installs str0m's crypto provider for the process.
     pub fn new(
         candidates: Vec<SocketAddr>,
         low_latency_playout: bool,
+        initial_kbps: u32,
     ) -> Result<Answerer, AnswererError> {
         let provider = str0m::crypto::from_feature_flags();
         let cert = provider
@@ -92,6 +96,7 @@ impl Answerer {
             candidates,
             cert,
             low_latency_playout,
+            initial_estimate: Bitrate::kbps(u64::from(initial_kbps)),
         })
     }
 
@@ -103,9 +108,13 @@ impl Answerer {
         access: Access,
     ) -> Result<Admission, OfferError> {
         let checked = sdp::check_offer(offer)?;
+        // TWCC feedback from the viewer feeds a bandwidth estimate per viewer, which the
+        // delivery policy reads; it also paces what is sent (at 1.1× the estimate), so a
+        // keyframe does not leave in one burst.
         let mut config = Rtc::builder()
             .clear_codecs()
-            .set_dtls_cert(self.cert.clone());
+            .set_dtls_cert(self.cert.clone())
+            .enable_bwe(Some(self.initial_estimate));
         if self.low_latency_playout {
             // Lets the browser render each frame as soon as it is decoded (see
             // `peer::PLAYOUT_DELAY`).
@@ -174,7 +183,7 @@ mod tests {
 
     #[test]
     fn answers_share_the_certificate_and_carry_playout_delay() {
-        let answerer = Answerer::new(vec!["127.0.0.1:5000".parse().unwrap()], true).unwrap();
+        let answerer = Answerer::new(vec!["127.0.0.1:5000".parse().unwrap()], true, 2800).unwrap();
         let a = answerer
             .answer(Instant::now(), CHROMIUM_OFFER, Access::Full)
             .unwrap();
@@ -194,7 +203,7 @@ mod tests {
             "the answer accepts Chromium's playout-delay: {}",
             a.answer
         );
-        let plain = Answerer::new(vec!["127.0.0.1:5000".parse().unwrap()], false).unwrap();
+        let plain = Answerer::new(vec!["127.0.0.1:5000".parse().unwrap()], false, 2800).unwrap();
         let c = plain
             .answer(Instant::now(), CHROMIUM_OFFER, Access::Full)
             .unwrap();

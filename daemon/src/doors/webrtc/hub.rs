@@ -7,13 +7,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::Input;
+use str0m::bwe::Bitrate;
 use str0m::net::{Protocol, Receive, Transmit};
 
 use super::OfferError;
 use super::answer::Admission;
+use super::delivery::{self, Bounds, Link};
 use super::peer::{CONNECT_TIMEOUT, Peer, PeerNote};
 use crate::service::metrics::Metrics;
 use crate::state::command::Access;
+use crate::state::{Delivery, LinkLevel, ViewerLink};
 use crate::video::signals::Demand;
 use crate::video::track::{EncodedFrame, Track, TrackMap};
 
@@ -58,11 +61,28 @@ pub enum HubEvent {
     Command(SessionId, Access, Vec<u8>),
     /// The number of viewers changed.
     Viewers(usize),
+    /// The encoders should aim at these bitrates (kbit/s) from now on.
+    EncoderTargets(TrackMap<u32>),
+    /// The delivery figures, every [`delivery::INTERVAL`]; `true` when a viewer's level
+    /// changed (worth telling the viewers).
+    Delivery(Delivery, bool),
 }
 
-/// Keyframe requests from viewers (PLI/FIR) are honoured at most this often per track;
-/// a new viewer's request is always honoured.
-const PLI_INTERVAL: Duration = Duration::from_millis(500);
+/// What the hub is told once, at start.
+#[derive(Clone, Copy, Debug)]
+pub struct HubSettings {
+    /// Viewers held at once (connecting or connected); one more is refused.
+    pub max_viewers: usize,
+    /// The encoders' configured bitrates, which the delivery policy stays within.
+    pub bounds: Bounds,
+    /// Whether the encoders follow the viewers' estimates and slow links are stepped
+    /// down (`[webrtc] adaptive_delivery`); estimates are kept either way.
+    pub adaptive: bool,
+    /// Keyframe requests from viewers (PLI/FIR) are honoured at most this often per
+    /// track, so that one lossy viewer cannot make every viewer's stream all keyframes; a
+    /// new viewer's request is always honoured.
+    pub keyframe_request_interval: Duration,
+}
 
 /// All viewers.
 pub struct Hub {
@@ -78,7 +98,26 @@ pub struct Hub {
     /// Where each viewer claims the tracks it receives, from its offer on: encoders run
     /// while someone is connecting or watching.
     demand: Demand,
+    /// The encoders' configured bitrates, which the delivery policy stays within.
+    bounds: Bounds,
+    /// Whether the encoders follow the viewers' estimates and slow links are stepped
+    /// down (`[webrtc] adaptive_delivery`); estimates are kept either way.
+    adaptive: bool,
+    /// The encoders' targets last asked for.
+    targets: TrackMap<u32>,
+    /// The least time between two keyframes asked for by viewers' requests.
+    keyframe_request_interval: Duration,
+    /// When the delivery policy runs next.
+    next_delivery: Instant,
+    /// Runs of the delivery policy so far: every [`PROBE_EVERY`] runs each viewer's
+    /// BWE is asked to probe again.
+    delivery_runs: u64,
 }
+
+/// Every this many runs of the delivery policy (2 s) the viewers' BWE is asked to probe
+/// for their desired rate again: an estimate that fell with its link would otherwise
+/// climb back only as fast as its additive increase.
+const PROBE_EVERY: u64 = 8;
 
 impl fmt::Debug for Hub {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -89,7 +128,13 @@ impl fmt::Debug for Hub {
 }
 
 impl Hub {
-    pub fn new(max_viewers: usize, metrics: Arc<Metrics>, demand: Demand, now: Instant) -> Self {
+    pub fn new(settings: HubSettings, metrics: Arc<Metrics>, demand: Demand, now: Instant) -> Self {
+        let HubSettings {
+            max_viewers,
+            bounds,
+            adaptive,
+            keyframe_request_interval,
+        } = settings;
         Self {
             peers: Vec::new(),
             max_viewers,
@@ -100,6 +145,12 @@ impl Hub {
             metrics,
             viewers_reported: 0,
             demand,
+            bounds,
+            adaptive,
+            targets: bounds.configured(),
+            keyframe_request_interval,
+            next_delivery: now,
+            delivery_runs: 0,
         }
     }
 
@@ -131,11 +182,7 @@ impl Hub {
         self.metrics.sessions_started.inc();
         // Claimed now, so that the encoders are warm (and a keyframe is on its way) by the
         // time ICE and DTLS are done.
-        let claims = Track::ALL
-            .into_iter()
-            .filter(|t| tracks[*t].is_some())
-            .map(|t| self.demand.claim(t))
-            .collect();
+        let claims = TrackMap::from_fn(|t| tracks[t].is_some().then(|| self.demand.claim(t)));
         self.peers.push(Peer {
             id: id.clone(),
             rtc,
@@ -147,7 +194,8 @@ impl Hub {
             timeout: created,
             stun_sources: Vec::new(),
             low_latency_playout,
-            _claims: claims,
+            claims,
+            link: Link::new(),
         });
         self.drive(now);
         Ok((id, answer))
@@ -226,6 +274,9 @@ impl Hub {
     pub fn handle_frame(&mut self, now: Instant, frame: &EncodedFrame) {
         let m = self.metrics.track(frame.track);
         for peer in &mut self.peers {
+            if !peer.is_sent(frame.track) {
+                continue;
+            }
             match peer.write(frame, self.epoch) {
                 Some(true) => m.sent.inc(),
                 Some(false) if peer.connected => m.held_for_keyframe.inc(),
@@ -235,8 +286,12 @@ impl Hub {
         self.drive(now);
     }
 
-    /// Time passed: drives retransmits, keep-alives and timeouts.
+    /// Time passed: drives retransmits, keep-alives, timeouts and the delivery policy.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if now >= self.next_delivery {
+            self.next_delivery = now + delivery::INTERVAL;
+            self.deliver(now);
+        }
         for p in &mut self.peers {
             if !p.connected && now.saturating_duration_since(p.created) >= CONNECT_TIMEOUT {
                 tracing::info!(session = %p.id, "viewer never connected; dropping it");
@@ -282,12 +337,105 @@ impl Hub {
     /// a second away.
     pub fn poll_timeout(&self, now: Instant) -> Instant {
         let idle = now + Duration::from_millis(500);
+        let delivery = if self.peers.is_empty() {
+            idle
+        } else {
+            self.next_delivery
+        };
         self.peers
             .iter()
             .map(Peer::deadline)
             .min()
             .unwrap_or(idle)
             .min(idle)
+            .min(delivery)
+    }
+
+    /// Applies the delivery policy (see [`delivery`]): the encoders' targets from the
+    /// connected viewers' best estimate, each viewer's level, what each viewer's BWE
+    /// looks for; reports the figures.
+    fn deliver(&mut self, now: Instant) {
+        self.delivery_runs += 1;
+        let best = self
+            .peers
+            .iter_mut()
+            .filter(|p| p.connected)
+            .filter_map(|p| p.link.settled_kbps(now))
+            .max();
+        let targets = if self.adaptive {
+            self.bounds.targets(best)
+        } else {
+            self.bounds.configured()
+        };
+        // Small moves are not worth an encoder reconfiguration.
+        let moved = |a: u32, b: u32| a.abs_diff(b) * 20 > b;
+        if moved(targets.context, self.targets.context)
+            || moved(targets.source, self.targets.source)
+        {
+            self.targets = targets;
+            self.events.push_back(HubEvent::EncoderTargets(targets));
+        }
+        let full = self.targets.context + self.targets.source;
+        let floors = self.bounds.context_floor() + self.bounds.source_floor();
+        let mut stepped = false;
+        for peer in self.peers.iter_mut().filter(|p| p.connected) {
+            // The encoders follow the best viewer down to their floors: what both tracks
+            // would cost it is those floors; any other viewer pays what they cost now.
+            let own = peer.link.settled_kbps(now);
+            let cost = if own.is_some() && own >= best {
+                floors
+            } else {
+                full
+            };
+            if self.adaptive
+                && let Some(level) = peer.link.step(now, cost)
+            {
+                stepped = true;
+                self.metrics.delivery_steps(level).inc();
+                tracing::info!(session = %peer.id, level = level.name(), estimate_kbps = ?peer.link.estimate_kbps(), "viewer's link stepped");
+                match level {
+                    LinkLevel::ContextOnly => peer.claims.source = None,
+                    LinkLevel::Full => {
+                        if let Some(out) = peer.tracks.source.as_mut() {
+                            out.awaiting_keyframe = true;
+                            peer.claims.source = Some(self.demand.claim(Track::Source));
+                            self.last_keyframe_request[Track::Source] = Some(now);
+                            self.events
+                                .push_back(HubEvent::KeyframeWanted(Track::Source));
+                        }
+                    }
+                }
+            }
+            // A viewer sent both tracks looks for what the encoders would send at their
+            // configured rates; one sent the context only for what both tracks would
+            // cost it. Sending less than that, its estimate can only climb back through
+            // probes: raising the desired rate by 1 kbit/s asks str0m for a new one (a
+            // short burst; padding the link continuously instead congested it).
+            let nudge = u32::from(self.delivery_runs.is_multiple_of(PROBE_EVERY));
+            let desired = match peer.link.level() {
+                LinkLevel::Full => self.bounds.initial_estimate_kbps(),
+                LinkLevel::ContextOnly => peer.link.desired_kbps(cost),
+            } + nudge;
+            peer.rtc
+                .bwe()
+                .set_bitrate(Bitrate::ZERO, Bitrate::kbps(u64::from(desired)));
+        }
+        let viewers = self
+            .peers
+            .iter()
+            .map(|p| ViewerLink {
+                session: p.id.as_str().chars().take(8).collect(),
+                estimate_kbps: p.link.estimate_kbps(),
+                level: p.link.level(),
+            })
+            .collect();
+        self.events.push_back(HubEvent::Delivery(
+            Delivery {
+                target_kbps: self.targets,
+                viewers,
+            },
+            stepped,
+        ));
     }
 
     /// Drains every peer's output and removes the dead ones.
@@ -307,7 +455,9 @@ impl Hub {
                     }
                     PeerNote::KeyframeRequest(t) => {
                         let last = &mut self.last_keyframe_request[t];
-                        if last.is_none_or(|l| now.saturating_duration_since(l) >= PLI_INTERVAL) {
+                        if last.is_none_or(|l| {
+                            now.saturating_duration_since(l) >= self.keyframe_request_interval
+                        }) {
                             *last = Some(now);
                             self.events.push_back(HubEvent::KeyframeWanted(t));
                         }
@@ -355,8 +505,19 @@ mod tests {
     #[test]
     fn offers_that_never_connect_are_dropped_at_the_connect_timeout_with_no_one_else() {
         let start = Instant::now();
-        let answerer = Answerer::new(vec!["127.0.0.1:5000".parse().unwrap()], true).unwrap();
-        let mut hub = Hub::new(16, Arc::new(Metrics::default()), Demand::new(), start);
+        let answerer = Answerer::new(vec!["127.0.0.1:5000".parse().unwrap()], true, 2800).unwrap();
+        let bounds = Bounds {
+            context_kbps: 300,
+            source_kbps: 2500,
+        };
+        let settings = HubSettings {
+            max_viewers: 16,
+            bounds,
+            adaptive: true,
+            keyframe_request_interval: Duration::from_secs(1),
+        };
+        let metrics = Arc::new(Metrics::default());
+        let mut hub = Hub::new(settings, metrics, Demand::new(), start);
         for _ in 0..3 {
             let admission = answerer.answer(start, CHROME_OFFER, Access::Full).unwrap();
             hub.admit(start, admission).unwrap();

@@ -7,13 +7,14 @@
 //! before they reach it, by an [`Answerer`] on the caller's task.
 
 mod answer;
+pub mod delivery;
 mod hub;
 mod peer;
 pub mod sdp;
 pub mod server;
 
 pub use answer::{Admission, Answerer, AnswererError};
-pub use hub::{Hub, HubEvent, SessionId};
+pub use hub::{Hub, HubEvent, HubSettings, SessionId};
 
 /// Why an offer was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

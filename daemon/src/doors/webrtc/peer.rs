@@ -2,12 +2,15 @@
 
 use std::time::{Duration, Instant};
 
+use str0m::bwe::BweKind;
 use str0m::channel::ChannelId;
 use str0m::format::Codec;
 use str0m::media::{MediaTime, Mid, Pt};
 use str0m::{Event, IceConnectionState, Output, Rtc};
 
+use super::delivery::Link;
 use super::hub::SessionId;
+use crate::state::LinkLevel;
 use crate::state::command::Access;
 use crate::video::signals::Claim;
 use crate::video::track::{EncodedFrame, Track, TrackMap};
@@ -60,8 +63,11 @@ pub(super) struct Peer {
     pub stun_sources: Vec<std::net::SocketAddr>,
     /// Whether each frame asks it for no playout delay.
     pub low_latency_playout: bool,
-    /// Its claims on the tracks it receives, released when it is dropped.
-    pub _claims: Vec<Claim>,
+    /// Its claims on the tracks it is sent, released when it is dropped (or, for the
+    /// source, while its link carries the context only).
+    pub claims: TrackMap<Option<Claim>>,
+    /// Its bandwidth estimate and what it is sent.
+    pub link: Link,
 }
 
 impl Peer {
@@ -99,6 +105,11 @@ impl Peer {
 
     pub fn is_alive(&self) -> bool {
         self.rtc.is_alive()
+    }
+
+    /// Whether its link lets it be sent `track` now.
+    pub fn is_sent(&self, track: Track) -> bool {
+        track == Track::Context || self.link.level() == LinkLevel::Full
     }
 
     /// Writes one frame if this viewer has the track and can decode from here.
@@ -217,6 +228,9 @@ impl Peer {
                 notes.push(PeerNote::Command(data.data));
             }
             Event::ChannelClose(cid) if Some(cid) == self.commands => self.commands = None,
+            Event::EgressBitrateEstimate(
+                BweKind::Twcc { estimate, .. } | BweKind::Remb { estimate, .. },
+            ) => self.link.set_estimate((estimate.as_u64() / 1000) as u32),
             _ => {}
         }
     }

@@ -10,13 +10,14 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{Admission, Answerer, Hub, HubEvent, OfferError, SessionId};
+use super::delivery::Bounds;
+use super::{Admission, Answerer, Hub, HubEvent, HubSettings, OfferError, SessionId};
 use crate::config::WebRtcSettings;
 use crate::service::metrics::{Metrics, Refusal};
 use crate::state::command::{Access, Command};
 use crate::state::protocol::{RoiEvent, ViewerMessage};
 use crate::state::{Control, unix_ms};
-use crate::video::signals::{Demand, KeyframeRequests};
+use crate::video::signals::{Demand, EncoderTargets, KeyframeRequests};
 use crate::video::track::EncodedFrame;
 
 /// Viewers are told of state changes at most this often.
@@ -121,6 +122,10 @@ pub struct HubTask {
     pub sockets: Vec<UdpSocket>,
     /// `[webrtc]`: the viewer limit and what viewers are asked for.
     pub settings: WebRtcSettings,
+    /// The encoders' configured bitrates (`[video]`), which delivery stays within.
+    pub bounds: Bounds,
+    /// Where the delivery policy sets the encoders' bitrates.
+    pub targets: EncoderTargets,
     pub frames: mpsc::Receiver<EncodedFrame>,
     pub control: Arc<Control>,
     pub keyframes: KeyframeRequests,
@@ -176,10 +181,16 @@ impl HubTask {
         let answerer = Answerer::new(
             sockets.iter().map(|(a, _)| *a).collect(),
             self.settings.low_latency_playout,
+            self.bounds.initial_estimate_kbps(),
         )
         .map_err(std::io::Error::other)?;
         let hub = Hub::new(
-            self.settings.max_viewers,
+            HubSettings {
+                max_viewers: self.settings.max_viewers,
+                bounds: self.bounds,
+                adaptive: self.settings.adaptive_delivery,
+                keyframe_request_interval: self.settings.keyframe_request_interval,
+            },
             self.metrics.clone(),
             self.demand,
             Instant::now(),
@@ -189,6 +200,7 @@ impl HubTask {
             sockets,
             control: self.control,
             keyframes: self.keyframes,
+            targets: self.targets,
             metrics: self.metrics,
         };
         tracker.spawn(driver.run(req_rx, dgram_rx, self.frames, shutdown));
@@ -204,6 +216,7 @@ struct Driver {
     sockets: Vec<(SocketAddr, Arc<UdpSocket>)>,
     control: Arc<Control>,
     keyframes: KeyframeRequests,
+    targets: EncoderTargets,
     metrics: Arc<Metrics>,
 }
 
@@ -240,7 +253,11 @@ impl Driver {
                     changes.mark_unchanged();
                     let state = self.control.snapshot();
                     let roi = state.roi.clone();
-                    let text = ViewerMessage::State { state, id: None }.to_json();
+                    let text = ViewerMessage::State {
+                        state: Box::new(state),
+                        id: None,
+                    }
+                    .to_json();
                     self.hub.broadcast_text(last_push, &text);
                     if roi != sent_roi {
                         let event = RoiEvent { at_ms: unix_ms(), roi: roi.clone() };
@@ -288,9 +305,17 @@ impl Driver {
             match event {
                 HubEvent::KeyframeWanted(track) => self.keyframes[track].request(),
                 HubEvent::Viewers(n) => self.control.set_viewers(n),
+                HubEvent::EncoderTargets(kbps) => self.targets.set(kbps),
+                HubEvent::Delivery(delivery, stepped) => {
+                    self.control.set_delivery(delivery, stepped)
+                }
                 HubEvent::CommandsOpen(id) => {
                     let state = self.control.snapshot();
-                    let text = ViewerMessage::State { state, id: None }.to_json();
+                    let text = ViewerMessage::State {
+                        state: Box::new(state),
+                        id: None,
+                    }
+                    .to_json();
                     self.hub.send_text(Instant::now(), &id, &text);
                 }
                 HubEvent::Command(id, access, data) => {
@@ -302,7 +327,7 @@ impl Driver {
                             }
                         }
                         Ok(cmd) => ViewerMessage::State {
-                            state: self.control.apply(&cmd),
+                            state: Box::new(self.control.apply(&cmd)),
                             id: cmd.id,
                         },
                         Err(e) => {
