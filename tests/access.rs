@@ -35,8 +35,10 @@ fn every_endpoint_but_health_and_the_page_needs_the_token() {
     let bearer = format!("Bearer {TEST_TOKEN}");
     let wrong = "Bearer not-the-token-at-all-0000";
     // (method, path, content type, body, status with the token)
-    let endpoints: [(&str, &str, Option<&str>, &str, u16); 7] = [
+    let endpoints: [(&str, &str, Option<&str>, &str, u16); 8] = [
         ("GET", "/api/state", None, "", 200),
+        // TURN credentials are for viewers, not strangers.
+        ("GET", "/api/webrtc", None, "", 200),
         ("GET", "/metrics", None, "", 200),
         (
             "POST",
@@ -111,8 +113,9 @@ fn every_endpoint_but_health_and_the_page_needs_the_token() {
             .parse()
             .unwrap()
     };
-    assert_eq!(count("missing_token"), 7.0);
-    assert_eq!(count("wrong_token"), 8.0);
+    // Each endpoint once without a token; once with a wrong one, and once by query.
+    assert_eq!(count("missing_token"), endpoints.len() as f64);
+    assert_eq!(count("wrong_token"), endpoints.len() as f64 + 1.0);
 }
 
 #[test]
@@ -124,6 +127,11 @@ fn the_view_only_token_watches_but_does_not_command() {
     assert_eq!(
         send(&d, "GET", "/api/state", &[("Authorization", &view)], "").status,
         200
+    );
+    assert_eq!(
+        send(&d, "GET", "/api/webrtc", &[("Authorization", &view)], "").status,
+        200,
+        "a viewer with the view-only token needs the ICE servers too"
     );
     let refused = send(
         &d,

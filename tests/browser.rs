@@ -1,8 +1,10 @@
 //! Headless Chromium (Debian's package, driven by playwright-core) loads the viewer page,
 //! decodes both tracks, switches mode through the page, and the composite is checked.
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use focusd_testkit::TestDaemon;
 
@@ -103,4 +105,57 @@ fn chromium_views_both_tracks_and_controls_the_mode() {
     assert!(r["status_text"].as_str().unwrap().contains("connected"));
     assert!(shot.exists());
     println!("screenshot: {}", shot.display());
+}
+
+/// The page through the daemon going away and coming back: it says why it reconnects and
+/// when it tries next, and shows video again from the new daemon, with that daemon's state (the mode lives in the daemon). It also hands the
+/// configured ICE servers to Chromium.
+#[test]
+fn the_page_reconnects_when_the_daemon_comes_back() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let listen = format!("127.0.0.1:{}", focusd_testkit::free_port());
+    // VISION, not the default HIGH: the page shows the state the new daemon sends it.
+    let config = "[control]\nmode = \"VISION\"\n\n[[webrtc.ice_servers]]\nurls = [\"stun:stun.example.org:3478\"]\n";
+    let args = ["--source", "test", "--size", "640x360", "--listen", &listen];
+    let d = TestDaemon::start_with_config(config, &args);
+    let mut node = Command::new("node")
+        .arg(root.join("tests/browser/reconnect.mjs"))
+        .arg(format!(
+            "http://{listen}/#token={}",
+            focusd_testkit::http::TEST_TOKEN
+        ))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("node runs");
+    let mut lines = BufReader::new(node.stdout.take().unwrap()).lines();
+    let first = lines.next().and_then(|l| l.ok()).unwrap_or_default();
+    assert_eq!(first.trim(), "connected", "{first}");
+    drop(d);
+    // Down long enough for a few failed attempts.
+    std::thread::sleep(Duration::from_secs(2));
+    let d = TestDaemon::start_with_config(config, &args);
+    let last = lines.map_while(Result::ok).last().unwrap_or_default();
+    let _ = node.wait();
+    let r: serde_json::Value =
+        serde_json::from_str(&last).unwrap_or_else(|e| panic!("{e}: {last}"));
+    println!("{}", serde_json::to_string_pretty(&r).unwrap());
+    assert!(r.get("error").is_none(), "{}", r["error"]);
+    assert_eq!(
+        r["video_again"], true,
+        "video again from the new daemon: {r}"
+    );
+    assert!(
+        r["statuses"].to_string().contains("reconnecting"),
+        "the page said it was reconnecting: {r}"
+    );
+    assert!(
+        r["messages"].to_string().contains("reconnecting in"),
+        "and why, and when it tries next: {r}"
+    );
+    assert_eq!(r["mode"], "VISION");
+    assert_eq!(
+        r["ice_servers"][0]["urls"][0], "stun:stun.example.org:3478",
+        "the configured ICE servers reach the browser: {r}"
+    );
+    assert_eq!(d.state().viewers, 1, "one session: the page's new one");
 }

@@ -54,7 +54,7 @@ use crate::doors::webrtc::delivery::Bounds;
 use crate::doors::webrtc::server::{HubTask, bind_sockets};
 use crate::service::metrics::Metrics;
 use crate::state::command::Mode;
-use crate::state::protocol::{Info, TrackInfo};
+use crate::state::protocol::{Info, TrackInfo, WebRtcConfig};
 use crate::state::{Bitrates, Control};
 use crate::video::pipeline::{CaptureSpec, Pipeline, PipelineError, join_within};
 use crate::video::signals::Liveness;
@@ -233,6 +233,9 @@ impl Daemon {
                 webrtc,
                 liveness: pipeline.liveness.clone(),
                 body_timeout: settings.http.body_timeout,
+                webrtc_config: Arc::new(WebRtcConfig {
+                    ice_servers: settings.webrtc.ice_servers.clone(),
+                }),
             },
             gate.clone(),
         );

@@ -19,7 +19,8 @@ pub struct TestDaemon {
 }
 
 impl TestDaemon {
-    /// Starts a daemon with the given CLI flags on 127.0.0.1 with a free port.
+    /// Starts a daemon with the given CLI flags on 127.0.0.1 with a free port (unless they
+    /// name a `--listen` address).
     pub fn start(args: &[&str]) -> TestDaemon {
         Self::try_start(args).expect("daemon starts")
     }
@@ -37,7 +38,10 @@ impl TestDaemon {
     }
 
     pub fn try_start(args: &[&str]) -> Result<TestDaemon, focusd::StartError> {
-        let mut all = vec!["focusd", "--listen", "127.0.0.1:0"];
+        let mut all = vec!["focusd"];
+        if !args.contains(&"--listen") {
+            all.extend(["--listen", "127.0.0.1:0"]);
+        }
         all.extend_from_slice(args);
         let flags = <Flags as clap::Parser>::parse_from(&all);
         let mut settings = Settings::load(&flags).expect("valid test settings");

@@ -14,6 +14,7 @@ use serde::{Deserialize, Deserializer};
 use super::{ConfigError, DetectorKind, bad};
 use crate::doors::mqtt::Broker;
 use crate::state::command::{Mode, Rect};
+use crate::state::protocol::IceServer;
 
 /// Reads an optional string value through `T`'s `FromStr`, whose error becomes the
 /// message (and the key is named by [`parse`]).
@@ -138,6 +139,8 @@ pub struct WebRtcFile {
     pub low_latency_playout: Option<bool>,
     pub adaptive_delivery: Option<bool>,
     pub keyframe_request_interval_s: Option<f64>,
+    #[serde(default)]
+    pub ice_servers: Vec<IceServer>,
 }
 
 #[derive(Debug, Default, Deserialize)]

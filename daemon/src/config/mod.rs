@@ -172,7 +172,7 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_key() {
-        let cases: [(&[&str], &str, &str); 16] = [
+        let cases: [(&[&str], &str, &str); 18] = [
             (&["--size", "1280"], "", "size"),
             (&["--size", "1281x720"], "", "size"),
             (&["--fps", "0"], "", "fps"),
@@ -192,6 +192,16 @@ mod tests {
                 &[],
                 "[webrtc]\nkeyframe_request_interval_s = 0.01\n",
                 "webrtc.keyframe_request_interval_s",
+            ),
+            (
+                &[],
+                "[[webrtc.ice_servers]]\nurls = [\"http://x\"]\n",
+                "webrtc.ice_servers",
+            ),
+            (
+                &[],
+                "[[webrtc.ice_servers]]\nurls = [\"turn:t.example:3478\"]\n",
+                "webrtc.ice_servers",
             ),
         ];
         for (args, text, key) in cases {

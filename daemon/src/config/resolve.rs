@@ -128,7 +128,28 @@ fn webrtc(file: WebRtcFile) -> Result<WebRtcSettings, ConfigError> {
         low_latency_playout: file.low_latency_playout.unwrap_or(true),
         adaptive_delivery: file.adaptive_delivery.unwrap_or(true),
         keyframe_request_interval: Duration::from_secs_f64(keyframe_request_interval_s),
+        ice_servers: file.ice_servers,
     };
+    for server in &webrtc.ice_servers {
+        if server.urls.is_empty() {
+            return bad("webrtc.ice_servers", "a server without urls".to_string());
+        }
+        for url in &server.urls {
+            let scheme = url.split(':').next().unwrap_or_default();
+            if !matches!(scheme, "stun" | "stuns" | "turn" | "turns") {
+                return bad(
+                    "webrtc.ice_servers",
+                    format!("`{url}` is not a stun:, stuns:, turn: or turns: URL"),
+                );
+            }
+            if scheme.starts_with("turn") && server.username.is_none() {
+                return bad(
+                    "webrtc.ice_servers",
+                    format!("`{url}` is a TURN server without a username and credential"),
+                );
+            }
+        }
+    }
     if !(1..=256).contains(&webrtc.max_viewers) {
         return bad(
             "webrtc.max_viewers",

@@ -12,6 +12,7 @@ use focusd_board::source::SourceSpec;
 use super::{ConfigError, FileConfig, Flags, read_file};
 use crate::doors::mqtt::Broker;
 use crate::state::command::{Mode, Rect};
+use crate::state::protocol::IceServer;
 
 /// Resolved, validated settings.
 #[derive(Clone, Debug, PartialEq)]
@@ -156,6 +157,8 @@ pub struct WebRtcSettings {
     /// Viewers' keyframe requests (PLI/FIR) make a keyframe at most this often per track;
     /// a new viewer, or one stepped back up to the source, always gets one.
     pub keyframe_request_interval: Duration,
+    /// STUN/TURN servers handed to the viewer page, for viewers behind NAT.
+    pub ice_servers: Vec<IceServer>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

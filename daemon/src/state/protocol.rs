@@ -114,6 +114,28 @@ pub struct Info {
     pub modes: Vec<Mode>,
 }
 
+/// A STUN or TURN server a viewer may use to reach the daemon (`[webrtc] ice_servers`),
+/// in the shape of the browser's `RTCIceServer`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IceServer {
+    /// `stun:`, `turn:` or `turns:` URLs.
+    pub urls: Vec<String>,
+    /// The TURN user name, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// The TURN password, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// `GET /api/webrtc`: what the viewer page needs to connect.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebRtcConfig {
+    /// Handed to `RTCPeerConnection` as `iceServers`.
+    pub ice_servers: Vec<IceServer>,
+}
+
 /// MQTT `stats`: telemetry over the last interval.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Stats {

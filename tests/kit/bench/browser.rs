@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
 
-use super::{Lab, stop};
+use super::{Lab, stop, verdict};
 use crate::http::TEST_TOKEN;
 use crate::process::Reaped;
 
@@ -79,12 +79,7 @@ pub(super) fn run(lab: &Lab, secs: u64) -> anyhow::Result<()> {
         .filter(|(name, _)| !name.starts_with("focusd"))
         .filter_map(|(_, s)| s.as_ref().ok().map(|s| s.presented.0))
         .collect();
-    let row = |name: &str, value: String, target: &str, ok: bool| {
-        println!(
-            "  {name:<44} {value:>12} {target:>14}  {}",
-            if ok { "ok" } else { "MISSED" }
-        );
-    };
+    let row = |name: &str, value: String, target: &str, ok: bool| verdict(name, &value, target, ok);
     row(
         "Chromium glass-to-glass p50",
         format!("{:.1} ms", ours.glass.0),

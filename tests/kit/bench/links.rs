@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Lab, stop};
+use super::{Lab, stop, verdict};
 use crate::netem::{Netem, Shape};
 use crate::process::DaemonProcess;
 use crate::receiver::{Receiver, ReceiverOptions, TrackStats};
@@ -200,12 +200,7 @@ pub(super) fn run(lab: &Lab, secs: u64) -> anyhow::Result<()> {
     drop(viewer);
     stop(d)?;
 
-    let row = |name: &str, value: String, target: &str, ok: bool| {
-        println!(
-            "  {name:<44} {value:>14} {target:>14}  {}",
-            if ok { "ok" } else { "MISSED" }
-        );
-    };
+    let row = |name: &str, value: String, target: &str, ok: bool| verdict(name, &value, target, ok);
     if let Some((a, f)) = capped_1m {
         row(
             "1 Mbit/s: time frozen, adaptive / fixed",

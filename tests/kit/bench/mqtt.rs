@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use super::{Lab, stop};
+use super::{Lab, stop, verdict};
 use crate::broker::Mosquitto;
 use crate::http;
 use crate::receiver::{Receiver, ReceiverOptions};
@@ -91,32 +91,27 @@ pub(super) fn run(lab: &Lab, secs: u64) -> anyhow::Result<()> {
 
     println!("MQTT (local mosquitto, TCP_NODELAY)");
     println!(
-        "{:<44} {:>12} {:>14}  verdict",
+        "{:<46} {:>14} {:>14}  verdict",
         "figure", "measured", "target"
     );
     let (p50, max) = (times[times.len() / 2], times[times.len() - 1]);
-    println!(
-        "{:<44} {:>12} {:>14}  {}",
-        format!("`focusd ctl mode` to first frame, p50/max of {ROUNDS}"),
-        format!("{} / {} ms", p50.as_millis(), max.as_millis()),
+    verdict(
+        &format!("`focusd ctl mode` to first frame, p50/max of {ROUNDS}"),
+        &format!("{} / {} ms", p50.as_millis(), max.as_millis()),
         "<= 100 ms",
-        if max <= Duration::from_millis(100) {
-            "ok"
-        } else {
-            "MISSED"
-        }
+        max <= Duration::from_millis(100),
     );
-    println!(
-        "{:<44} {:>12} {:>14}  -",
+    verdict(
         "daemon CPU, MQTT + stats every 1 s (mean of 2)",
-        format!("{with:.1}%"),
-        "-"
+        &format!("{with:.1}%"),
+        "-",
+        true,
     );
-    println!(
-        "{:<44} {:>12} {:>14}  -",
+    verdict(
         "daemon CPU, no MQTT (mean of 2)",
-        format!("{without:.1}%"),
-        "-"
+        &format!("{without:.1}%"),
+        "-",
+        true,
     );
     Ok(())
 }

@@ -26,6 +26,7 @@ use crate::doors::webrtc::server::WebRtcHandle;
 use crate::service::metrics::Metrics;
 use crate::state::Control;
 use crate::state::command::{Access, Command};
+use crate::state::protocol::WebRtcConfig;
 use crate::video::signals::Liveness;
 
 /// Largest request body accepted.
@@ -43,6 +44,8 @@ pub struct AppState {
     pub liveness: Liveness,
     /// How long a request body may take to arrive.
     pub body_timeout: Duration,
+    /// What the viewer page needs to connect (`GET /api/webrtc`).
+    pub webrtc_config: Arc<WebRtcConfig>,
 }
 
 /// The routes of the contract, behind the access rules of `gate`.
@@ -53,6 +56,7 @@ pub fn router(state: AppState, gate: Arc<auth::Gate>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/state", get(api_state))
+        .route("/api/webrtc", get(api_webrtc))
         .route("/api/command", post(api_command))
         .route("/offer", post(offer))
         .route("/whep", post(whep))
@@ -205,6 +209,10 @@ async fn metrics(State(s): State<AppState>) -> Response {
 
 async fn api_state(State(s): State<AppState>) -> Response {
     axum::Json(s.control.snapshot()).into_response()
+}
+
+async fn api_webrtc(State(s): State<AppState>) -> Response {
+    axum::Json(s.webrtc_config.as_ref()).into_response()
 }
 
 async fn api_command(

@@ -87,7 +87,8 @@ pub struct HubSettings {
 /// All viewers.
 pub struct Hub {
     peers: Vec<Peer>,
-    max_viewers: usize,
+    /// The limits and policies it was started with.
+    settings: HubSettings,
     /// Time zero of RTP timestamps.
     epoch: Instant,
     transmits: VecDeque<Transmit>,
@@ -98,15 +99,8 @@ pub struct Hub {
     /// Where each viewer claims the tracks it receives, from its offer on: encoders run
     /// while someone is connecting or watching.
     demand: Demand,
-    /// The encoders' configured bitrates, which the delivery policy stays within.
-    bounds: Bounds,
-    /// Whether the encoders follow the viewers' estimates and slow links are stepped
-    /// down (`[webrtc] adaptive_delivery`); estimates are kept either way.
-    adaptive: bool,
     /// The encoders' targets last asked for.
     targets: TrackMap<u32>,
-    /// The least time between two keyframes asked for by viewers' requests.
-    keyframe_request_interval: Duration,
     /// When the delivery policy runs next.
     next_delivery: Instant,
     /// Runs of the delivery policy so far: every [`PROBE_EVERY`] runs each viewer's
@@ -129,15 +123,9 @@ impl fmt::Debug for Hub {
 
 impl Hub {
     pub fn new(settings: HubSettings, metrics: Arc<Metrics>, demand: Demand, now: Instant) -> Self {
-        let HubSettings {
-            max_viewers,
-            bounds,
-            adaptive,
-            keyframe_request_interval,
-        } = settings;
         Self {
             peers: Vec::new(),
-            max_viewers,
+            settings,
             epoch: now,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -145,10 +133,7 @@ impl Hub {
             metrics,
             viewers_reported: 0,
             demand,
-            bounds,
-            adaptive,
-            targets: bounds.configured(),
-            keyframe_request_interval,
+            targets: settings.bounds.configured(),
             next_delivery: now,
             delivery_runs: 0,
         }
@@ -166,8 +151,8 @@ impl Hub {
         now: Instant,
         admission: Admission,
     ) -> Result<(SessionId, String), OfferError> {
-        if self.peers.len() >= self.max_viewers {
-            return Err(OfferError::TooManyViewers(self.max_viewers));
+        if self.peers.len() >= self.settings.max_viewers {
+            return Err(OfferError::TooManyViewers(self.settings.max_viewers));
         }
         let Admission {
             id,
@@ -362,10 +347,10 @@ impl Hub {
             .filter(|p| p.connected)
             .filter_map(|p| p.link.settled_kbps(now))
             .max();
-        let targets = if self.adaptive {
-            self.bounds.targets(best)
+        let targets = if self.settings.adaptive {
+            self.settings.bounds.targets(best)
         } else {
-            self.bounds.configured()
+            self.settings.bounds.configured()
         };
         // Small moves are not worth an encoder reconfiguration.
         let moved = |a: u32, b: u32| a.abs_diff(b) * 20 > b;
@@ -376,7 +361,7 @@ impl Hub {
             self.events.push_back(HubEvent::EncoderTargets(targets));
         }
         let full = self.targets.context + self.targets.source;
-        let floors = self.bounds.context_floor() + self.bounds.source_floor();
+        let floors = self.settings.bounds.context_floor() + self.settings.bounds.source_floor();
         let mut stepped = false;
         for peer in self.peers.iter_mut().filter(|p| p.connected) {
             // The encoders follow the best viewer down to their floors: what both tracks
@@ -387,7 +372,7 @@ impl Hub {
             } else {
                 full
             };
-            if self.adaptive
+            if self.settings.adaptive
                 && let Some(level) = peer.link.step(now, cost)
             {
                 stepped = true;
@@ -413,7 +398,7 @@ impl Hub {
             // short burst; padding the link continuously instead congested it).
             let nudge = u32::from(self.delivery_runs.is_multiple_of(PROBE_EVERY));
             let desired = match peer.link.level() {
-                LinkLevel::Full => self.bounds.initial_estimate_kbps(),
+                LinkLevel::Full => self.settings.bounds.initial_estimate_kbps(),
                 LinkLevel::ContextOnly => peer.link.desired_kbps(cost),
             } + nudge;
             peer.rtc
@@ -456,7 +441,8 @@ impl Hub {
                     PeerNote::KeyframeRequest(t) => {
                         let last = &mut self.last_keyframe_request[t];
                         if last.is_none_or(|l| {
-                            now.saturating_duration_since(l) >= self.keyframe_request_interval
+                            now.saturating_duration_since(l)
+                                >= self.settings.keyframe_request_interval
                         }) {
                             *last = Some(now);
                             self.events.push_back(HubEvent::KeyframeWanted(t));
