@@ -51,6 +51,7 @@ use crate::doors::http::auth::{Gate, TokenError};
 use crate::doors::http::server::{HttpProbe, Server, TlsError};
 use crate::doors::mqtt::client::{MqttError, MqttTask};
 use crate::doors::webrtc::delivery::Bounds;
+use crate::doors::webrtc::reflexive;
 use crate::doors::webrtc::server::{HubTask, bind_sockets};
 use crate::service::metrics::Metrics;
 use crate::state::command::Mode;
@@ -198,8 +199,15 @@ impl Daemon {
         let sockets = bind_sockets(settings.listen.ip(), settings.webrtc.udp_port)
             .await
             .map_err(StartError::Media)?;
+        let reflexive = reflexive::discover(
+            &sockets,
+            &settings.webrtc.advertise,
+            settings.webrtc.stun_server.as_deref(),
+        )
+        .await;
         let webrtc = HubTask {
             sockets,
+            reflexive,
             settings: settings.webrtc.clone(),
             bounds: Bounds {
                 context_kbps: settings.video.context_kbps,

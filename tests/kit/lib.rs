@@ -9,7 +9,7 @@
 //!   the test stamp, over loopback or through a [`netem`] link (rate cap, delay, loss); [`http`]: a minimal HTTP/1.1 client that sends exactly what it is
 //!   given, malformed or not;
 //! * [`picture`]: the test pattern, PSNR, the real footage and its annotations;
-//! * [`pki`]: a private CA and certificates for the TLS tests;
+//! * [`pki`]: a private CA and certificates for the TLS tests; [`stun`]: a STUN server;
 //! * [`bench`]: the benchmark behind the `focusd-bench` binary;
 //! * [`TempDir`] and [`free_port`].
 //!
@@ -25,6 +25,7 @@ pub mod picture;
 pub mod pki;
 pub mod process;
 pub mod receiver;
+pub mod stun;
 
 use std::path::{Path, PathBuf};
 

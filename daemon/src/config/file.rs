@@ -141,6 +141,9 @@ pub struct WebRtcFile {
     pub keyframe_request_interval_s: Option<f64>,
     #[serde(default)]
     pub ice_servers: Vec<IceServer>,
+    #[serde(default)]
+    pub advertise: Vec<String>,
+    pub stun_server: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

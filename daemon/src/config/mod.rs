@@ -172,7 +172,7 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_key() {
-        let cases: [(&[&str], &str, &str); 18] = [
+        let cases: [(&[&str], &str, &str); 20] = [
             (&["--size", "1280"], "", "size"),
             (&["--size", "1281x720"], "", "size"),
             (&["--fps", "0"], "", "fps"),
@@ -202,6 +202,12 @@ mod tests {
                 &[],
                 "[[webrtc.ice_servers]]\nurls = [\"turn:t.example:3478\"]\n",
                 "webrtc.ice_servers",
+            ),
+            (&[], "[webrtc]\nadvertise = [\"a b\"]\n", "webrtc.advertise"),
+            (
+                &[],
+                "[webrtc]\nstun_server = \"stun.example\"\n",
+                "webrtc.stun_server",
             ),
         ];
         for (args, text, key) in cases {

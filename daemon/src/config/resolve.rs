@@ -129,7 +129,28 @@ fn webrtc(file: WebRtcFile) -> Result<WebRtcSettings, ConfigError> {
         adaptive_delivery: file.adaptive_delivery.unwrap_or(true),
         keyframe_request_interval: Duration::from_secs_f64(keyframe_request_interval_s),
         ice_servers: file.ice_servers,
+        advertise: file.advertise,
+        stun_server: file.stun_server,
     };
+    for name in &webrtc.advertise {
+        let plausible = !name.is_empty()
+            && name.len() <= 253
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
+        if !plausible {
+            return bad(
+                "webrtc.advertise",
+                format!("`{name}` is neither an IP address nor a host name"),
+            );
+        }
+    }
+    if let Some(server) = &webrtc.stun_server {
+        let port = server.rsplit_once(':').map(|(_, p)| p.parse::<u16>());
+        if !matches!(port, Some(Ok(p)) if p > 0) {
+            return bad("webrtc.stun_server", format!("`{server}` is not host:port"));
+        }
+    }
     for server in &webrtc.ice_servers {
         if server.urls.is_empty() {
             return bad("webrtc.ice_servers", "a server without urls".to_string());

@@ -159,6 +159,11 @@ pub struct WebRtcSettings {
     pub keyframe_request_interval: Duration,
     /// STUN/TURN servers handed to the viewer page, for viewers behind NAT.
     pub ice_servers: Vec<IceServer>,
+    /// Public addresses or names the media sockets are reached at (a port forward, a
+    /// VPN), offered to viewers on each socket's port.
+    pub advertise: Vec<String>,
+    /// A STUN server (`host:port`) asked at start for the media sockets' public addresses.
+    pub stun_server: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -8,9 +8,9 @@
 //! Each slot keeps only the newest frame, so a slow encoder or detector skips frames instead
 //! of delaying capture. An encoder runs only while someone claims its track
 //! ([`Demand`]): with no viewer, capture and the detector go on and nothing is encoded;
-//! the first picture after a claim is a keyframe. When the hub's queue is full an encoded frame is dropped and the
-//! next one is forced to be a keyframe, so no viewer decodes a picture with a missing
-//! reference.
+//! the first picture after a claim is a keyframe. When the hub's queue is full an encoded
+//! frame is dropped and the next one is forced to be a keyframe, so no viewer decodes a
+//! picture with a missing reference.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;

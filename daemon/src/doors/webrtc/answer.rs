@@ -18,6 +18,7 @@ use str0m::{Candidate, Rtc};
 use super::OfferError;
 use super::hub::SessionId;
 use super::peer::{Outgoing, Peer};
+use super::reflexive::Reflexive;
 use super::sdp;
 use crate::state::command::Access;
 use crate::video::track::{Track, TrackMap};
@@ -39,6 +40,8 @@ pub enum AnswererError {
 pub struct Answerer {
     /// Host candidates offered to every viewer (one per bound socket).
     candidates: Vec<SocketAddr>,
+    /// Public addresses of those sockets, offered as server-reflexive candidates.
+    reflexive: Vec<Reflexive>,
     /// The DTLS certificate every viewer's session uses.
     cert: DtlsCert,
     /// Whether viewers are asked for no playout delay (`playout-delay`).
@@ -83,6 +86,7 @@ impl Answerer {
     /// at `initial_kbps`. Installs str0m's crypto provider for the process.
     pub fn new(
         candidates: Vec<SocketAddr>,
+        reflexive: Vec<Reflexive>,
         low_latency_playout: bool,
         initial_kbps: u32,
     ) -> Result<Answerer, AnswererError> {
@@ -94,6 +98,7 @@ impl Answerer {
         provider.install_process_default();
         Ok(Answerer {
             candidates,
+            reflexive,
             cert,
             low_latency_playout,
             initial_estimate: Bitrate::kbps(u64::from(initial_kbps)),
@@ -140,6 +145,16 @@ impl Answerer {
                 Err(e) => tracing::warn!(%addr, error = %e, "unusable host candidate"),
             }
         }
+        for r in &self.reflexive {
+            match Candidate::server_reflexive(r.public, r.base, "udp") {
+                Ok(c) => {
+                    rtc.add_local_candidate(c);
+                }
+                Err(e) => {
+                    tracing::warn!(public = %r.public, error = %e, "unusable reflexive candidate")
+                }
+            }
+        }
         let answer = rtc.sdp_api().accept_offer(checked.offer).map_err(|e| {
             OfferError::Malformed(e.to_string().lines().next().unwrap_or("").to_string())
         })?;
@@ -183,7 +198,13 @@ mod tests {
 
     #[test]
     fn answers_share_the_certificate_and_carry_playout_delay() {
-        let answerer = Answerer::new(vec!["127.0.0.1:5000".parse().unwrap()], true, 2800).unwrap();
+        let answerer = Answerer::new(
+            vec!["127.0.0.1:5000".parse().unwrap()],
+            Vec::new(),
+            true,
+            2800,
+        )
+        .unwrap();
         let a = answerer
             .answer(Instant::now(), CHROMIUM_OFFER, Access::Full)
             .unwrap();
@@ -203,7 +224,13 @@ mod tests {
             "the answer accepts Chromium's playout-delay: {}",
             a.answer
         );
-        let plain = Answerer::new(vec!["127.0.0.1:5000".parse().unwrap()], false, 2800).unwrap();
+        let plain = Answerer::new(
+            vec!["127.0.0.1:5000".parse().unwrap()],
+            Vec::new(),
+            false,
+            2800,
+        )
+        .unwrap();
         let c = plain
             .answer(Instant::now(), CHROMIUM_OFFER, Access::Full)
             .unwrap();

@@ -7,17 +7,17 @@
 //!   `[video]` bounds. A single viewer gets what a per-viewer encoder would give it: the
 //!   encoders follow its estimate.
 //! * A viewer whose estimate stays below what both tracks cost it for [`DOWN_AFTER`] is
-//!   sent the **context only** (its claim on the source is released:
-//!   when nobody is sent the source, its encoder idles). It is sent both again once its
-//!   estimate's usable part has stayed [`UP_MARGIN`] above their cost for [`UP_AFTER`];
-//!   meanwhile its
-//!   BWE probes for that rate ([`Link::desired_kbps`]) every 2 s. Both tracks cost a viewer what
-//!   the encoders send now, except the best viewer, whom the encoders follow: to it they
-//!   cost their floors ([`Bounds::context_floor`], [`Bounds::source_floor`]).
-//! * A lower frame rate of the same encoding is not a step: openh264 as this build drives
-//!   it, the Pi 4's `bcm2835-codec` and Jetson's `nvv4l2h264enc` all make every P-frame a
-//!   reference, so no frame can be left out for one viewer without breaking the others'
-//!   references.
+//!   sent the **context only** (its claim on the source is released: when nobody is sent
+//!   the source, its encoder idles). It is sent both again once its estimate's usable
+//!   part has stayed [`UP_MARGIN`] above their cost for [`UP_AFTER`]; meanwhile its BWE
+//!   probes for that rate ([`Link::desired_kbps`]) every 2 s. Both tracks cost a viewer
+//!   what the encoders send now, except the best viewer, whom the encoders follow: to it
+//!   they cost their floors ([`Bounds::context_floor`], [`Bounds::source_floor`]).
+//! * A lower frame rate of the same encoding is not a step yet: openh264 as this build
+//!   drives it and the Pi 4's `bcm2835-codec` (which has no temporal-layer control) make
+//!   every P-frame a reference, so no frame can be left out for one viewer without
+//!   breaking its decoding. openh264 can make temporal layers (its C API; the Rust
+//!   binding does not expose them); whether Jetson's encoder can is unverified.
 //!
 //! Everything here is plain state fed with time and estimates; the hub drives it.
 

@@ -491,7 +491,13 @@ mod tests {
     #[test]
     fn offers_that_never_connect_are_dropped_at_the_connect_timeout_with_no_one_else() {
         let start = Instant::now();
-        let answerer = Answerer::new(vec!["127.0.0.1:5000".parse().unwrap()], true, 2800).unwrap();
+        let answerer = Answerer::new(
+            vec!["127.0.0.1:5000".parse().unwrap()],
+            Vec::new(),
+            true,
+            2800,
+        )
+        .unwrap();
         let bounds = Bounds {
             context_kbps: 300,
             source_kbps: 2500,

@@ -10,6 +10,7 @@ mod answer;
 pub mod delivery;
 mod hub;
 mod peer;
+pub mod reflexive;
 pub mod sdp;
 pub mod server;
 

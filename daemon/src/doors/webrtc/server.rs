@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::delivery::Bounds;
+use super::reflexive::Reflexive;
 use super::{Admission, Answerer, Hub, HubEvent, HubSettings, OfferError, SessionId};
 use crate::config::WebRtcSettings;
 use crate::service::metrics::{Metrics, Refusal};
@@ -126,6 +127,8 @@ pub struct HubTask {
     pub bounds: Bounds,
     /// Where the delivery policy sets the encoders' bitrates.
     pub targets: EncoderTargets,
+    /// The sockets' public addresses, offered as server-reflexive candidates.
+    pub reflexive: Vec<Reflexive>,
     pub frames: mpsc::Receiver<EncodedFrame>,
     pub control: Arc<Control>,
     pub keyframes: KeyframeRequests,
@@ -180,6 +183,7 @@ impl HubTask {
         }
         let answerer = Answerer::new(
             sockets.iter().map(|(a, _)| *a).collect(),
+            self.reflexive,
             self.settings.low_latency_playout,
             self.bounds.initial_estimate_kbps(),
         )
