@@ -25,6 +25,16 @@ fn keep_frames() -> ReceiverOptions {
     }
 }
 
+/// An offer as Chromium makes it (no ICE follows it from this side: a viewer that never
+/// connects).
+fn chrome_offer() -> Vec<u8> {
+    std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/chrome-offer.sdp"
+    ))
+    .expect("the test data")
+}
+
 /// Waits until the receiver has decoded `n` more source frames than now.
 fn fresh_source(r: &Receiver, n: u64) -> ReceiverStats {
     let from = r.stats().tracks[1].decoded;
@@ -485,11 +495,7 @@ fn encoders_run_only_while_someone_watches() {
     assert_eq!(d.get("/healthz").status, 200, "idle is healthy");
 
     // An offer that never connects (WHEP, no ICE from this side) is a consumer already.
-    let offer = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/data/chrome-offer.sdp"
-    ))
-    .unwrap();
+    let offer = chrome_offer();
     let r = d.post("/whep", Some("application/sdp"), &offer);
     assert_eq!(r.status, 201, "{}", r.text());
     let location = r.header("location").expect("Location").to_string();
@@ -690,11 +696,7 @@ fn answers_offer_advertised_and_stun_learned_addresses() {
         ),
         &["--source", "test", "--size", "640x360"],
     );
-    let offer = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/data/chrome-offer.sdp"
-    ))
-    .unwrap();
+    let offer = chrome_offer();
     let r = d.post("/whep", Some("application/sdp"), &offer);
     assert_eq!(r.status, 201, "{}", r.text());
     let answer = r.text();
@@ -736,11 +738,7 @@ fn a_silent_stun_server_does_not_keep_the_daemon_from_starting() {
             && took < focusd::doors::webrtc::reflexive::STUN_TIMEOUT + Duration::from_secs(5),
         "started after {took:?}"
     );
-    let offer = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/data/chrome-offer.sdp"
-    ))
-    .unwrap();
+    let offer = chrome_offer();
     let r = d.post("/whep", Some("application/sdp"), &offer);
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(reflexive_candidates(&r.text()), Vec::<String>::new());
