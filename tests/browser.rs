@@ -159,3 +159,72 @@ fn the_page_reconnects_when_the_daemon_comes_back() {
     );
     assert_eq!(d.state().viewers, 1, "one session: the page's new one");
 }
+
+/// The relay door end to end: the daemon sends both tracks as RTP to a real Janus
+/// (Debian's), whose Streaming plugin serves two Chromium viewers; each decodes both
+/// tracks at their sizes and gets the state on the data stream, while the daemon sends
+/// each frame once and has no WebRTC viewer of its own.
+#[test]
+fn chromium_views_both_tracks_through_janus_while_the_board_sends_each_frame_once() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let janus = focusd_testkit::janus::Janus::start().expect("janus starts");
+    let d = TestDaemon::start_with_config(&janus.relay_config(), &["--source", "test"]);
+    let out = Command::new("node")
+        .arg(root.join("tests/browser/janus.mjs"))
+        .arg(&janus.api)
+        .arg(focusd_testkit::janus::MOUNTPOINT.to_string())
+        .arg("2")
+        .arg("2")
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let r: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}: {stdout}\n{}\njanus: {}",
+                String::from_utf8_lossy(&out.stderr),
+                janus.log()
+            )
+        });
+    assert!(r.get("error").is_none(), "{r}\njanus: {}", janus.log());
+    let viewers = r["viewers"].as_array().expect("viewers");
+    assert_eq!(viewers.len(), 2);
+    for v in viewers {
+        for (mid, width) in [("context", 320), ("source", 1280)] {
+            let now = v["video"][mid]["framesDecoded"].as_u64().unwrap_or(0);
+            let before = v["before"][mid]["framesDecoded"].as_u64().unwrap_or(0);
+            assert!(
+                now >= before + 30,
+                "{mid} decodes on: {before} -> {now}: {v}"
+            );
+            assert_eq!(v["video"][mid]["width"], width, "{mid}: {v}");
+        }
+        let text = v["state"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no state on the data stream: {v}\njanus: {}", janus.log()));
+        let state: serde_json::Value = serde_json::from_str(text).expect("the state is JSON");
+        assert_eq!(state["type"], "state", "{state}");
+        assert_eq!(state["mode"], "HIGH", "{state}");
+    }
+    let metric = |name: &str| d.metric(name);
+    for track in ["context", "source"] {
+        let encoded = metric(&format!("focusd_frames_encoded_total{{track=\"{track}\"}}"));
+        let relayed = metric(&format!("focusd_relay_frames_total{{track=\"{track}\"}}"));
+        // Each encoded frame once (a frame may be between the two counters).
+        assert!(
+            relayed <= encoded && relayed + 3.0 >= encoded,
+            "{track}: {relayed} frames relayed of {encoded} encoded"
+        );
+    }
+    assert_eq!(
+        metric("focusd_viewers"),
+        0.0,
+        "no WebRTC viewer on the board"
+    );
+    // Janus asks for a keyframe when a viewer starts, over the RTCP port it learnt from
+    // the daemon's sender reports.
+    assert!(
+        metric("focusd_relay_keyframe_requests_total{track=\"source\"}") >= 1.0,
+        "keyframe requests come back from Janus"
+    );
+}

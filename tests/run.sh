@@ -56,6 +56,8 @@ command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v dpkg-deb >/dev/null || need+=(dpkg)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v mosquitto >/dev/null || need+=(mosquitto)
+# The relay door's peer: Janus's Streaming plugin (each test starts its own).
+command -v janus >/dev/null || need+=(janus)
 command -v openssl >/dev/null || need+=(openssl)
 # An HTTPS and HTTP/2 client for the TLS tests.
 command -v curl >/dev/null || need+=(curl)

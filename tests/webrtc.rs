@@ -765,3 +765,45 @@ fn a_stun_server_tells_a_media_socket_its_public_address() {
         ))
     );
 }
+
+/// The relay door sends RTP (H.264, payload type 96) and RTCP sender reports to where
+/// `[relay]` points; when the relay goes away, nothing changes for the WebRTC viewers.
+#[test]
+fn the_relay_gets_rtp_and_reports_and_its_absence_costs_the_viewers_nothing() {
+    let port = focusd_testkit::free_udp_pair();
+    let rtp = std::net::UdpSocket::bind(("127.0.0.1", port)).expect("the relay's RTP port");
+    let rtcp = std::net::UdpSocket::bind(("127.0.0.1", port + 1)).expect("its RTCP port");
+    for s in [&rtp, &rtcp] {
+        s.set_read_timeout(Some(WAIT)).unwrap();
+    }
+    let d = TestDaemon::start_with_config(
+        &format!("[relay]\nsource = \"127.0.0.1:{port}\"\n"),
+        &["--source", "test"],
+    );
+    let mut buf = [0u8; 2048];
+    let (n, from) = rtp.recv_from(&mut buf).expect("RTP from the daemon");
+    assert!(n <= 1200, "packets fit the MTU: {n}");
+    assert_eq!(buf[0] >> 6, 2, "RTP version 2");
+    assert_eq!(buf[1] & 0x7f, 96, "payload type 96");
+    let (n, report_from) = rtcp.recv_from(&mut buf).expect("RTCP from the daemon");
+    assert_eq!(buf[1], 200, "a sender report ({n} bytes)");
+    assert_eq!(from, report_from, "RTP and RTCP leave from one socket");
+    // Garbage where the daemon reads feedback is ignored.
+    rtcp.send_to(b"not rtcp", from).unwrap();
+    drop((rtp, rtcp));
+
+    let r = Receiver::connect(d.addr, ReceiverOptions::default()).expect("a viewer connects");
+    let (s, ok) = r.wait_for(WAIT, |s| s.tracks.iter().all(|t| t.decoded >= 30));
+    assert!(ok, "both tracks decode with the relay gone: {s:?}");
+    let relayed = || d.metric("focusd_relay_frames_total{track=\"source\"}");
+    let before = relayed();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        relayed() > before,
+        "the relay stream goes on for when it returns"
+    );
+    assert_eq!(
+        d.metric("focusd_relay_frames_total{track=\"context\"}"),
+        0.0
+    );
+}

@@ -9,7 +9,7 @@
 //!
 //! ## Shape
 //! ```text
-//! source ─► capture ─► context encoder ─┐
+//! source ─► capture ─► context encoder ─┐ (relay: RTP ─► Janus ─► its viewers)
 //!              │    ─► source encoder ───┼─► hub (sans-IO, str0m) ─► every viewer
 //!              └──► ROI detector ─► Control ◄── HTTP · DataChannel · MQTT
 //! ```
@@ -21,7 +21,8 @@
 //!   and [`state::command`], the one command schema all doors share.
 //! * [`doors`]: HTTP ([`doors::http`]: the routes, who may call them, and the server
 //!   that holds each connection to its limits), the viewers ([`doors::webrtc`]: a
-//!   sans-IO hub and the server that drives it) and the fleet broker ([`doors::mqtt`]);
+//!   sans-IO hub and the server that drives it), the fleet broker ([`doors::mqtt`]) and
+//!   a relay that fans the tracks out past one board ([`doors::relay`]);
 //!   [`ctl`] is the fleet console on the broker's other side.
 //! * [`service`]: readiness and the watchdog for systemd, metrics, `/proc` readings.
 //! * [`config`]: flags and the TOML file, resolved into [`config::Settings`].
@@ -50,6 +51,7 @@ use crate::doors::http;
 use crate::doors::http::auth::{Gate, TokenError};
 use crate::doors::http::server::{HttpProbe, Server, TlsError};
 use crate::doors::mqtt::client::{MqttError, MqttTask};
+use crate::doors::relay::{RelayError, RelayTask};
 use crate::doors::webrtc::delivery::Bounds;
 use crate::doors::webrtc::reflexive;
 use crate::doors::webrtc::server::{HubTask, bind_sockets};
@@ -87,6 +89,8 @@ pub enum StartError {
     /// The HTTPS certificate or key cannot be used.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Relay(#[from] RelayError),
 }
 
 impl StartError {
@@ -196,6 +200,26 @@ impl Daemon {
         .map_err(|e| StartError::Pipeline(PipelineError::Thread(e)))?;
 
         let tracker = TaskTracker::new();
+        // With a relay the frames pass through it on their way to the viewers.
+        let frames_rx = match &settings.relay {
+            Some(relay) => {
+                let (to_hub, frames_for_hub) = tokio::sync::mpsc::channel(HUB_QUEUE);
+                RelayTask {
+                    settings: relay.clone(),
+                    frames: frames_rx,
+                    hub: to_hub,
+                    keyframes: pipeline.keyframes.clone(),
+                    demand: pipeline.demand.clone(),
+                    keyframe_request_interval: settings.webrtc.keyframe_request_interval,
+                    control: control.clone(),
+                    metrics: metrics.clone(),
+                }
+                .spawn(&tracker, shutdown.clone())
+                .await?;
+                frames_for_hub
+            }
+            None => frames_rx,
+        };
         let sockets = bind_sockets(settings.listen.ip(), settings.webrtc.udp_port)
             .await
             .map_err(StartError::Media)?;

@@ -96,6 +96,11 @@ impl TestDaemon {
         http::request(self.addr, "POST", path, content_type, body).expect("POST")
     }
 
+    /// The value of the `/metrics` line that starts with `line_start` (name and labels).
+    pub fn metric(&self, line_start: &str) -> f64 {
+        crate::process::metric(self.addr, line_start)
+    }
+
     pub fn command(&self, json: &str) -> Response {
         self.post("/api/command", Some("application/json"), json.as_bytes())
     }

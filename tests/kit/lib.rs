@@ -10,8 +10,9 @@
 //!   given, malformed or not;
 //! * [`picture`]: the test pattern, PSNR, the real footage and its annotations;
 //! * [`pki`]: a private CA and certificates for the TLS tests; [`stun`]: a STUN server;
+//! * [`janus`]: a real Janus with a Streaming mountpoint for the relay door;
 //! * [`bench`]: the benchmark behind the `focusd-bench` binary;
-//! * [`TempDir`] and [`free_port`].
+//! * [`TempDir`], [`free_port`] and [`free_udp_pair`].
 //!
 //! It is not shipped: the daemon's library and binary do not depend on it.
 
@@ -19,6 +20,7 @@ pub mod bench;
 pub mod broker;
 pub mod daemon;
 pub mod http;
+pub mod janus;
 pub mod netem;
 pub mod notify;
 pub mod picture;
@@ -62,4 +64,15 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port()
+}
+
+/// A free loopback UDP port whose next port is free too (RTP and its RTCP).
+pub fn free_udp_pair() -> u16 {
+    loop {
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").expect("a UDP socket");
+        let port = a.local_addr().expect("bound").port();
+        if port < 65534 && std::net::UdpSocket::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
 }

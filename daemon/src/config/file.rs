@@ -95,6 +95,8 @@ pub struct FileConfig {
     pub http: HttpFile,
     #[serde(default)]
     pub auth: AuthFile,
+    #[serde(default)]
+    pub relay: RelayFile,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -144,6 +146,14 @@ pub struct WebRtcFile {
     #[serde(default)]
     pub advertise: Vec<String>,
     pub stun_server: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayFile {
+    pub context: Option<String>,
+    pub source: Option<String>,
+    pub state: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -19,8 +19,8 @@ pub use file::{FileConfig, MqttFile, read_file};
 pub use flags::{CtlAction, CtlFlags, Flags, ProbeFlags, Subcmd, TokenFlags};
 pub use resolve::resolve_mqtt;
 pub use settings::{
-    AuthMode, AuthSettings, DetectorKind, HttpSettings, MqttSettings, RoiSettings, Settings,
-    VideoSettings, WebRtcSettings,
+    AuthMode, AuthSettings, DetectorKind, HttpSettings, MqttSettings, RelaySettings, RoiSettings,
+    Settings, VideoSettings, WebRtcSettings,
 };
 
 /// A configuration value that cannot be used. Displays as one line naming the key.
@@ -172,7 +172,7 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_key() {
-        let cases: [(&[&str], &str, &str); 20] = [
+        let cases: [(&[&str], &str, &str); 23] = [
             (&["--size", "1280"], "", "size"),
             (&["--size", "1281x720"], "", "size"),
             (&["--fps", "0"], "", "fps"),
@@ -209,6 +209,9 @@ mod tests {
                 "[webrtc]\nstun_server = \"stun.example\"\n",
                 "webrtc.stun_server",
             ),
+            (&[], "[relay]\ncontext = \"janus\"\n", "relay.context"),
+            (&[], "[relay]\nsource = \"janus:65535\"\n", "relay.source"),
+            (&[], "[relay]\nstate = \"127.0.0.1:5008\"\n", "relay.state"),
         ];
         for (args, text, key) in cases {
             let err = settings(args, text).unwrap_err();

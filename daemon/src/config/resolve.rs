@@ -9,11 +9,12 @@ use focusd_board::encode::EncoderSpec;
 use focusd_board::source::SourceSpec;
 
 use super::file::{
-    AuthFile, ControlFile, HttpFile, Listen, MqttFile, RoiFile, Size, VideoFile, WebRtcFile,
+    AuthFile, ControlFile, HttpFile, Listen, MqttFile, RelayFile, RoiFile, Size, VideoFile,
+    WebRtcFile,
 };
 use super::{
     AuthMode, AuthSettings, ConfigError, DetectorKind, FileConfig, Flags, HttpSettings,
-    MqttSettings, RoiSettings, Settings, VideoSettings, WebRtcSettings, bad,
+    MqttSettings, RelaySettings, RoiSettings, Settings, VideoSettings, WebRtcSettings, bad,
 };
 use crate::doors::mqtt::Broker;
 use crate::state::command::{Mode, Rect};
@@ -60,6 +61,7 @@ impl Settings {
             device_id,
             http: http(file.http)?,
             auth: auth(flags, file.auth)?,
+            relay: relay(file.relay)?,
         })
     }
 }
@@ -111,6 +113,48 @@ fn video(
         );
     }
     Ok(video)
+}
+
+/// `[relay]`: each destination `host:port` with a port below 65535 (its RTCP goes one
+/// up); a state stream alone relays nothing worth watching.
+fn relay(file: RelayFile) -> Result<Option<RelaySettings>, ConfigError> {
+    for (key, value) in [
+        ("relay.context", &file.context),
+        ("relay.source", &file.source),
+        ("relay.state", &file.state),
+    ] {
+        let Some(value) = value else { continue };
+        let port = value
+            .rsplit_once(':')
+            .map(|(host, p)| (host, p.parse::<u16>()));
+        if !matches!(port, Some((host, Ok(p))) if !host.is_empty() && (1..65535).contains(&p)) {
+            return bad(key, format!("`{value}` is not host:port (port 1..65534)"));
+        }
+    }
+    match file {
+        RelayFile {
+            context: None,
+            source: None,
+            state: None,
+        } => Ok(None),
+        RelayFile {
+            context: None,
+            source: None,
+            state: Some(_),
+        } => bad(
+            "relay.state",
+            "a state stream needs a context or source track",
+        ),
+        RelayFile {
+            context,
+            source,
+            state,
+        } => Ok(Some(RelaySettings {
+            context,
+            source,
+            state,
+        })),
+    }
 }
 
 /// `[webrtc]`.

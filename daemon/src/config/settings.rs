@@ -45,6 +45,21 @@ pub struct Settings {
     pub http: HttpSettings,
     /// Who may use the HTTP door (`[auth]`).
     pub auth: AuthSettings,
+    /// Where the tracks are sent as RTP for a relay to fan out (`[relay]`); `None` when
+    /// no destination is configured.
+    pub relay: Option<RelaySettings>,
+}
+
+/// The relay door (`[relay]`): each track's RTP destination as `host:port` (its RTCP on
+/// the next port up), resolved when the daemon starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelaySettings {
+    /// Where the context track's RTP goes.
+    pub context: Option<String>,
+    /// Where the source track's RTP goes.
+    pub source: Option<String>,
+    /// Where the state messages go, one JSON text per datagram (a Janus data stream).
+    pub state: Option<String>,
 }
 
 /// The HTTP server (`[http]`).

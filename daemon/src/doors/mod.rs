@@ -4,8 +4,10 @@
 //! * [`http`]: signalling (`/offer`, WHEP), the state API, the viewer page, metrics,
 //!   health;
 //! * [`webrtc`]: the viewers: a sans-IO hub over str0m and the server that drives it;
-//! * [`mqtt`]: registration with a fleet broker, commands and telemetry.
+//! * [`mqtt`]: registration with a fleet broker, commands and telemetry;
+//! * [`relay`]: both tracks as RTP to a relay (Janus) that fans them out.
 
 pub mod http;
 pub mod mqtt;
+pub mod relay;
 pub mod webrtc;

@@ -69,6 +69,12 @@ pub struct TrackMetrics {
     pub sent: Counter,
     /// Frames held back from a viewer that waits for a keyframe.
     pub held_for_keyframe: Counter,
+    /// Frames sent to the relay (`[relay]`), once each whatever its viewers.
+    pub relayed: Counter,
+    /// RTP bytes (headers included) sent to the relay.
+    pub relayed_bytes: Counter,
+    /// Keyframe requests (PLI/FIR) that came back from the relay.
+    pub relay_keyframe_requests: Counter,
     pub encode_seconds: Histogram,
 }
 
@@ -157,6 +163,8 @@ pub struct Metrics {
     /// Viewers stepped down to the context only, and back up to both tracks.
     pub steps_to_context_only: Counter,
     pub steps_to_full: Counter,
+    /// Datagrams to the relay the system refused to send (full buffer, unreachable).
+    pub relay_send_errors: Counter,
 }
 
 impl Metrics {
@@ -288,6 +296,26 @@ impl Metrics {
             "frames_sent_total",
             "Frames written to viewers (per viewer).",
             &per_track(&|t| t.sent.get()),
+        );
+        counter(
+            "relay_frames_total",
+            "Frames sent to the relay ([relay]), once each whatever the relay's viewers.",
+            &per_track(&|t| t.relayed.get()),
+        );
+        counter(
+            "relay_bytes_total",
+            "RTP bytes (headers included) sent to the relay.",
+            &per_track(&|t| t.relayed_bytes.get()),
+        );
+        counter(
+            "relay_keyframe_requests_total",
+            "Keyframe requests (RTCP PLI/FIR) from the relay.",
+            &per_track(&|t| t.relay_keyframe_requests.get()),
+        );
+        counter(
+            "relay_send_errors_total",
+            "Datagrams to the relay the system would not send.",
+            &plain(&self.relay_send_errors),
         );
         counter(
             "delivery_steps_total",
