@@ -2,7 +2,8 @@
 // the page answers), decodes every video stream and reads the data stream. Signalling
 // goes through Janus's HTTP API from here; the pages only do WebRTC. Prints one JSON line:
 // per viewer, per video stream (by its mid) the frames decoded and the frame size, and
-// the last text that arrived on the data channel.
+// the last text that arrived on the data channel. A `{"watching": N}` line comes first,
+// when every viewer decodes every stream and the SECONDS of watching begin.
 //
 // Usage: node janus.mjs JANUS_URL MOUNTPOINT_ID VIEWERS SECONDS
 //   JANUS_URL      Janus's HTTP API (http://127.0.0.1:PORT/janus)
@@ -120,6 +121,8 @@ try {
     await new Promise((r) => setTimeout(r, 200));
   }
   const before = await Promise.all(sessions.map((s) => stats(s.page)));
+  // For a caller that measures the sender meanwhile.
+  console.log(JSON.stringify({ watching: sessions.length }));
   await new Promise((r) => setTimeout(r, Number(seconds) * 1000));
   const after = await Promise.all(sessions.map((s) => stats(s.page)));
   result = { viewers: after.map((a, i) => ({ ...a, before: before[i].video })) };

@@ -111,18 +111,11 @@ pub(super) fn run(lab: &Lab, secs: u64) -> anyhow::Result<()> {
 
 /// focusd with the test source at 720p30, idle until the page's offer.
 fn focusd(lab: &Lab, secs: u64, low_latency_playout: bool) -> anyhow::Result<Seen> {
-    let config = lab
-        .dir
-        .path()
-        .join(format!("playout-{low_latency_playout}.toml"));
-    std::fs::write(
-        &config,
-        format!("[webrtc]\nlow_latency_playout = {low_latency_playout}\n"),
+    let daemon = lab.daemon_with_config(
+        &format!("playout-{low_latency_playout}"),
+        &format!("[webrtc]\nlow_latency_playout = {low_latency_playout}\n"),
+        &["--source", "test", "--size", "1280x720", "--fps", "30"],
     )?;
-    let config = config.to_string_lossy().into_owned();
-    let daemon = lab.daemon(&[
-        "--config", &config, "--source", "test", "--size", "1280x720", "--fps", "30",
-    ])?;
     let seen = measure(&format!("http://{}/", daemon.addr), "/whep", 2, 1, secs);
     stop(daemon)?;
     seen

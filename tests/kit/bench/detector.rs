@@ -45,15 +45,14 @@ pub(super) fn run(lab: &Lab, secs: u64, footage: Option<&Path>) -> anyhow::Resul
     };
     let mut report = Vec::new();
     for kind in ["motion", "model"] {
-        let cfg = lab.dir.path().join(format!("{kind}.toml"));
         // The modes' bitrates compare the encoder's output at its configured rate: the
         // bench's viewer does not steer it.
-        std::fs::write(
-            &cfg,
-            format!("[roi]\nkind = \"{kind}\"\n[webrtc]\nadaptive_delivery = false\n"),
-        )?;
         let source = format!("file:{}", footage.display());
-        let daemon = lab.daemon(&["--source", &source, "--config", &cfg.to_string_lossy()])?;
+        let daemon = lab.daemon_with_config(
+            kind,
+            &format!("[roi]\nkind = \"{kind}\"\n[webrtc]\nadaptive_delivery = false\n"),
+            &["--source", &source],
+        )?;
         let viewer = Receiver::connect(
             daemon.addr,
             ReceiverOptions {

@@ -55,15 +55,11 @@ impl Seen {
 }
 
 fn daemon(lab: &Lab, adaptive: bool) -> anyhow::Result<DaemonProcess> {
-    let config = lab.dir.path().join(format!("adaptive-{adaptive}.toml"));
-    std::fs::write(
-        &config,
-        format!("[webrtc]\nadaptive_delivery = {adaptive}\n"),
-    )?;
-    let config = config.to_string_lossy().into_owned();
-    lab.daemon(&[
-        "--config", &config, "--source", "test", "--size", "1280x720", "--fps", "30",
-    ])
+    lab.daemon_with_config(
+        &format!("adaptive-{adaptive}"),
+        &format!("[webrtc]\nadaptive_delivery = {adaptive}\n"),
+        &["--source", "test", "--size", "1280x720", "--fps", "30"],
+    )
 }
 
 fn through(net: &Arc<Netem>) -> ReceiverOptions {

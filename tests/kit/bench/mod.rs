@@ -10,6 +10,8 @@
 //! * **Chromium** ([`browser`]): what a browser viewer sees of focusd and of an aiortc
 //!   sender in the same run: glass-to-glass latency, first frame, answer time;
 //! * **links** ([`links`]): delivery over impaired links, adaptive against fixed rates;
+//! * **relay** ([`relay`]): Chromium viewers on a real Janus fed by `[relay]`, one and
+//!   eight: the daemon's CPU and upload;
 //! * **cold start**: the daemon started afresh, timed from exec to `READY=1` on a
 //!   notification socket of the bench's own, as systemd would see it;
 //! * **ROI model** ([`detector`]): inferences per second on one core; on real footage, the
@@ -28,6 +30,7 @@ mod detector;
 mod encoders;
 mod links;
 mod mqtt;
+mod relay;
 mod soak;
 
 use std::net::SocketAddr;
@@ -70,6 +73,9 @@ pub struct BenchFlags {
     /// memory and open files sampled throughout.
     #[arg(long, value_name = "MINUTES")]
     pub soak: Option<u64>,
+    /// Run only this phase: `links` (impaired links) or `relay` (viewers through Janus).
+    #[arg(long, value_name = "PHASE")]
+    pub only: Option<String>,
 }
 
 /// What every phase runs its daemons with.
@@ -84,6 +90,22 @@ impl Lab {
     /// A daemon with `args`, serving.
     fn daemon(&self, args: &[&str]) -> anyhow::Result<DaemonProcess> {
         DaemonProcess::try_start(&self.bin, self.dir.path(), args)
+    }
+
+    /// A daemon with `args` and the config file `toml` (kept as `NAME.toml` beside the
+    /// logs).
+    fn daemon_with_config(
+        &self,
+        name: &str,
+        toml: &str,
+        args: &[&str],
+    ) -> anyhow::Result<DaemonProcess> {
+        let path = self.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, toml)?;
+        let path = path.to_string_lossy().into_owned();
+        let mut all = vec!["--config", path.as_str()];
+        all.extend(args);
+        self.daemon(&all)
     }
 }
 
@@ -114,8 +136,11 @@ pub fn run(flags: &BenchFlags) -> anyhow::Result<()> {
         SIZE.0, SIZE.1
     );
 
-    if std::env::var_os("LINKS_ONLY").is_some() {
-        return links::run(&lab, secs);
+    match flags.only.as_deref() {
+        Some("links") => return links::run(&lab, secs),
+        Some("relay") => return relay::run(&lab, secs),
+        Some(other) => anyhow::bail!("--only {other}: the phases run alone are links and relay"),
+        None => {}
     }
     let baseline = encoder_only_cpu(secs)?;
     println!("  baseline (encoder only, both tracks): {baseline:.1}% CPU");
@@ -124,12 +149,11 @@ pub fn run(flags: &BenchFlags) -> anyhow::Result<()> {
 
     // At the configured rates: the modes' bitrates compare the encoder's output, which the
     // viewers' links do not steer here ([`links`] measures adaptive delivery).
-    let fixed = lab.dir.path().join("fixed-rates.toml");
-    std::fs::write(&fixed, "[webrtc]\nadaptive_delivery = false\n")?;
-    let fixed = fixed.to_string_lossy().into_owned();
-    let daemon = lab.daemon(&[
-        "--config", &fixed, "--source", "test", "--size", "1280x720", "--fps", "30",
-    ])?;
+    let daemon = lab.daemon_with_config(
+        "fixed-rates",
+        "[webrtc]\nadaptive_delivery = false\n",
+        &["--source", "test", "--size", "1280x720", "--fps", "30"],
+    )?;
     let idle = daemon.cpu_percent_over(Duration::from_secs(secs))?;
     let one = Receiver::connect(
         daemon.addr,
@@ -300,6 +324,7 @@ pub fn run(flags: &BenchFlags) -> anyhow::Result<()> {
 
     browser::run(&lab, secs)?;
     links::run(&lab, secs)?;
+    relay::run(&lab, secs)?;
     encoders::through_daemon(&lab, secs)?;
     detector::run(&lab, secs, flags.footage.as_deref())?;
     mqtt::run(&lab, secs)
