@@ -38,10 +38,9 @@ pub enum AnswererError {
 
 /// Makes answers to offers; cheap to share behind an `Arc`, callable from any thread.
 pub struct Answerer {
-    /// Host candidates offered to every viewer (one per bound socket).
-    candidates: Vec<SocketAddr>,
-    /// Public addresses of those sockets, offered as server-reflexive candidates.
-    reflexive: Vec<Reflexive>,
+    /// Offered to every viewer: a host candidate per bound socket, then the sockets'
+    /// public addresses as server-reflexive ones.
+    candidates: Vec<Candidate>,
     /// The DTLS certificate every viewer's session uses.
     cert: DtlsCert,
     /// Whether viewers are asked for no playout delay (`playout-delay`).
@@ -96,9 +95,22 @@ impl Answerer {
             .generate_certificate()
             .ok_or(AnswererError::Certificate)?;
         provider.install_process_default();
+        let host = candidates.iter().map(|a| (*a, Candidate::host(*a, "udp")));
+        let reflexive = reflexive.iter().map(|r| {
+            (
+                r.public,
+                Candidate::server_reflexive(r.public, r.base, "udp"),
+            )
+        });
+        let candidates = host
+            .chain(reflexive)
+            .filter_map(|(addr, c)| {
+                c.inspect_err(|e| tracing::warn!(%addr, error = %e, "unusable candidate"))
+                    .ok()
+            })
+            .collect();
         Ok(Answerer {
             candidates,
-            reflexive,
             cert,
             low_latency_playout,
             initial_estimate: Bitrate::kbps(u64::from(initial_kbps)),
@@ -137,23 +149,8 @@ impl Answerer {
         // vanished is noticed and counted out after ~11 s instead of ~21 s.
         config.set_max_stun_rto(Duration::from_millis(1500));
         let mut rtc = config.build(now);
-        for addr in &self.candidates {
-            match Candidate::host(*addr, "udp") {
-                Ok(c) => {
-                    rtc.add_local_candidate(c);
-                }
-                Err(e) => tracing::warn!(%addr, error = %e, "unusable host candidate"),
-            }
-        }
-        for r in &self.reflexive {
-            match Candidate::server_reflexive(r.public, r.base, "udp") {
-                Ok(c) => {
-                    rtc.add_local_candidate(c);
-                }
-                Err(e) => {
-                    tracing::warn!(public = %r.public, error = %e, "unusable reflexive candidate")
-                }
-            }
+        for c in &self.candidates {
+            rtc.add_local_candidate(c.clone());
         }
         let answer = rtc.sdp_api().accept_offer(checked.offer).map_err(|e| {
             OfferError::Malformed(e.to_string().lines().next().unwrap_or("").to_string())
@@ -188,6 +185,18 @@ impl Answerer {
     }
 }
 
+/// An answerer on one loopback candidate, for the hub's tests and these.
+#[cfg(test)]
+pub(super) fn test_answerer(low_latency_playout: bool) -> Answerer {
+    Answerer::new(
+        vec!["127.0.0.1:5000".parse().expect("an address")],
+        Vec::new(),
+        low_latency_playout,
+        2800,
+    )
+    .expect("a certificate")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,13 +207,7 @@ mod tests {
 
     #[test]
     fn answers_share_the_certificate_and_carry_playout_delay() {
-        let answerer = Answerer::new(
-            vec!["127.0.0.1:5000".parse().unwrap()],
-            Vec::new(),
-            true,
-            2800,
-        )
-        .unwrap();
+        let answerer = test_answerer(true);
         let a = answerer
             .answer(Instant::now(), CHROMIUM_OFFER, Access::Full)
             .unwrap();
@@ -224,13 +227,7 @@ mod tests {
             "the answer accepts Chromium's playout-delay: {}",
             a.answer
         );
-        let plain = Answerer::new(
-            vec!["127.0.0.1:5000".parse().unwrap()],
-            Vec::new(),
-            false,
-            2800,
-        )
-        .unwrap();
+        let plain = test_answerer(false);
         let c = plain
             .answer(Instant::now(), CHROMIUM_OFFER, Access::Full)
             .unwrap();

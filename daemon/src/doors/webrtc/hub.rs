@@ -479,7 +479,6 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::doors::webrtc::Answerer;
 
     /// An offer as Chromium makes it for two recvonly video transceivers and a DataChannel.
     const CHROME_OFFER: &str = include_str!("../../../../tests/data/chrome-offer.sdp");
@@ -491,13 +490,7 @@ mod tests {
     #[test]
     fn offers_that_never_connect_are_dropped_at_the_connect_timeout_with_no_one_else() {
         let start = Instant::now();
-        let answerer = Answerer::new(
-            vec!["127.0.0.1:5000".parse().unwrap()],
-            Vec::new(),
-            true,
-            2800,
-        )
-        .unwrap();
+        let answerer = crate::doors::webrtc::answer::test_answerer(true);
         let bounds = Bounds {
             context_kbps: 300,
             source_kbps: 2500,
