@@ -8,7 +8,7 @@
 // Usage: node janus.mjs JANUS_URL MOUNTPOINT_ID VIEWERS SECONDS
 //   JANUS_URL      Janus's HTTP API (http://127.0.0.1:PORT/janus)
 //   SECONDS        how long the viewers watch once all are connected
-import { chromium } from "playwright-core";
+import { launch } from "./chromium.mjs";
 
 const [janus, mountpoint, viewers, seconds] = process.argv.slice(2);
 let transactions = 0;
@@ -37,14 +37,7 @@ async function offerOf(session) {
   throw new Error("no offer from the mountpoint within 10 s");
 }
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/lib/chromium/chromium",
-  args: [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-  ],
-});
+const browser = await launch();
 let result;
 const keepalives = [];
 try {

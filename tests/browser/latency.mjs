@@ -9,17 +9,10 @@
 //   VIDEO_LINES  recvonly video transceivers in the offer (focusd: 2)
 //   TRACK        which of them to measure (0-based)
 // FOCUSD_TOKEN, when set, is sent as a Bearer token.
-import { chromium } from "playwright-core";
+import { launch } from "./chromium.mjs";
 
 const [base, offerPath, videoLines, track, seconds, answers] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/lib/chromium/chromium",
-  args: [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-  ],
-});
+const browser = await launch();
 let result;
 try {
   const page = await browser.newPage();

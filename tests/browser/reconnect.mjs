@@ -1,15 +1,10 @@
 // Loads the viewer page, prints "connected" once it shows video, then watches it through
 // the daemon going away and coming back (the Rust test restarts it): prints one JSON line
 // of what the page said and when it had video again. Usage: node reconnect.mjs <viewer-url>
-import { chromium } from "playwright-core";
+import { launch } from "./chromium.mjs";
 
 const [url] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/lib/chromium/chromium",
-  args: ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required"],
-});
+const browser = await launch();
 const result = { statuses: [], messages: [] };
 try {
   const page = await browser.newPage();

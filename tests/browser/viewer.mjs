@@ -1,21 +1,13 @@
 // Drives Debian's headless Chromium against a running focusd viewer page and prints one
 // JSON line of what it saw. Usage: node viewer.mjs <viewer-url> <screenshot.png>
 // The Rust test tests/browser.rs starts the daemon, runs this and checks the JSON.
-import { chromium } from "playwright-core";
+import { launch } from "./chromium.mjs";
 
 const [url, shot] = process.argv.slice(2);
-const executablePath = process.env.CHROMIUM || "/usr/lib/chromium/chromium";
 const result = { steps: [] };
 const step = (name, data = {}) => result.steps.push({ name, t: Date.now(), ...data });
 
-const browser = await chromium.launch({
-  executablePath,
-  args: [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-quic", "--autoplay-policy=no-user-gesture-required",
-  ],
-});
+const browser = await launch();
 try {
   const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
   page.on("console", (m) => m.type() === "error" && step("console-error", { text: m.text() }));
