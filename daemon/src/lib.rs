@@ -22,7 +22,8 @@
 //! * [`doors`]: HTTP ([`doors::http`]: the routes, who may call them, and the server
 //!   that holds each connection to its limits), the viewers ([`doors::webrtc`]: a
 //!   sans-IO hub and the server that drives it), the fleet broker ([`doors::mqtt`]) and
-//!   a relay that fans the tracks out past one board ([`doors::relay`]);
+//!   a relay or an SFU that fan the tracks out past one board ([`doors::relay`],
+//!   [`doors::whip`]);
 //!   [`ctl`] is the fleet console on the broker's other side.
 //! * [`service`]: readiness and the watchdog for systemd, metrics, `/proc` readings.
 //! * [`config`]: flags and the TOML file, resolved into [`config::Settings`].
@@ -55,6 +56,7 @@ use crate::doors::relay::{RelayError, RelayTask};
 use crate::doors::webrtc::delivery::Bounds;
 use crate::doors::webrtc::reflexive;
 use crate::doors::webrtc::server::{HubTask, bind_sockets};
+use crate::doors::whip::WhipTask;
 use crate::service::metrics::Metrics;
 use crate::state::command::Mode;
 use crate::state::protocol::{Info, TrackInfo, WebRtcConfig};
@@ -247,6 +249,13 @@ impl Daemon {
         .spawn(&tracker, shutdown.clone())
         .map_err(StartError::Media)?;
 
+        if let Some(whip) = &settings.whip {
+            WhipTask {
+                settings: whip.clone(),
+                webrtc: webrtc.clone(),
+            }
+            .spawn(&tracker, shutdown.clone());
+        }
         let listener =
             TcpListener::bind(settings.listen)
                 .await

@@ -97,6 +97,8 @@ pub struct FileConfig {
     pub auth: AuthFile,
     #[serde(default)]
     pub relay: RelayFile,
+    #[serde(default)]
+    pub whip: WhipFile,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -146,6 +148,13 @@ pub struct WebRtcFile {
     #[serde(default)]
     pub advertise: Vec<String>,
     pub stun_server: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhipFile {
+    pub url: Option<String>,
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

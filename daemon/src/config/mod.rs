@@ -20,7 +20,7 @@ pub use flags::{CtlAction, CtlFlags, Flags, ProbeFlags, Subcmd, TokenFlags};
 pub use resolve::resolve_mqtt;
 pub use settings::{
     AuthMode, AuthSettings, DetectorKind, HttpSettings, MqttSettings, RelaySettings, RoiSettings,
-    Settings, VideoSettings, WebRtcSettings,
+    Settings, VideoSettings, WebRtcSettings, WhipSettings,
 };
 
 /// A configuration value that cannot be used. Displays as one line naming the key.
@@ -172,7 +172,7 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_key() {
-        let cases: [(&[&str], &str, &str); 23] = [
+        let cases: [(&[&str], &str, &str); 26] = [
             (&["--size", "1280"], "", "size"),
             (&["--size", "1281x720"], "", "size"),
             (&["--fps", "0"], "", "fps"),
@@ -212,6 +212,13 @@ mod tests {
             (&[], "[relay]\ncontext = \"janus\"\n", "relay.context"),
             (&[], "[relay]\nsource = \"janus:65535\"\n", "relay.source"),
             (&[], "[relay]\nstate = \"127.0.0.1:5008\"\n", "relay.state"),
+            (&[], "[whip]\nurl = \"ftp://sfu/whip\"\n", "whip.url"),
+            (&[], "[whip]\ntoken = \"abc\"\n", "whip.token"),
+            (
+                &[],
+                "[whip]\nurl = \"http://sfu/whip\"\ntoken = \"a b\"\n",
+                "whip.token",
+            ),
         ];
         for (args, text, key) in cases {
             let err = settings(args, text).unwrap_err();

@@ -10,11 +10,12 @@ use focusd_board::source::SourceSpec;
 
 use super::file::{
     AuthFile, ControlFile, HttpFile, Listen, MqttFile, RelayFile, RoiFile, Size, VideoFile,
-    WebRtcFile,
+    WebRtcFile, WhipFile,
 };
 use super::{
     AuthMode, AuthSettings, ConfigError, DetectorKind, FileConfig, Flags, HttpSettings,
-    MqttSettings, RelaySettings, RoiSettings, Settings, VideoSettings, WebRtcSettings, bad,
+    MqttSettings, RelaySettings, RoiSettings, Settings, VideoSettings, WebRtcSettings,
+    WhipSettings, bad,
 };
 use crate::doors::mqtt::Broker;
 use crate::state::command::{Mode, Rect};
@@ -62,6 +63,7 @@ impl Settings {
             http: http(file.http)?,
             auth: auth(flags, file.auth)?,
             relay: relay(file.relay)?,
+            whip: whip(file.whip)?,
         })
     }
 }
@@ -155,6 +157,35 @@ fn relay(file: RelayFile) -> Result<Option<RelaySettings>, ConfigError> {
             state,
         })),
     }
+}
+
+/// `[whip]`: an `http://` or `https://` URL with a host; a token of visible characters.
+fn whip(file: WhipFile) -> Result<Option<WhipSettings>, ConfigError> {
+    let Some(url) = file.url else {
+        if file.token.is_some() {
+            return bad("whip.token", "a token without a url");
+        }
+        return Ok(None);
+    };
+    let uri: hyper::Uri = match url.parse() {
+        Ok(u) => u,
+        Err(e) => return bad("whip.url", format!("`{url}`: {e}")),
+    };
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+        return bad(
+            "whip.url",
+            format!("`{url}` is not an http:// or https:// URL"),
+        );
+    }
+    if let Some(token) = &file.token
+        && (token.is_empty() || !token.chars().all(|c| c.is_ascii_graphic()))
+    {
+        return bad("whip.token", "must be visible ASCII characters, no spaces");
+    }
+    Ok(Some(WhipSettings {
+        url: uri,
+        token: file.token,
+    }))
 }
 
 /// `[webrtc]`.

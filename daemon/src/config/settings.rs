@@ -48,6 +48,17 @@ pub struct Settings {
     /// Where the tracks are sent as RTP for a relay to fan out (`[relay]`); `None` when
     /// no destination is configured.
     pub relay: Option<RelaySettings>,
+    /// Where both tracks are published by WHIP (`[whip]`); `None` without a URL.
+    pub whip: Option<WhipSettings>,
+}
+
+/// The WHIP door (`[whip]`): an SFU endpoint the daemon publishes both tracks to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WhipSettings {
+    /// The endpoint (`http://` or `https://`), POSTed the offer.
+    pub url: hyper::Uri,
+    /// Sent as `Authorization: Bearer` when set.
+    pub token: Option<String>,
 }
 
 /// The relay door (`[relay]`): each track's RTP destination as `host:port` (its RTCP on

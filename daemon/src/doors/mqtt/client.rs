@@ -24,6 +24,7 @@ use tokio_util::task::TaskTracker;
 use super::session::{Kind, Out, Session};
 use super::telemetry::Telemetry;
 use crate::config::MqttSettings;
+use crate::doors::backoff::Backoff;
 use crate::service::metrics::Metrics;
 use crate::state::protocol::{Info, Topics};
 use crate::state::{Control, unix_ms};
@@ -46,35 +47,6 @@ pub enum MqttError {
     /// A TLS file is unreadable or not PEM of the expected kind.
     #[error("invalid config `{key}`: {reason}")]
     Tls { key: &'static str, reason: String },
-}
-
-/// Capped exponential backoff with jitter: each wait is drawn from the upper half of the
-/// current step, so a fleet that lost its broker does not return in lockstep.
-#[derive(Debug)]
-pub struct Backoff {
-    step: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff { step: BACKOFF_MIN }
-    }
-}
-
-impl Backoff {
-    /// The next wait, given a random number; the step then doubles up to the cap.
-    pub fn next(&mut self, random: u64) -> Duration {
-        let step = self.step;
-        self.step = (self.step * 2).min(BACKOFF_MAX);
-        let half = step / 2;
-        let jitter_ms = random % (half.as_millis() as u64 + 1);
-        half + Duration::from_millis(jitter_ms)
-    }
-
-    /// After a successful connection: start again from the shortest step.
-    pub fn reset(&mut self) {
-        self.step = BACKOFF_MIN;
-    }
 }
 
 /// Everything the MQTT task needs.
@@ -254,7 +226,7 @@ async fn connection(
     tx: mpsc::Sender<Net>,
     stop: CancellationToken,
 ) {
-    let mut backoff = Backoff::default();
+    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     loop {
         let event = tokio::select! {
             _ = stop.cancelled() => return,
@@ -386,26 +358,4 @@ async fn run(
         }
     }
     stop.cancel();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_to_a_cap_with_jitter_and_resets() {
-        let mut b = Backoff::default();
-        let lows: Vec<Duration> = (0..10).map(|_| b.next(0)).collect();
-        assert_eq!(lows[0], BACKOFF_MIN / 2);
-        assert_eq!(lows[1], BACKOFF_MIN);
-        assert_eq!(*lows.last().unwrap(), BACKOFF_MAX / 2, "capped");
-        let mut b = Backoff::default();
-        let high = b.next(u64::MAX - 1);
-        assert!(high >= BACKOFF_MIN / 2 && high <= BACKOFF_MIN, "{high:?}");
-        for _ in 0..20 {
-            assert!(b.next(getrandom::u64().unwrap()) <= BACKOFF_MAX);
-        }
-        b.reset();
-        assert!(b.next(0) <= BACKOFF_MIN);
-    }
 }

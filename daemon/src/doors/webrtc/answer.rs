@@ -10,8 +10,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use str0m::bwe::Bitrate;
+use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::config::DtlsCert;
-use str0m::media::Mid;
+use str0m::media::{Direction, MediaKind, Mid};
 use str0m::rtp::Extension;
 use str0m::{Candidate, Rtc};
 
@@ -125,33 +126,7 @@ impl Answerer {
         access: Access,
     ) -> Result<Admission, OfferError> {
         let checked = sdp::check_offer(offer)?;
-        // TWCC feedback from the viewer feeds a bandwidth estimate per viewer, which the
-        // delivery policy reads; it also paces what is sent (at 1.1× the estimate), so a
-        // keyframe does not leave in one burst.
-        let mut config = Rtc::builder()
-            .clear_codecs()
-            .set_dtls_cert(self.cert.clone())
-            .enable_bwe(Some(self.initial_estimate));
-        if self.low_latency_playout {
-            // Lets the browser render each frame as soon as it is decoded (see
-            // `peer::PLAYOUT_DELAY`).
-            config = config.set_extension(PLAYOUT_DELAY_ID, Extension::PlayoutDelay);
-        }
-        // Constrained baseline first (what we encode), plain baseline as a fallback for
-        // browsers that only list 42001f; both decode our stream.
-        config
-            .codec_config()
-            .add_h264(108.into(), Some(109.into()), true, 0x42e01f);
-        config
-            .codec_config()
-            .add_h264(127.into(), Some(121.into()), true, 0x42001f);
-        // STUN retries back off to at most 1.5 s (str0m's default is 3 s), so a viewer that
-        // vanished is noticed and counted out after ~11 s instead of ~21 s.
-        config.set_max_stun_rto(Duration::from_millis(1500));
-        let mut rtc = config.build(now);
-        for c in &self.candidates {
-            rtc.add_local_candidate(c.clone());
-        }
+        let mut rtc = self.rtc(now);
         let answer = rtc.sdp_api().accept_offer(checked.offer).map_err(|e| {
             OfferError::Malformed(e.to_string().lines().next().unwrap_or("").to_string())
         })?;
@@ -180,6 +155,117 @@ impl Answerer {
             access,
             created: now,
             answer,
+            low_latency_playout: self.low_latency_playout,
+        })
+    }
+
+    /// An offer to send both tracks to a peer that answers (a WHIP endpoint): no
+    /// DataChannel (WHIP servers differ on them), commands stay with HTTP and MQTT.
+    pub fn offer(&self, now: Instant) -> Result<SendOffer, OfferError> {
+        let mut rtc = self.rtc(now);
+        let mut api = rtc.sdp_api();
+        let mids = TrackMap::from_fn(|t| {
+            api.add_media(
+                MediaKind::Video,
+                Direction::SendOnly,
+                Some("focusd".into()),
+                Some(t.name().into()),
+                None,
+            )
+        });
+        // Two media were added, so there is a change to offer.
+        let (offer, pending) = api.apply().expect("an offer with two media");
+        Ok(SendOffer {
+            sdp: offer.to_sdp_string(),
+            rtc,
+            pending,
+            mids,
+            created: now,
+            low_latency_playout: self.low_latency_playout,
+        })
+    }
+
+    /// A viewer's `Rtc`, on the shared certificate and candidates.
+    fn rtc(&self, now: Instant) -> Rtc {
+        // TWCC feedback from the viewer feeds a bandwidth estimate per viewer, which the
+        // delivery policy reads; it also paces what is sent (at 1.1× the estimate), so a
+        // keyframe does not leave in one burst.
+        let mut config = Rtc::builder()
+            .clear_codecs()
+            .set_dtls_cert(self.cert.clone())
+            .enable_bwe(Some(self.initial_estimate));
+        if self.low_latency_playout {
+            // Lets the browser render each frame as soon as it is decoded (see
+            // `peer::PLAYOUT_DELAY`).
+            config = config.set_extension(PLAYOUT_DELAY_ID, Extension::PlayoutDelay);
+        }
+        // Constrained baseline first (what we encode), plain baseline as a fallback for
+        // browsers that only list 42001f; both decode our stream.
+        config
+            .codec_config()
+            .add_h264(108.into(), Some(109.into()), true, 0x42e01f);
+        config
+            .codec_config()
+            .add_h264(127.into(), Some(121.into()), true, 0x42001f);
+        // STUN retries back off to at most 1.5 s (str0m's default is 3 s), so a viewer that
+        // vanished is noticed and counted out after ~11 s instead of ~21 s.
+        config.set_max_stun_rto(Duration::from_millis(1500));
+        let mut rtc = config.build(now);
+        for c in &self.candidates {
+            rtc.add_local_candidate(c.clone());
+        }
+        rtc
+    }
+}
+
+/// An offer made to send both tracks ([`Answerer::offer`]), waiting for its answer.
+pub struct SendOffer {
+    /// The SDP to send.
+    pub sdp: String,
+    rtc: Rtc,
+    pending: SdpPendingOffer,
+    mids: TrackMap<Mid>,
+    created: Instant,
+    low_latency_playout: bool,
+}
+
+impl std::fmt::Debug for SendOffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendOffer").finish_non_exhaustive()
+    }
+}
+
+impl SendOffer {
+    /// Takes the peer's answer: the session, ready for the hub to admit. Its commands
+    /// channel, were one opened, could only watch.
+    pub fn accept(mut self, answer: &str) -> Result<Admission, OfferError> {
+        let answer = SdpAnswer::from_sdp_string(answer)
+            .map_err(|e| OfferError::Malformed(format!("answer: {e}")))?;
+        self.rtc
+            .sdp_api()
+            .accept_answer(self.pending, answer)
+            .map_err(|e| OfferError::Malformed(format!("answer: {e}")))?;
+        let mut tracks: TrackMap<Option<Outgoing>> = TrackMap::default();
+        for track in Track::ALL {
+            let mid = self.mids[track];
+            if let Some(pt) = Peer::h264_pt(&mut self.rtc, mid) {
+                tracks[track] = Some(Outgoing {
+                    mid,
+                    pt,
+                    awaiting_keyframe: true,
+                });
+            }
+        }
+        if tracks.context.is_none() && tracks.source.is_none() {
+            return Err(OfferError::NoH264);
+        }
+        Ok(Admission {
+            id: SessionId::random().ok_or(OfferError::NoRandomness)?,
+            rtc: self.rtc,
+            tracks,
+            access: Access::ViewOnly,
+            created: self.created,
+            answer: String::new(),
             low_latency_playout: self.low_latency_playout,
         })
     }

@@ -186,6 +186,11 @@ impl Hub {
         Ok((id, answer))
     }
 
+    /// Whether a session is held (connecting or connected).
+    pub fn is_open(&self, id: &SessionId) -> bool {
+        self.peers.iter().any(|p| &p.id == id)
+    }
+
     /// Ends a session (WHEP DELETE). Returns whether it existed.
     pub fn close(&mut self, now: Instant, id: &SessionId) -> bool {
         let Some(peer) = self.peers.iter_mut().find(|p| &p.id == id) else {

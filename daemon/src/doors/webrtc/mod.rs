@@ -14,7 +14,7 @@ pub mod reflexive;
 pub mod sdp;
 pub mod server;
 
-pub use answer::{Admission, Answerer, AnswererError};
+pub use answer::{Admission, Answerer, AnswererError, SendOffer};
 pub use hub::{Hub, HubEvent, HubSettings, SessionId};
 
 /// Why an offer was refused.

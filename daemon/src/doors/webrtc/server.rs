@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use super::delivery::Bounds;
 use super::reflexive::Reflexive;
-use super::{Admission, Answerer, Hub, HubEvent, HubSettings, OfferError, SessionId};
+use super::{Admission, Answerer, Hub, HubEvent, HubSettings, OfferError, SendOffer, SessionId};
 use crate::config::WebRtcSettings;
 use crate::service::metrics::{Metrics, Refusal};
 use crate::state::command::{Access, Command};
@@ -30,6 +30,10 @@ enum Request {
         reply: oneshot::Sender<Result<(SessionId, String), OfferError>>,
     },
     Close {
+        id: SessionId,
+        reply: oneshot::Sender<bool>,
+    },
+    IsOpen {
         id: SessionId,
         reply: oneshot::Sender<bool>,
     },
@@ -51,13 +55,38 @@ impl WebRtcHandle {
         sdp: String,
         access: Access,
     ) -> Result<(SessionId, String), OfferError> {
-        let admission = Box::new(self.answerer.answer(Instant::now(), &sdp, access)?);
+        let admission = self.answerer.answer(Instant::now(), &sdp, access)?;
+        self.admit(admission).await
+    }
+
+    /// An offer to send both tracks to a peer that answers (WHIP); its accepted answer
+    /// goes to [`WebRtcHandle::admit`].
+    pub fn send_offer(&self) -> Result<SendOffer, OfferError> {
+        self.answerer.offer(Instant::now())
+    }
+
+    /// Hands a negotiated session to the hub; returns its id and the SDP answer (empty
+    /// for a session this side offered).
+    pub async fn admit(&self, admission: Admission) -> Result<(SessionId, String), OfferError> {
         let (reply, rx) = oneshot::channel();
         self.requests
-            .send(Request::Admit { admission, reply })
+            .send(Request::Admit {
+                admission: Box::new(admission),
+                reply,
+            })
             .await
             .map_err(|_| OfferError::ShuttingDown)?;
         rx.await.map_err(|_| OfferError::ShuttingDown)?
+    }
+
+    /// Whether the hub still holds the session (connecting or connected).
+    pub async fn is_open(&self, id: &SessionId) -> bool {
+        let (reply, rx) = oneshot::channel();
+        let request = Request::IsOpen {
+            id: id.clone(),
+            reply,
+        };
+        self.requests.send(request).await.is_ok() && rx.await.unwrap_or(false)
     }
 
     /// Ends a session; `false` if there was none with that id.
@@ -282,6 +311,9 @@ impl Driver {
             }
             Request::Close { id, reply } => {
                 let _ = reply.send(self.hub.close(Instant::now(), &id));
+            }
+            Request::IsOpen { id, reply } => {
+                let _ = reply.send(self.hub.is_open(&id));
             }
         }
     }
