@@ -807,3 +807,53 @@ fn the_relay_gets_rtp_and_reports_and_its_absence_costs_the_viewers_nothing() {
         0.0
     );
 }
+
+/// Sixteen viewers asking for keyframes ten times a second each get one keyframe per
+/// `[webrtc] keyframe_request_interval_s` between them, not a stream of keyframes, and
+/// keep receiving.
+#[test]
+fn sixteen_viewers_asking_for_keyframes_do_not_make_a_keyframe_storm() {
+    let d = TestDaemon::start_with_config(
+        "[video]\nkeyframe_interval_s = 60\n[webrtc]\nkeyframe_request_interval_s = 1.0\n",
+        &["--source", "test"],
+    );
+    let quiet = ReceiverOptions {
+        decode: false,
+        commands: false,
+        ..Default::default()
+    };
+    let viewers: Vec<Receiver> = (0..16)
+        .map(|_| Receiver::connect(d.addr, quiet.clone()).expect("a viewer connects"))
+        .collect();
+    for v in &viewers {
+        assert!(
+            v.wait_for(WAIT, |s| s.tracks[1].frames > 0).1,
+            "each viewer gets the source"
+        );
+    }
+    let keyframes = || d.metric("focusd_keyframes_total{track=\"source\"}");
+    let (before, start) = (keyframes(), std::time::Instant::now());
+    for v in &viewers {
+        v.reset_counters();
+    }
+    while start.elapsed() < Duration::from_secs(3) {
+        for v in &viewers {
+            v.request_keyframe(1);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let made = keyframes() - before;
+    println!("{made} keyframes for 480 requests in 3 s");
+    // One per second of asking (and the first at once), whoever asks: not 480.
+    assert!(
+        (2.0..=5.0).contains(&made),
+        "{made} keyframes for 480 requests in 3 s"
+    );
+    for v in &viewers {
+        let s = v.stats();
+        assert!(
+            s.tracks[1].frames >= 45,
+            "every viewer keeps receiving: {s:?}"
+        );
+    }
+}

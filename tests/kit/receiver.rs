@@ -13,7 +13,7 @@ use focusd_board::stamp;
 use openh264::decoder::Decoder;
 use openh264::formats::YUVSource;
 use str0m::change::SdpAnswer;
-use str0m::media::{Direction, MediaKind, Mid};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
@@ -119,7 +119,7 @@ pub struct ReceiverStats {
 /// A running receiver on its own thread.
 pub struct Receiver {
     stats: Arc<Mutex<ReceiverStats>>,
-    to_send: mpsc::Sender<String>,
+    to_send: mpsc::Sender<Ask>,
     stop: Arc<AtomicBool>,
     paused: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -208,6 +208,7 @@ impl Receiver {
             started,
             stats: stats.clone(),
             outbox,
+            held: Vec::new(),
             decode,
             channel: None,
         };
@@ -246,7 +247,12 @@ impl Receiver {
 
     /// Sends a text message on the `commands` channel (once it is open).
     pub fn send(&self, text: &str) {
-        let _ = self.to_send.send(text.to_string());
+        let _ = self.to_send.send(Ask::Text(text.to_string()));
+    }
+
+    /// Asks the daemon for a keyframe (RTCP PLI) on the `track`th video m-line.
+    pub fn request_keyframe(&self, track: usize) {
+        let _ = self.to_send.send(Ask::Keyframe(track));
     }
 
     /// Stops reading the socket (a stalled viewer) or resumes.
@@ -334,6 +340,14 @@ impl Drop for Receiver {
     }
 }
 
+/// What the test asks the receiver's thread to send.
+enum Ask {
+    /// A message on the `commands` channel (once it is open).
+    Text(String),
+    /// A PLI on the nth video m-line.
+    Keyframe(usize),
+}
+
 struct Worker {
     rtc: Rtc,
     socket: UdpSocket,
@@ -341,7 +355,9 @@ struct Worker {
     mids: Vec<Mid>,
     started: Instant,
     stats: Arc<Mutex<ReceiverStats>>,
-    outbox: mpsc::Receiver<String>,
+    outbox: mpsc::Receiver<Ask>,
+    /// Texts asked for before the `commands` channel opened.
+    held: Vec<String>,
     /// Where frames go to be decoded (`None` without decoding): on a thread of its own,
     /// so that this one reads each datagram as it arrives (the arrival times it reports
     /// feed the daemon's bandwidth estimate).
@@ -357,11 +373,20 @@ impl Worker {
                 std::thread::sleep(Duration::from_millis(20));
                 continue;
             }
-            if let Some(cid) = self.channel {
-                while let Ok(text) = self.outbox.try_recv() {
-                    if let Some(mut ch) = self.rtc.channel(cid) {
-                        let _ = ch.write(false, text.as_bytes());
+            while let Ok(ask) = self.outbox.try_recv() {
+                match ask {
+                    Ask::Text(text) => self.held.push(text),
+                    Ask::Keyframe(i) => {
+                        if let Some(mut w) = self.mids.get(i).and_then(|m| self.rtc.writer(*m)) {
+                            let _ = w.request_keyframe(None, KeyframeRequestKind::Pli);
+                        }
                     }
+                }
+            }
+            // Texts wait for the channel to open.
+            if let Some(mut ch) = self.channel.and_then(|cid| self.rtc.channel(cid)) {
+                for text in self.held.drain(..) {
+                    let _ = ch.write(false, text.as_bytes());
                 }
             }
             let timeout = match self.drain() {
