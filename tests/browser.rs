@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use focusd_testkit::TestDaemon;
+use focusd_testkit::netem::{Netem, Shape};
 
 #[test]
 fn chromium_views_both_tracks_and_controls_the_mode() {
@@ -227,4 +228,51 @@ fn chromium_views_both_tracks_through_janus_while_the_board_sends_each_frame_onc
         metric("focusd_relay_keyframe_requests_total{track=\"source\"}") >= 1.0,
         "keyframe requests come back from Janus"
     );
+}
+
+/// Chromium reaches the daemon only through a 1 Mbit/s link (the kit's netem): its own
+/// bandwidth estimate brings the encoders under the cap, and it keeps decoding both
+/// tracks.
+#[test]
+fn chromium_behind_a_1_mbit_link_keeps_both_tracks_and_the_encoders_follow_it() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let udp_port = focusd_testkit::free_udp_pair();
+    let link = Netem::start(Shape::capped(1000)).expect("the link");
+    link.set_upstream(([127, 0, 0, 1], udp_port).into());
+    let d = TestDaemon::start_with_config(
+        &format!("[webrtc]\nudp_port = {udp_port}\n"),
+        &["--source", "test"],
+    );
+    let out = Command::new("node")
+        .arg(root.join("tests/browser/impaired.mjs"))
+        .arg(format!("http://{}/", d.addr))
+        .arg("127.0.0.1")
+        .arg(link.addr().port().to_string())
+        .arg("9")
+        .env("FOCUSD_TOKEN", focusd_testkit::http::TEST_TOKEN)
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let r: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    println!("{r}");
+    assert!(r.get("error").is_none(), "{r}");
+    let targets = d.metric("focusd_encoder_target_kbps{track=\"context\"}")
+        + d.metric("focusd_encoder_target_kbps{track=\"source\"}");
+    println!(
+        "encoder targets: {targets} kbit/s; link: {:?}",
+        link.counts()
+    );
+    assert!(
+        targets < 1000.0,
+        "the encoders follow Chromium's estimate: {targets} kbit/s"
+    );
+    for (track, width, frames) in [("context", 320, 60), ("source", 1280, 45)] {
+        let t = &r["tracks"][track];
+        assert_eq!(t["width"], width, "{track}: {r}");
+        assert!(
+            t["lastFrames"].as_u64() >= Some(frames),
+            "{track} decodes through the link (of 90 in the last 3 s): {r}"
+        );
+    }
 }
