@@ -54,11 +54,14 @@ pub async fn discover(
             .map(|mut a| a.find(SocketAddr::is_ipv4))
         {
             Ok(Some(server)) => {
-                for socket in sockets {
-                    let Ok(base) = socket.local_addr() else {
-                        continue;
-                    };
-                    match mapped_address(socket, server).await {
+                // Every socket asks at once: a silent server costs one timeout, not one
+                // per interface.
+                let asked = sockets.iter().filter_map(|socket| {
+                    let base = socket.local_addr().ok()?;
+                    Some(async move { (base, mapped_address(socket, server).await) })
+                });
+                for (base, public) in futures_util::future::join_all(asked).await {
+                    match public {
                         Some(public) if public != base => found.push(Reflexive { public, base }),
                         Some(_) => {}
                         None => tracing::warn!(%base, %server, "no answer from the STUN server"),
