@@ -767,7 +767,8 @@ fn a_stun_server_tells_a_media_socket_its_public_address() {
 }
 
 /// The relay door sends RTP (H.264, payload type 96) and RTCP sender reports to where
-/// `[relay]` points; when the relay goes away, nothing changes for the WebRTC viewers.
+/// `[relay]` points; when the relay goes away, the WebRTC viewers are served as before,
+/// and the encoders keep the configured rates the relay was promised.
 #[test]
 fn the_relay_gets_rtp_and_reports_and_its_absence_costs_the_viewers_nothing() {
     let port = focusd_testkit::free_udp_pair();
@@ -792,9 +793,28 @@ fn the_relay_gets_rtp_and_reports_and_its_absence_costs_the_viewers_nothing() {
     rtcp.send_to(b"not rtcp", from).unwrap();
     drop((rtp, rtcp));
 
-    let r = Receiver::connect(d.addr, ReceiverOptions::default()).expect("a viewer connects");
-    let (s, ok) = r.wait_for(WAIT, |s| s.tracks.iter().all(|t| t.decoded >= 30));
-    assert!(ok, "both tracks decode with the relay gone: {s:?}");
+    // A viewer behind 1 Mbit/s: with a relay taking the configured rates, the encoders
+    // stay there (without one they follow this viewer: see the test above), and the
+    // viewer's own link steps down to the context.
+    // (The link lives as long as `link`: the receiver does not keep it.)
+    let link = Arc::new(Netem::start(Shape::capped(1000)).unwrap());
+    let r = Receiver::connect(
+        d.addr,
+        ReceiverOptions {
+            network: Some(link.clone()),
+            ..Default::default()
+        },
+    )
+    .expect("a viewer connects");
+    let (s, ok) = r.wait_for(WAIT, |s| s.tracks[0].decoded >= 30);
+    assert!(ok, "the context decodes with the relay gone: {s:?}");
+    assert!(
+        eventually(WAIT, || levels(&d) == vec![LinkLevel::ContextOnly]),
+        "the slow viewer is sent the context only: {:?}",
+        levels(&d)
+    );
+    let target = |t: &str| d.metric(&format!("focusd_encoder_target_kbps{{track=\"{t}\"}}"));
+    assert_eq!((target("context"), target("source")), (300.0, 2500.0));
     let relayed = || d.metric("focusd_relay_frames_total{track=\"source\"}");
     let before = relayed();
     std::thread::sleep(Duration::from_millis(300));

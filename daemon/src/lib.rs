@@ -244,6 +244,7 @@ impl Daemon {
             control: control.clone(),
             keyframes: pipeline.keyframes.clone(),
             demand: pipeline.demand.clone(),
+            keep_configured_rates: settings.relay.is_some(),
             metrics: metrics.clone(),
         }
         .spawn(&tracker, shutdown.clone())

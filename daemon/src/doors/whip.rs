@@ -28,6 +28,10 @@ use crate::doors::webrtc::{OfferError, SessionId};
 /// A request to the endpoint that takes longer is given up.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Ending a resource waits this long at most: at shutdown the daemon must stop within
+/// systemd's patience (and the tests' 2 s) even with the SFU unreachable.
+const DELETE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// An answer larger than this is not an SDP answer.
 const MAX_ANSWER: usize = 64 * 1024;
 
@@ -45,7 +49,7 @@ pub enum WhipError {
     /// The endpoint could not be reached or the exchange broke off.
     #[error("cannot reach the WHIP endpoint: {0}")]
     Io(String),
-    /// The endpoint did not answer within [`REQUEST_TIMEOUT`].
+    /// The endpoint did not answer in time ([`REQUEST_TIMEOUT`], [`DELETE_TIMEOUT`]).
     #[error("the WHIP endpoint did not answer within {0:?}")]
     Timeout(Duration),
     /// The endpoint refused the offer (401/403: the token; other statuses: the SFU).
@@ -113,12 +117,13 @@ impl WhipTask {
 
     /// One offer, its answer, and the session handed to the hub.
     async fn publish(&self) -> Result<Published, WhipError> {
-        let offer = self.webrtc.send_offer()?;
+        let offer = self.webrtc.send_offer();
         let (status, location, body) = exchange(
             Method::POST,
             &self.settings.url,
             self.settings.token.as_deref(),
             Some(offer.sdp.clone()),
+            REQUEST_TIMEOUT,
         )
         .await?;
         if status != StatusCode::CREATED && status != StatusCode::OK {
@@ -158,14 +163,8 @@ impl WhipTask {
         let Some(resource) = &session.resource else {
             return;
         };
-        match exchange(
-            Method::DELETE,
-            resource,
-            self.settings.token.as_deref(),
-            None,
-        )
-        .await
-        {
+        let token = self.settings.token.as_deref();
+        match exchange(Method::DELETE, resource, token, None, DELETE_TIMEOUT).await {
             Ok((status, _, _)) => tracing::info!(%resource, %status, "WHIP resource deleted"),
             Err(e) => tracing::info!(%resource, error = %e, "WHIP resource not deleted"),
         }
@@ -189,16 +188,18 @@ fn resolve(endpoint: &Uri, location: &str) -> Option<Uri> {
     format!("{scheme}://{authority}{path}").parse().ok()
 }
 
-/// One HTTP/1.1 request (over TLS for `https`): its status, `Location` and body.
+/// One HTTP/1.1 request (over TLS for `https`), given up after `within`: its status,
+/// `Location` and body.
 async fn exchange(
     method: Method,
     uri: &Uri,
     token: Option<&str>,
     sdp: Option<String>,
+    within: Duration,
 ) -> Result<(StatusCode, Option<String>, String), WhipError> {
-    tokio::time::timeout(REQUEST_TIMEOUT, request(method, uri, token, sdp))
+    tokio::time::timeout(within, request(method, uri, token, sdp))
         .await
-        .map_err(|_| WhipError::Timeout(REQUEST_TIMEOUT))?
+        .map_err(|_| WhipError::Timeout(within))?
 }
 
 async fn request(

@@ -12,7 +12,8 @@
 //!
 //! The relay sits between the encoders and the WebRTC hub: it sends each frame on (a UDP
 //! send, never waiting) and hands it to the hub. While configured it claims its tracks,
-//! so the encoders always run: a relay's viewers are not known here.
+//! so the encoders always run, and the hub keeps them at their configured rates
+//! (`HubSettings::keep_configured_rates`): a relay's viewers are not known here.
 
 mod stream;
 

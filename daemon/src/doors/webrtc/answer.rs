@@ -1,4 +1,5 @@
-//! Answering a viewer's offer: everything a new viewer needs before the hub takes it in.
+//! Answering a viewer's offer, and offering to a peer that answers (WHIP): everything a
+//! new session needs before the hub takes it in.
 //!
 //! An [`Answerer`] is shared by the HTTP handlers and runs on the caller's task, so that an
 //! answer never waits behind the hub's frame fan-out; the hub only admits the result
@@ -161,7 +162,7 @@ impl Answerer {
 
     /// An offer to send both tracks to a peer that answers (a WHIP endpoint): no
     /// DataChannel (WHIP servers differ on them), commands stay with HTTP and MQTT.
-    pub fn offer(&self, now: Instant) -> Result<SendOffer, OfferError> {
+    pub fn offer(&self, now: Instant) -> SendOffer {
         let mut rtc = self.rtc(now);
         let mut api = rtc.sdp_api();
         let mids = TrackMap::from_fn(|t| {
@@ -175,14 +176,14 @@ impl Answerer {
         });
         // Two media were added, so there is a change to offer.
         let (offer, pending) = api.apply().expect("an offer with two media");
-        Ok(SendOffer {
+        SendOffer {
             sdp: offer.to_sdp_string(),
             rtc,
             pending,
             mids,
             created: now,
             low_latency_playout: self.low_latency_playout,
-        })
+        }
     }
 
     /// A viewer's `Rtc`, on the shared certificate and candidates.

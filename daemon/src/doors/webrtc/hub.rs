@@ -82,6 +82,9 @@ pub struct HubSettings {
     /// track, so that one lossy viewer cannot make every viewer's stream all keyframes; a
     /// new viewer's request is always honoured.
     pub keyframe_request_interval: Duration,
+    /// A consumer outside the hub (the relay door) takes both tracks at their configured
+    /// rates: the encoders stay there, and only the viewers' own links step.
+    pub keep_configured_rates: bool,
 }
 
 /// All viewers.
@@ -352,6 +355,13 @@ impl Hub {
             .filter(|p| p.connected)
             .filter_map(|p| p.link.settled_kbps(now))
             .max();
+        // What the configured rates need counts as the best link when something outside
+        // the hub takes them.
+        let best = if self.settings.keep_configured_rates {
+            best.max(Some(self.settings.bounds.initial_estimate_kbps()))
+        } else {
+            best
+        };
         let targets = if self.settings.adaptive {
             self.settings.bounds.targets(best)
         } else {
@@ -505,6 +515,7 @@ mod tests {
             bounds,
             adaptive: true,
             keyframe_request_interval: Duration::from_secs(1),
+            keep_configured_rates: false,
         };
         let metrics = Arc::new(Metrics::default());
         let mut hub = Hub::new(settings, metrics, Demand::new(), start);

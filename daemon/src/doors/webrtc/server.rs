@@ -61,7 +61,7 @@ impl WebRtcHandle {
 
     /// An offer to send both tracks to a peer that answers (WHIP); its accepted answer
     /// goes to [`WebRtcHandle::admit`].
-    pub fn send_offer(&self) -> Result<SendOffer, OfferError> {
+    pub fn send_offer(&self) -> SendOffer {
         self.answerer.offer(Instant::now())
     }
 
@@ -163,6 +163,9 @@ pub struct HubTask {
     pub keyframes: KeyframeRequests,
     /// Where viewers claim the tracks they receive.
     pub demand: Demand,
+    /// Whether the relay door takes the tracks at their configured rates (the encoders
+    /// then stay there whatever the viewers' links).
+    pub keep_configured_rates: bool,
     pub metrics: Arc<Metrics>,
 }
 
@@ -223,6 +226,7 @@ impl HubTask {
                 bounds: self.bounds,
                 adaptive: self.settings.adaptive_delivery,
                 keyframe_request_interval: self.settings.keyframe_request_interval,
+                keep_configured_rates: self.keep_configured_rates,
             },
             self.metrics.clone(),
             self.demand,
