@@ -6,14 +6,13 @@
 //
 // Usage: node impaired.mjs BASE_URL LINK_HOST LINK_PORT SECONDS
 // FOCUSD_TOKEN is sent as a Bearer token.
-import { launch } from "./chromium.mjs";
+import { launch, newPage } from "./chromium.mjs";
 
 const [base, linkHost, linkPort, seconds] = process.argv.slice(2);
 const browser = await launch();
 let result;
 try {
-  const page = await browser.newPage();
-  await page.goto(base);
+  const page = await newPage(browser, base);
   result = await page.evaluate(async (a) => {
     const pc = new RTCPeerConnection();
     for (let i = 0; i < 2; i++) pc.addTransceiver("video", { direction: "recvonly" });
@@ -36,14 +35,7 @@ try {
       return [`a=candidate:1 1 udp 2130706431 ${a.linkHost} ${a.linkPort} typ host`];
     }).join("\r\n");
     await pc.setRemoteDescription({ type: "answer", sdp });
-    for (const t of pc.getTransceivers()) {
-      const v = document.createElement("video");
-      v.muted = true;
-      v.autoplay = true;
-      v.srcObject = new MediaStream([t.receiver.track]);
-      document.body.appendChild(v);
-      v.play().catch(() => {});
-    }
+    window.showVideo(pc);
     const stats = async () => {
       const out = {};
       const byTrack = {};

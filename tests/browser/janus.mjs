@@ -8,7 +8,7 @@
 // Usage: node janus.mjs JANUS_URL MOUNTPOINT_ID VIEWERS SECONDS
 //   JANUS_URL      Janus's HTTP API (http://127.0.0.1:PORT/janus)
 //   SECONDS        how long the viewers watch once all are connected
-import { launch } from "./chromium.mjs";
+import { launch, newPage } from "./chromium.mjs";
 
 const [janus, mountpoint, viewers, seconds] = process.argv.slice(2);
 let transactions = 0;
@@ -50,7 +50,7 @@ try {
       janus: "message", body: { request: "watch", id: Number(mountpoint) },
     });
     const offer = await offerOf(session);
-    const page = await browser.newPage();
+    const page = await newPage(browser);
     const answer = await page.evaluate(async (offer) => {
       const pc = new RTCPeerConnection();
       window.seen = { text: null, messages: 0 };
@@ -72,15 +72,7 @@ try {
         pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && done();
         setTimeout(done, 3000);
       });
-      for (const t of pc.getTransceivers()) {
-        if (t.receiver.track.kind !== "video") continue;
-        const v = document.createElement("video");
-        v.muted = true;
-        v.autoplay = true;
-        v.srcObject = new MediaStream([t.receiver.track]);
-        document.body.appendChild(v);
-        v.play().catch(() => {});
-      }
+      window.showVideo(pc);
       window.pc = pc;
       return { type: "answer", sdp: pc.localDescription.sdp };
     }, offer);
