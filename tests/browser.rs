@@ -4,7 +4,6 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use focusd_testkit::TestDaemon;
 use focusd_testkit::netem::{Netem, Shape};
@@ -109,8 +108,9 @@ fn chromium_views_both_tracks_and_controls_the_mode() {
 }
 
 /// The page through the daemon going away and coming back: it says why it reconnects and
-/// when it tries next, and shows video again from the new daemon, with that daemon's state (the mode lives in the daemon). It also hands the
-/// configured ICE servers to Chromium.
+/// when it tries next, waits twice as long after each failed attempt (the daemon stays
+/// away for two), and shows video again from the new daemon, with that daemon's state
+/// (the mode lives in the daemon). It also hands the configured ICE servers to Chromium.
 #[test]
 fn the_page_reconnects_when_the_daemon_comes_back() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -132,10 +132,26 @@ fn the_page_reconnects_when_the_daemon_comes_back() {
     let first = lines.next().and_then(|l| l.ok()).unwrap_or_default();
     assert_eq!(first.trim(), "connected", "{first}");
     drop(d);
-    // Down long enough for a few failed attempts.
-    std::thread::sleep(Duration::from_secs(2));
+    // Down until the page has failed twice: its third attempt is announced.
+    let mut messages = Vec::new();
+    for line in lines.by_ref().map_while(Result::ok) {
+        let third = line.contains("(attempt 3)");
+        messages.push(line);
+        if third {
+            break;
+        }
+    }
     let d = TestDaemon::start_with_config(config, &args);
     let last = lines.map_while(Result::ok).last().unwrap_or_default();
+    // Each failed attempt doubles the wait (0.5 s, 1 s, 2 s).
+    for (attempt, wait) in [(1, "0.5 s"), (2, "1.0 s"), (3, "2.0 s")] {
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.contains(&format!("reconnecting in {wait} (attempt {attempt})"))),
+            "attempt {attempt} announced after {wait}: {messages:?}"
+        );
+    }
     let _ = node.wait();
     let r: serde_json::Value =
         serde_json::from_str(&last).unwrap_or_else(|e| panic!("{e}: {last}"));

@@ -1,6 +1,7 @@
 // Loads the viewer page, prints "connected" once it shows video, then watches it through
-// the daemon going away and coming back (the Rust test restarts it): prints one JSON line
-// of what the page said and when it had video again. Usage: node reconnect.mjs <viewer-url>
+// the daemon going away and coming back (the Rust test restarts it): prints each new
+// message the page shows as it appears ({"message": ...}), then one JSON line of what the
+// page said and when it had video again. Usage: node reconnect.mjs <viewer-url>
 import { launch } from "./chromium.mjs";
 
 const [url] = process.argv.slice(2);
@@ -40,7 +41,10 @@ try {
       fresh: window.focusd.pc !== window.firstPc,
     }));
     if (seen.status !== last) { result.statuses.push(seen.status); last = seen.status; }
-    if (seen.message && !result.messages.includes(seen.message)) result.messages.push(seen.message);
+    if (seen.message && !result.messages.includes(seen.message)) {
+      result.messages.push(seen.message);
+      console.log(JSON.stringify({ message: seen.message }));
+    }
     return seen.fresh && (await playing()) > 0;
   }, 40000);
   result.video_again = back && first;
