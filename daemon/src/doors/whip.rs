@@ -91,7 +91,7 @@ impl WhipTask {
             };
             match published {
                 Ok(session) => {
-                    tracing::info!(url = %self.settings.url, resource = ?session.resource.as_ref().map(Uri::to_string), "publishing by WHIP");
+                    tracing::info!(endpoint = %logged(&self.settings.url), "publishing by WHIP");
                     let ended = self.watch(&session, &shutdown).await;
                     self.delete(&session).await;
                     if !ended {
@@ -100,10 +100,10 @@ impl WhipTask {
                     if started.elapsed() >= STABLE_AFTER {
                         backoff.reset();
                     }
-                    tracing::warn!(url = %self.settings.url, "WHIP session ended; publishing again");
+                    tracing::warn!(endpoint = %logged(&self.settings.url), "WHIP session ended; publishing again");
                 }
                 Err(e) => {
-                    tracing::warn!(url = %self.settings.url, error = %e, "WHIP publishing failed");
+                    tracing::warn!(endpoint = %logged(&self.settings.url), error = %e, "WHIP publishing failed");
                 }
             }
             let wait = backoff.next(getrandom::u64().unwrap_or(0));
@@ -165,10 +165,27 @@ impl WhipTask {
         };
         let token = self.settings.token.as_deref();
         match exchange(Method::DELETE, resource, token, None, DELETE_TIMEOUT).await {
-            Ok((status, _, _)) => tracing::info!(%resource, %status, "WHIP resource deleted"),
-            Err(e) => tracing::info!(%resource, error = %e, "WHIP resource not deleted"),
+            Ok((status, _, _)) => {
+                tracing::info!(endpoint = %logged(resource), %status, "WHIP resource deleted")
+            }
+            Err(e) => {
+                tracing::info!(endpoint = %logged(resource), error = %e, "WHIP resource not deleted")
+            }
         }
     }
+}
+
+/// A URL as the log shows it: scheme, host and port only. Some SFUs put the stream key in
+/// the path (Cloudflare) or credentials before the host, and logs travel further than the
+/// config file.
+fn logged(uri: &Uri) -> String {
+    format!("{}://{}", uri.scheme_str().unwrap_or("?"), host_port(uri))
+}
+
+/// `host[:port]` of a URL, without any user info (the `Host` header, the logs).
+fn host_port(uri: &Uri) -> String {
+    let port = uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
+    format!("{}{port}", uri.host().unwrap_or("?"))
 }
 
 /// The `Location` of a resource, made absolute against the endpoint's URL.
@@ -217,7 +234,7 @@ async fn request(
     let mut req = Request::builder()
         .method(method)
         .uri(uri.path_and_query().map_or("/", |p| p.as_str()))
-        .header(HOST, uri.authority().map_or(host, |a| a.as_str()));
+        .header(HOST, host_port(uri));
     if let Some(token) = token {
         req = req.header(AUTHORIZATION, format!("Bearer {token}"));
     }
@@ -284,6 +301,16 @@ fn tls_connector() -> tokio_rustls::TlsConnector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logs_show_no_path_where_a_stream_key_may_be() {
+        let uri: Uri = "https://customer-1.cloudflarestream.com/SECRETKEY/webRTC/publish"
+            .parse()
+            .unwrap();
+        assert_eq!(logged(&uri), "https://customer-1.cloudflarestream.com");
+        let uri: Uri = "http://user:pass@sfu:8889/cam/whip".parse().unwrap();
+        assert_eq!(logged(&uri), "http://sfu:8889");
+    }
 
     #[test]
     fn resource_locations_are_made_absolute() {
