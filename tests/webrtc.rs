@@ -637,6 +637,79 @@ fn a_slow_viewer_gets_the_context_only_while_a_fast_one_keeps_everything() {
     );
 }
 
+/// Two viewers of one encoding, one behind a link below the context's rate: that one is
+/// sent every other frame of the context (its base temporal layer), which it decodes
+/// without an error, while the other keeps both tracks at full rate.
+#[test]
+fn a_viewer_below_the_context_gets_every_other_context_frame() {
+    let d = TestDaemon::start_with_config(
+        "[video]\ncontext_kbps = 600\nsource_kbps = 600\n",
+        &["--source", "test", "--size", "640x360"],
+    );
+    let fast = Receiver::connect(d.addr, ReceiverOptions::default()).unwrap();
+    let net = Arc::new(Netem::start(Shape::capped(500)).unwrap());
+    let slow = Receiver::connect(
+        d.addr,
+        ReceiverOptions {
+            network: Some(net.clone()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(
+        eventually(Duration::from_secs(25), || levels(&d)
+            == [LinkLevel::ContextHalfRate, LinkLevel::Full]),
+        "the slow viewer is stepped down to the context at half rate: {:?}",
+        d.state().delivery
+    );
+    // Its link flooded until then: settled once a second passes without a decoding error
+    // or a late frame.
+    let settled = eventually(Duration::from_secs(20), || {
+        slow.reset_counters();
+        std::thread::sleep(Duration::from_secs(1));
+        let s = &slow.stats().tracks[0];
+        s.decode_errors == 0 && s.decoded > 0 && s.latencies_ms.iter().all(|&ms| ms < 250)
+    });
+    assert!(
+        settled,
+        "the slow viewer's link settles: {:?}",
+        slow.stats()
+    );
+    slow.reset_counters();
+    fast.reset_counters();
+    let captured = focusd_testkit::process::metric(d.addr, "focusd_frames_captured_total");
+    std::thread::sleep(Duration::from_secs(3));
+    let captured =
+        focusd_testkit::process::metric(d.addr, "focusd_frames_captured_total") - captured;
+    let (s, f) = (slow.stats(), fast.stats());
+    assert_eq!(levels(&d), [LinkLevel::ContextHalfRate, LinkLevel::Full]);
+    let share = s.tracks[0].decoded as f64 / captured;
+    assert!(
+        (0.4..=0.6).contains(&share),
+        "half the context's frames to the slow viewer: {} of {captured}",
+        s.tracks[0].decoded,
+    );
+    assert_eq!(s.tracks[0].decode_errors, 0, "{:?}", s.tracks[0]);
+    assert!(
+        f.tracks[0].decoded as f64 >= captured * 0.85
+            && f.tracks[1].decoded as f64 >= captured * 0.85,
+        "the fast viewer keeps every frame: {} and {} of {captured}",
+        f.tracks[0].decoded,
+        f.tracks[1].decoded
+    );
+    assert_eq!(
+        d.state().delivery.target_kbps.context,
+        600,
+        "the encoders follow the fast viewer"
+    );
+    assert!(
+        focusd_testkit::process::metric(
+            d.addr,
+            "focusd_delivery_steps_total{to=\"context_half_rate\"}"
+        ) >= 1.0
+    );
+}
+
 /// One viewer behind a 1 Mbit/s link: the encoders follow its estimate below their
 /// configured rates, and it keeps both tracks.
 #[test]

@@ -228,6 +228,7 @@ fn settings(width: u32, height: u32, kbps: u32) -> EncoderSettings {
         fps: 30.0,
         bitrate_kbps: kbps,
         keyframe_interval: 0,
+        temporal_layers: 1,
     }
 }
 

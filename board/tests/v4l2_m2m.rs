@@ -239,6 +239,7 @@ fn an_encoder_that_does_not_make_h264_is_refused_and_auto_passes_it_by() {
         fps: 30.0,
         bitrate_kbps: 500,
         keyframe_interval: 30,
+        temporal_layers: 1,
     };
     let err = V4l2M2mEncoder::open(&node, &settings).unwrap_err();
     assert!(err.is_config(), "{err:?}");

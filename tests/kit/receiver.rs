@@ -240,6 +240,7 @@ impl Receiver {
             t.frames = 0;
             t.bytes = 0;
             t.decoded = 0;
+            t.decode_errors = 0;
             t.freeze_ms = 0;
             t.latencies_ms.clear();
         }

@@ -224,6 +224,7 @@ impl GstEncoder {
             let unit = EncodedUnit {
                 keyframe: !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
                 captured,
+                temporal_layer: 0,
             };
             self.ready.push_back((unit, map.as_slice().to_vec()));
         }

@@ -17,6 +17,11 @@
 //!   picture: then no access unit ever comes for it.
 //! - **Keyframes.** `submit(.., keyframe: true)` makes that picture an IDR, with SPS and
 //!   PPS in front (as every IDR has). Requests between pictures are the caller's to merge.
+//! - **Temporal layers.** An encoder asked for two ([`EncoderSettings::temporal_layers`])
+//!   and able to make them (openh264; not the Pi 4's `bcm2835-codec`, whose V4L2 controls
+//!   have none, nor x264 or Jetson's through GStreamer) marks every other access unit as
+//!   layer 1, which nothing references: leaving those out halves the frame rate without
+//!   breaking the decoding. The others make every unit layer 0.
 //! - **Bitrate.** [`VideoEncoder::set_bitrate`] changes the target while running, without
 //!   a keyframe; it takes effect within a few pictures.
 //! - **Stop.** [`VideoEncoder::finish`] drains what is still in flight; after it the
@@ -117,6 +122,9 @@ pub struct EncoderSettings {
     pub bitrate_kbps: u32,
     /// A keyframe at least this often, in frames (0 = only on request).
     pub keyframe_interval: u32,
+    /// Temporal layers to make, 1 or 2 (see [`EncodedUnit::temporal_layer`]); an encoder
+    /// that cannot make them makes one.
+    pub temporal_layers: u8,
 }
 
 /// Why an encoder could not be opened or could not encode.
@@ -209,6 +217,10 @@ pub struct EncodedUnit {
     pub keyframe: bool,
     /// When the picture it was made from was captured.
     pub captured: CaptureTime,
+    /// The temporal layer it belongs to: 0 for every unit of an encoder making one layer;
+    /// with two, the units of layer 1 (every other picture) are referenced by no other
+    /// unit, so a stream of layer 0 alone decodes at half the frame rate.
+    pub temporal_layer: u8,
 }
 
 /// An H.264 encoder; see the [module docs](self) for the contract. Output is Annex B with
@@ -353,6 +365,7 @@ mod tests {
             fps: 30.0,
             bitrate_kbps: 100,
             keyframe_interval: 0,
+            temporal_layers: 1,
         }
     }
 

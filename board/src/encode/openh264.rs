@@ -2,6 +2,12 @@
 //! constrained baseline, no B-frames, real-time usage, one slice per picture. The depth-0
 //! case of the encoder contract: a picture's access unit is ready when `submit` returns.
 //!
+//! Two temporal layers are openh264's own (`iTemporalLayerNum`), which the Rust binding
+//! fixes at one when it initialises the encoder on its first picture: the encoder is
+//! initialised here with a blank picture, then given the same parameters with two layers
+//! (openh264 re-creates its context for that), so the first real picture starts the
+//! layered stream with an IDR.
+//!
 //! openh264 reads I420 only, with any strides: I420 pictures are read in place; NV12 ones
 //! are first split into an I420 copy (one pass over the chroma, a copy of the luma).
 
@@ -13,7 +19,10 @@ use openh264::encoder::{
     Profile, QpRange, RateControlMode, SpsPpsStrategy, UsageType,
 };
 use openh264::formats::YUVSource;
-use openh264_sys2::{ENCODER_OPTION_BITRATE, SBitrateInfo, SPATIAL_LAYER_ALL};
+use openh264_sys2::{
+    ENCODER_OPTION_BITRATE, ENCODER_OPTION_SVC_ENCODE_PARAM_EXT, SBitrateInfo, SEncParamExt,
+    SPATIAL_LAYER_ALL, VIDEO_CODING_LAYER,
+};
 
 use super::{EncodeError, EncodedUnit, EncoderSettings, VideoEncoder};
 use crate::frame::CaptureTime;
@@ -71,13 +80,15 @@ impl OpenH264Encoder {
             ))
             .scene_change_detect(false)
             .num_threads(1);
-        let encoder =
-            Encoder::with_api_config(OpenH264API::from_source(), config).map_err(|e| {
-                EncodeError::Create {
-                    encoder: "openh264".into(),
-                    reason: e.to_string(),
-                }
-            })?;
+        let create_error = |reason: String| EncodeError::Create {
+            encoder: "openh264".into(),
+            reason,
+        };
+        let mut encoder = Encoder::with_api_config(OpenH264API::from_source(), config)
+            .map_err(|e| create_error(e.to_string()))?;
+        if settings.temporal_layers > 1 {
+            layer(&mut encoder, settings).map_err(create_error)?;
+        }
         Ok(Self {
             encoder,
             size: (settings.width, settings.height),
@@ -88,6 +99,43 @@ impl OpenH264Encoder {
             finished: false,
         })
     }
+}
+
+/// Makes `encoder` (fresh from the binding) encode two temporal layers.
+fn layer(encoder: &mut Encoder, settings: &EncoderSettings) -> Result<(), String> {
+    let blank = Image::i420(settings.width, settings.height);
+    // The binding initialises openh264 with its parameters on the first picture.
+    encoder
+        .encode(&Planes::of(&blank))
+        .map_err(|e| format!("first picture: {e}"))?;
+    let mut params = SEncParamExt::default();
+    // SAFETY: ENCODER_OPTION_SVC_ENCODE_PARAM_EXT writes one SEncParamExt, which outlives
+    // the call, from an encoder the picture above initialised.
+    let rc = unsafe {
+        encoder.raw_api().get_option(
+            ENCODER_OPTION_SVC_ENCODE_PARAM_EXT,
+            (&raw mut params).cast(),
+        )
+    };
+    if rc != 0 {
+        return Err(format!("reading its parameters failed (code {rc})"));
+    }
+    params.iTemporalLayerNum = 2;
+    // SAFETY: as above, read this time; the parameters are the binding's own but for the
+    // layer count, so nothing the binding relies on changes (it keeps the picture size,
+    // and re-initialises only when that changes, which the size check in `submit` rules
+    // out).
+    let rc = unsafe {
+        encoder.raw_api().set_option(
+            ENCODER_OPTION_SVC_ENCODE_PARAM_EXT,
+            (&raw mut params).cast(),
+        )
+    };
+    if rc != 0 {
+        return Err(format!("two temporal layers refused (code {rc})"));
+    }
+    encoder.force_intra_frame();
+    Ok(())
 }
 
 /// Borrowed view of an I420 [`Image`] in the shape openh264 reads.
@@ -167,6 +215,11 @@ impl VideoEncoder for OpenH264Encoder {
             .encode(&Planes::of(image))
             .map_err(|e| EncodeError::Frame(e.to_string()))?;
         let frame_type = stream.frame_type();
+        let temporal_layer = (0..stream.num_layers())
+            .filter_map(|i| stream.layer(i))
+            .map(|l| l.raw_info())
+            .find(|info| info.uiLayerType == VIDEO_CODING_LAYER as u8)
+            .map_or(0, |info| info.uiTemporalId);
         let mut data = std::mem::take(&mut self.spare);
         data.clear();
         stream.write_vec(&mut data);
@@ -174,6 +227,7 @@ impl VideoEncoder for OpenH264Encoder {
             let unit = EncodedUnit {
                 keyframe: matches!(frame_type, FrameType::IDR | FrameType::I),
                 captured,
+                temporal_layer,
             };
             self.ready.push_back((unit, data));
         }
@@ -230,6 +284,7 @@ mod tests {
             fps: 30.0,
             bitrate_kbps: 500,
             keyframe_interval: 0,
+            temporal_layers: 1,
         }
     }
 
@@ -334,6 +389,72 @@ mod tests {
         assert!(
             low * 2 < high,
             "60 kbit/s spends less than half of 1500: {low} vs {high} bytes"
+        );
+    }
+
+    /// The `nal_ref_idc` of each VCL NAL unit (slices: types 1 and 5) in an access unit.
+    fn slice_ref_idcs(unit: &[u8]) -> Vec<u8> {
+        openh264::nal_units(unit)
+            .map(|nal| {
+                let header = nal[nal.iter().position(|&b| b == 1).unwrap() + 1];
+                (header & 0x1f, (header >> 5) & 3)
+            })
+            .filter(|(kind, _)| matches!(kind, 1 | 5))
+            .map(|(_, idc)| idc)
+            .collect()
+    }
+
+    #[test]
+    fn two_temporal_layers_alternate_and_the_base_decodes_alone_at_half_rate() {
+        let mut enc = OpenH264Encoder::new(&EncoderSettings {
+            temporal_layers: 2,
+            keyframe_interval: 8,
+            ..settings()
+        })
+        .unwrap();
+        let pattern = TestPattern::new((320, 180), 30.0);
+        let mut img = Image::i420(320, 180);
+        let mut all = Decoder::new().unwrap();
+        let mut base = Decoder::new().unwrap();
+        let mut out = Vec::new();
+        let mut layers = vec![];
+        for i in 0..20u64 {
+            let ms = 1_000_000 + i * 33;
+            pattern.draw(&mut img, ms);
+            enc.submit(&img, CaptureTime::now(), i == 13).unwrap();
+            out.clear();
+            let unit = enc.poll(&mut out).unwrap().expect("depth 0");
+            layers.push((unit.temporal_layer, unit.keyframe));
+            let idcs = slice_ref_idcs(&out);
+            assert!(!idcs.is_empty(), "picture {i} has slices");
+            if unit.temporal_layer == 1 {
+                assert!(
+                    idcs.iter().all(|&idc| idc == 0),
+                    "a layer-1 picture is no reference: {idcs:?}"
+                );
+            }
+            let check = |dec: &mut Decoder| {
+                let pic = dec.decode(&out).unwrap().expect("a picture per unit");
+                let stamp = crate::stamp::read(pic.y(), 320, 180, pic.strides().0);
+                assert_eq!(stamp, Some(ms as u32), "picture {i}");
+            };
+            check(&mut all);
+            if unit.temporal_layer == 0 {
+                check(&mut base);
+            }
+        }
+        assert_eq!(layers[0], (0, true), "the first picture is an IDR");
+        assert_eq!(layers[13], (0, true), "a forced one too");
+        // Layers alternate, from layer 0 at each keyframe (every 8 pictures, or forced).
+        let mut since_key = 0;
+        for (i, &(layer, key)) in layers.iter().enumerate() {
+            since_key = if key { 0 } else { since_key + 1 };
+            assert_eq!(layer, since_key % 2, "picture {i}: {layers:?}");
+        }
+        assert_eq!(
+            layers.iter().filter(|(_, key)| *key).count(),
+            3,
+            "0, 8 and 13"
         );
     }
 

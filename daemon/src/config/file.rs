@@ -133,6 +133,7 @@ pub struct VideoFile {
     pub context_kbps: Option<u32>,
     pub source_kbps: Option<u32>,
     pub keyframe_interval_s: Option<f64>,
+    pub temporal_layers: Option<u8>,
 }
 
 #[derive(Debug, Default, Deserialize)]

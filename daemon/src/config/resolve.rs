@@ -89,6 +89,7 @@ fn video(
         context_kbps: file.context_kbps.unwrap_or(300),
         source_kbps: file.source_kbps.unwrap_or(2500),
         keyframe_interval_s: file.keyframe_interval_s.unwrap_or(2.0),
+        temporal_layers: file.temporal_layers.unwrap_or(2),
     };
     if video.context_width < 16 || video.context_width % 2 == 1 || video.context_width > main_width
     {
@@ -112,6 +113,12 @@ fn video(
         return bad(
             "video.keyframe_interval_s",
             "must be between 0.1 and 60 seconds",
+        );
+    }
+    if !(1..=2).contains(&video.temporal_layers) {
+        return bad(
+            "video.temporal_layers",
+            format!("{} is not 1 or 2", video.temporal_layers),
         );
     }
     Ok(video)

@@ -166,6 +166,9 @@ pub struct VideoSettings {
     pub source_kbps: u32,
     /// Seconds between periodic keyframes.
     pub keyframe_interval_s: f64,
+    /// Temporal layers the encoders make where they can (openh264), 1 or 2: with two, a
+    /// viewer whose link cannot carry a track at full rate is sent every other frame of it.
+    pub temporal_layers: u8,
 }
 
 #[derive(Clone, Debug, PartialEq)]

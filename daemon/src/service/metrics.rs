@@ -160,9 +160,9 @@ pub struct Metrics {
     /// The HTTP server's connections and refusals.
     pub http: HttpMetrics,
     pub tracks: TrackMap<TrackMetrics>,
-    /// Viewers stepped down to the context only, and back up to both tracks.
-    pub steps_to_context_only: Counter,
-    pub steps_to_full: Counter,
+    /// Viewers' links stepped by the delivery policy, by the level they went to (indexed
+    /// like [`LinkLevel::ALL`]; see [`Metrics::delivery_steps`]).
+    pub steps_to: [Counter; 4],
     /// Datagrams to the relay the system refused to send (full buffer, unreachable).
     pub relay_send_errors: Counter,
 }
@@ -174,10 +174,7 @@ impl Metrics {
 
     /// The counter of viewers' links stepped to `level`.
     pub fn delivery_steps(&self, level: LinkLevel) -> &Counter {
-        match level {
-            LinkLevel::ContextOnly => &self.steps_to_context_only,
-            LinkLevel::Full => &self.steps_to_full,
-        }
+        &self.steps_to[level as usize]
     }
 
     /// Prometheus text exposition; `state` gives the viewers and what runs (the encoder's
@@ -320,7 +317,7 @@ impl Metrics {
         counter(
             "delivery_steps_total",
             "Viewers' links stepped by the delivery policy, by the level they went to.",
-            &[LinkLevel::ContextOnly, LinkLevel::Full].map(|l| {
+            &LinkLevel::ALL.map(|l| {
                 (
                     format!("{{to=\"{}\"}}", l.name()),
                     self.delivery_steps(l).get(),

@@ -89,23 +89,49 @@ pub struct Bitrates {
     pub source: f64,
 }
 
-/// What a viewer is sent, chosen by its link (see `doors::webrtc::delivery`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// What a viewer is sent, chosen by its link (see `doors::webrtc::delivery`); from the
+/// most to the least. The half rates are every other frame of a track, where its encoder
+/// makes two temporal layers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LinkLevel {
-    /// Both tracks.
+    /// Both tracks, every frame.
     Full,
+    /// Both tracks, the source at half its frame rate.
+    SourceHalfRate,
     /// Only the context track: its link cannot carry the source as it is encoded now.
     ContextOnly,
+    /// Only the context track, at half its frame rate: the last step.
+    ContextHalfRate,
 }
 
 impl LinkLevel {
+    /// Every level, from the most sent to the least.
+    pub const ALL: [LinkLevel; 4] = [
+        LinkLevel::Full,
+        LinkLevel::SourceHalfRate,
+        LinkLevel::ContextOnly,
+        LinkLevel::ContextHalfRate,
+    ];
+
     /// The name in the state JSON and metrics.
     pub fn name(self) -> &'static str {
         match self {
             LinkLevel::Full => "full",
+            LinkLevel::SourceHalfRate => "source_half_rate",
             LinkLevel::ContextOnly => "context_only",
+            LinkLevel::ContextHalfRate => "context_half_rate",
         }
+    }
+
+    /// Whether the source track is sent at this level.
+    pub fn has_source(self) -> bool {
+        self <= LinkLevel::SourceHalfRate
+    }
+
+    /// Whether a track is sent at half its frame rate at this level.
+    pub fn is_half_rate(self) -> bool {
+        matches!(self, LinkLevel::SourceHalfRate | LinkLevel::ContextHalfRate)
     }
 }
 

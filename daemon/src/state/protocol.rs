@@ -167,6 +167,10 @@ pub struct Stats {
     /// Viewers sent the context only, their links too slow for both tracks.
     #[serde(default)]
     pub viewers_context_only: usize,
+    /// Viewers sent a track at half its frame rate (the source, or the context of a
+    /// context-only viewer).
+    #[serde(default)]
+    pub viewers_half_rate: usize,
 }
 
 /// A device's MQTT topics, `<prefix>/<id>/...`.
@@ -399,8 +403,9 @@ mod tests {
                     source: 1200,
                 },
                 viewers_context_only: 1,
+                viewers_half_rate: 2,
             },
-            "cpu_percent,detector_fps,dropped_frames,encode_ms,fps,interval_s,kbps,mode,mqtt_dropped,rss_mb,target_kbps,viewers,viewers_context_only",
+            "cpu_percent,detector_fps,dropped_frames,encode_ms,fps,interval_s,kbps,mode,mqtt_dropped,rss_mb,target_kbps,viewers,viewers_context_only,viewers_half_rate",
         );
         assert_eq!(v["encode_ms"]["source"], serde_json::Value::Null);
     }

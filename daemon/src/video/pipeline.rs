@@ -150,6 +150,7 @@ impl Pipeline {
             fps: src_fps,
             bitrate_kbps: kbps,
             keyframe_interval,
+            temporal_layers: video.temporal_layers,
         };
         let Encoders {
             spec,
@@ -676,6 +677,7 @@ impl EncoderWorker {
                 data: Arc::from(buf.as_slice()),
                 keyframe: unit.keyframe,
                 captured_at: unit.captured.at,
+                temporal_layer: unit.temporal_layer,
             };
             match self.out.try_send(encoded) {
                 Ok(()) => {}
@@ -699,6 +701,7 @@ impl EncoderWorker {
                 data: Arc::from(data),
                 keyframe: unit.keyframe,
                 captured_at: unit.captured.at,
+                temporal_layer: unit.temporal_layer,
             });
         }
     }
@@ -853,6 +856,7 @@ mod tests {
             fps: 30.0,
             bitrate_kbps: 2000,
             keyframe_interval: 0,
+            temporal_layers: 1,
         })
         .unwrap();
         let keep = PixelRect {
@@ -950,6 +954,7 @@ mod tests {
             fps: 30.0,
             bitrate_kbps: 300,
             keyframe_interval: 0,
+            temporal_layers: 1,
         };
         let opened = Arc::new(std::sync::atomic::AtomicU32::new(0));
         let reopen: EncoderOpener = {

@@ -37,6 +37,10 @@ pub struct EncodedFrame {
     pub keyframe: bool,
     /// Capture time: RTP timestamp base and latency accounting.
     pub captured_at: Instant,
+    /// Its temporal layer: frames of layer 1 are referenced by no other frame, so a
+    /// viewer can be left them out (half the frame rate) without breaking its decoding
+    /// (see `focusd_board::encode::EncodedUnit::temporal_layer`).
+    pub temporal_layer: u8,
 }
 
 /// One `T` per track, indexed by [`Track`].

@@ -49,11 +49,104 @@ pub(super) fn run(secs: u64, footage: Option<&Path>) -> anyhow::Result<()> {
         SIZE.0, SIZE.1
     );
     compare("test pattern", &drawn, secs);
-    if let Some(path) = footage {
-        let frames = read_footage(path, 20)?;
-        compare(&format!("{}, scaled", path.display()), &frames, secs);
+    let footage = match footage {
+        Some(path) => {
+            let frames = read_footage(path, 60)?;
+            compare(&format!("{}, scaled", path.display()), &frames[..20], secs);
+            Some(frames)
+        }
+        None => None,
+    };
+    println!();
+    println!("openh264, two temporal layers against one, the same frames at {KBPS} kbit/s:");
+    for (what, frames) in [
+        ("test pattern", Some(&drawn[..])),
+        ("footage", footage.as_deref()),
+    ] {
+        let Some(frames) = frames else { continue };
+        match (layers_quality(frames, 1), layers_quality(frames, 2)) {
+            (Ok(one), Ok(two)) => println!(
+                "  {what:<12} 1 layer {:.1} dB, {:.0} kbit/s; 2 layers {:.1} dB ({:+.2} dB), {:.0} kbit/s; the base layer alone (15 fps) {:.0}% of the bytes",
+                one.psnr_db,
+                one.kbps,
+                two.psnr_db,
+                two.psnr_db - one.psnr_db,
+                two.kbps,
+                two.base_share * 100.0
+            ),
+            (Err(e), _) | (_, Err(e)) => println!("  {what:<12} not measured: {e:#}"),
+        }
     }
     Ok(())
+}
+
+/// The [`SIZE`] luma plane in `data` with rows `stride` apart, rows back to back.
+fn packed(data: &[u8], stride: usize) -> Vec<u8> {
+    let w = SIZE.0 as usize;
+    data.chunks(stride)
+        .take(SIZE.1 as usize)
+        .flat_map(|row| &row[..w])
+        .copied()
+        .collect()
+}
+
+/// What an encoding of some frames gave.
+struct LayersQuality {
+    /// Mean luma PSNR of the decoded pictures against the frames.
+    psnr_db: f64,
+    /// Its bitrate at 30 fps.
+    kbps: f64,
+    /// The share of its bytes in temporal layer 0.
+    base_share: f64,
+}
+
+/// openh264 with `layers` temporal layers on `frames` (twice over, the second time
+/// measured): the picture quality its bitrate buys.
+fn layers_quality(frames: &[Image], layers: u8) -> anyhow::Result<LayersQuality> {
+    let settings = EncoderSettings {
+        width: SIZE.0,
+        height: SIZE.1,
+        format: PixelFormat::I420,
+        fps: FPS as f64,
+        bitrate_kbps: KBPS,
+        keyframe_interval: 2 * FPS,
+        temporal_layers: layers,
+    };
+    let mut encoder = encode::open(&EncoderSpec::OpenH264, &settings)?;
+    let mut decoder = openh264::decoder::Decoder::new()?;
+    let mut out = Vec::new();
+    let (mut bytes, mut base, mut psnr, mut n) = (0usize, 0usize, 0.0, 0usize);
+    for (i, img) in frames.iter().chain(frames).enumerate() {
+        encoder.submit(img, CaptureTime::now(), false)?;
+        out.clear();
+        let Some(unit) = encoder.poll(&mut out)? else {
+            continue;
+        };
+        let Some(picture) = decoder.decode(&out)? else {
+            continue;
+        };
+        if i < frames.len() {
+            continue;
+        }
+        use openh264::formats::YUVSource;
+        let luma = img.planes().next().expect("an I420 image has planes");
+        let (want, got) = (
+            packed(luma.data(), luma.stride()),
+            packed(picture.y(), picture.strides().0),
+        );
+        psnr += crate::picture::psnr(&got, &want, SIZE.0 as usize, 0);
+        n += 1;
+        bytes += out.len();
+        if unit.temporal_layer == 0 {
+            base += out.len();
+        }
+    }
+    anyhow::ensure!(n > 0, "nothing decoded");
+    Ok(LayersQuality {
+        psnr_db: psnr / n as f64,
+        kbps: bytes as f64 * 8.0 * FPS as f64 / n as f64 / 1000.0,
+        base_share: base as f64 / bytes.max(1) as f64,
+    })
 }
 
 /// Each encoder in a daemon with one viewer: first frame, latency, CPU.
@@ -152,6 +245,7 @@ fn measure(spec: &EncoderSpec, frames: &[Image], secs: u64) -> anyhow::Result<Fi
         fps: FPS as f64,
         bitrate_kbps: KBPS,
         keyframe_interval: 2 * FPS,
+        temporal_layers: 1,
     };
     let mut encoder = encode::open(spec, &settings)?;
     // Half a second of warm-up: GStreamer's pipeline and the rate controls settle.

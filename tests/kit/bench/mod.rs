@@ -73,7 +73,8 @@ pub struct BenchFlags {
     /// memory and open files sampled throughout.
     #[arg(long, value_name = "MINUTES")]
     pub soak: Option<u64>,
-    /// Run only this phase: `links` (impaired links) or `relay` (viewers through Janus).
+    /// Run only this phase: `links` (impaired links), `relay` (viewers through Janus) or
+    /// `encoders` (the software encoders side by side).
     #[arg(long, value_name = "PHASE")]
     pub only: Option<String>,
 }
@@ -139,7 +140,10 @@ pub fn run(flags: &BenchFlags) -> anyhow::Result<()> {
     match flags.only.as_deref() {
         Some("links") => return links::run(&lab, secs),
         Some("relay") => return relay::run(&lab, secs),
-        Some(other) => anyhow::bail!("--only {other}: the phases run alone are links and relay"),
+        Some("encoders") => return encoders::run(secs, flags.footage.as_deref()),
+        Some(other) => {
+            anyhow::bail!("--only {other}: the phases run alone are links, relay and encoders")
+        }
         None => {}
     }
     let baseline = encoder_only_cpu(secs)?;
@@ -440,6 +444,7 @@ fn encoder_only_cpu(secs: u64) -> anyhow::Result<f64> {
         fps: FPS as f64,
         bitrate_kbps,
         keyframe_interval: 2 * FPS,
+        temporal_layers: 1,
     };
     // The encoder the daemon under test opens (`auto`: openh264 on this machine).
     let mut main_enc = encode::open(&EncoderSpec::Auto, &settings(SIZE, 2500))?;

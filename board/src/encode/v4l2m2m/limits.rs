@@ -188,6 +188,7 @@ mod tests {
             fps,
             bitrate_kbps,
             keyframe_interval: 60,
+            temporal_layers: 1,
         }
     }
 

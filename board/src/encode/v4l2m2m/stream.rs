@@ -193,8 +193,12 @@ impl M2mStream {
                 ));
             }
             let keyframe = coded.keyframe || (self.is_keyframe)(&bytes);
-            self.ready
-                .push_back((EncodedUnit { keyframe, captured }, bytes));
+            let unit = EncodedUnit {
+                keyframe,
+                captured,
+                temporal_layer: 0,
+            };
+            self.ready.push_back((unit, bytes));
         }
     }
 }

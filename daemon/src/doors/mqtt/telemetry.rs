@@ -76,6 +76,8 @@ impl Telemetry {
             .map(|(rss, _)| round1(rss as f64 / 1024.0))
             .ok();
         self.last = (now, cur);
+        let viewers_where =
+            |f: fn(LinkLevel) -> bool| state.delivery.viewers.iter().filter(|v| f(v.level)).count();
         Stats {
             interval_s: round1(dt),
             fps: state.fps,
@@ -91,12 +93,8 @@ impl Telemetry {
             rss_mb,
             mqtt_dropped,
             target_kbps: state.delivery.target_kbps,
-            viewers_context_only: state
-                .delivery
-                .viewers
-                .iter()
-                .filter(|v| v.level == LinkLevel::ContextOnly)
-                .count(),
+            viewers_context_only: viewers_where(|l| !l.has_source()),
+            viewers_half_rate: viewers_where(LinkLevel::is_half_rate),
         }
     }
 }

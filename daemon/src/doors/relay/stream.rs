@@ -174,6 +174,7 @@ mod tests {
             data: Arc::from(data),
             keyframe,
             captured_at: at,
+            temporal_layer: 0,
         }
     }
 

@@ -12,11 +12,11 @@ use str0m::net::{Protocol, Receive, Transmit};
 
 use super::OfferError;
 use super::answer::Admission;
-use super::delivery::{self, Bounds, Link};
+use super::delivery::{self, Bounds, Ladder, LayerMeter, Link};
 use super::peer::{CONNECT_TIMEOUT, Peer, PeerNote};
 use crate::service::metrics::Metrics;
 use crate::state::command::Access;
-use crate::state::{Delivery, LinkLevel, ViewerLink};
+use crate::state::{Delivery, ViewerLink};
 use crate::video::signals::Demand;
 use crate::video::track::{EncodedFrame, Track, TrackMap};
 
@@ -104,6 +104,8 @@ pub struct Hub {
     demand: Demand,
     /// The encoders' targets last asked for.
     targets: TrackMap<u32>,
+    /// How each track's bytes split between its temporal layers.
+    layers: TrackMap<LayerMeter>,
     /// When the delivery policy runs next.
     next_delivery: Instant,
     /// Runs of the delivery policy so far: every [`PROBE_EVERY`] runs each viewer's
@@ -137,6 +139,7 @@ impl Hub {
             viewers_reported: 0,
             demand,
             targets: settings.bounds.configured(),
+            layers: TrackMap::default(),
             next_delivery: now,
             delivery_runs: 0,
         }
@@ -266,8 +269,9 @@ impl Hub {
     /// Sends an encoded frame to every viewer that can take it.
     pub fn handle_frame(&mut self, now: Instant, frame: &EncodedFrame) {
         let m = self.metrics.track(frame.track);
+        self.layers[frame.track].record(frame.temporal_layer, frame.data.len());
         for peer in &mut self.peers {
-            if !peer.is_sent(frame.track) {
+            if !peer.is_sent(frame.track, frame.temporal_layer) {
                 continue;
             }
             match peer.write(frame, self.epoch) {
@@ -349,23 +353,21 @@ impl Hub {
     /// looks for; reports the figures.
     fn deliver(&mut self, now: Instant) {
         self.delivery_runs += 1;
+        let bounds = self.settings.bounds;
+        let shares = self.layers.map(LayerMeter::base_share);
         let best = self
             .peers
             .iter_mut()
             .filter(|p| p.connected)
-            .filter_map(|p| p.link.settled_kbps(now))
-            .max();
-        // What the configured rates need counts as the best link when something outside
-        // the hub takes them.
-        let best = if self.settings.keep_configured_rates {
-            best.max(Some(self.settings.bounds.initial_estimate_kbps()))
+            .filter_map(|p| Some((p.link.settled_kbps(now)?, p.link.level())))
+            .max_by_key(|(estimate, _)| *estimate);
+        // The encoders follow the best viewer, unless something outside the hub takes
+        // the tracks at their configured rates.
+        let following = self.settings.adaptive && !self.settings.keep_configured_rates;
+        let targets = if following {
+            bounds.targets(best, shares)
         } else {
-            best
-        };
-        let targets = if self.settings.adaptive {
-            self.settings.bounds.targets(best)
-        } else {
-            self.settings.bounds.configured()
+            bounds.configured()
         };
         // Small moves are not worth an encoder reconfiguration.
         let moved = |a: u32, b: u32| a.abs_diff(b) * 20 > b;
@@ -375,47 +377,48 @@ impl Hub {
             self.targets = targets;
             self.events.push_back(HubEvent::EncoderTargets(targets));
         }
-        let full = self.targets.context + self.targets.source;
-        let floors = self.settings.bounds.context_floor() + self.settings.bounds.source_floor();
+        // The encoders come down to their floors for the viewer they follow; any other
+        // viewer pays what they send now.
+        let followed = Ladder::new(bounds.floors(), shares);
+        let current = Ladder::new(self.targets, shares);
         let mut stepped = false;
         for peer in self.peers.iter_mut().filter(|p| p.connected) {
-            // The encoders follow the best viewer down to their floors: what both tracks
-            // would cost it is those floors; any other viewer pays what they cost now.
             let own = peer.link.settled_kbps(now);
-            let cost = if own.is_some() && own >= best {
-                floors
+            let ladder = if following && own.is_some() && own == best.map(|(e, _)| e) {
+                &followed
             } else {
-                full
+                &current
             };
+            let before = peer.link.level();
             if self.settings.adaptive
-                && let Some(level) = peer.link.step(now, cost)
+                && let Some(level) = peer.link.step(now, ladder)
             {
                 stepped = true;
                 self.metrics.delivery_steps(level).inc();
                 tracing::info!(session = %peer.id, level = level.name(), estimate_kbps = ?peer.link.estimate_kbps(), "viewer's link stepped");
-                match level {
-                    LinkLevel::ContextOnly => peer.claims.source = None,
-                    LinkLevel::Full => {
-                        if let Some(out) = peer.tracks.source.as_mut() {
-                            out.awaiting_keyframe = true;
-                            peer.claims.source = Some(self.demand.claim(Track::Source));
-                            self.last_keyframe_request[Track::Source] = Some(now);
-                            self.events
-                                .push_back(HubEvent::KeyframeWanted(Track::Source));
-                        }
-                    }
+                if before.has_source() && !level.has_source() {
+                    peer.claims.source = None;
+                } else if !before.has_source()
+                    && level.has_source()
+                    && let Some(out) = peer.tracks.source.as_mut()
+                {
+                    out.awaiting_keyframe = true;
+                    peer.claims.source = Some(self.demand.claim(Track::Source));
+                    self.last_keyframe_request[Track::Source] = Some(now);
+                    self.events
+                        .push_back(HubEvent::KeyframeWanted(Track::Source));
                 }
             }
-            // A viewer sent both tracks looks for what the encoders would send at their
-            // configured rates; one sent the context only for what both tracks would
-            // cost it. Sending less than that, its estimate can only climb back through
-            // probes: raising the desired rate by 1 kbit/s asks str0m for a new one (a
-            // short burst; padding the link continuously instead congested it).
+            // A viewer sent everything looks for what the encoders would send at their
+            // configured rates; any other for what the level above would cost it.
+            // Sending less than that, its estimate can only climb back through probes:
+            // raising the desired rate by 1 kbit/s asks str0m for a new one (a short
+            // burst; padding the link continuously instead congested it).
             let nudge = u32::from(self.delivery_runs.is_multiple_of(PROBE_EVERY));
-            let desired = match peer.link.level() {
-                LinkLevel::Full => self.settings.bounds.initial_estimate_kbps(),
-                LinkLevel::ContextOnly => peer.link.desired_kbps(cost),
-            } + nudge;
+            let desired = peer
+                .link
+                .desired_kbps(ladder, bounds.initial_estimate_kbps())
+                + nudge;
             peer.rtc
                 .bwe()
                 .set_bitrate(Bitrate::ZERO, Bitrate::kbps(u64::from(desired)));

@@ -8,9 +8,8 @@ use str0m::format::Codec;
 use str0m::media::{MediaTime, Mid, Pt};
 use str0m::{Event, IceConnectionState, Output, Rtc};
 
-use super::delivery::Link;
+use super::delivery::{self, Link};
 use super::hub::SessionId;
-use crate::state::LinkLevel;
 use crate::state::command::Access;
 use crate::video::signals::Claim;
 use crate::video::track::{EncodedFrame, Track, TrackMap};
@@ -107,9 +106,9 @@ impl Peer {
         self.rtc.is_alive()
     }
 
-    /// Whether its link lets it be sent `track` now.
-    pub fn is_sent(&self, track: Track) -> bool {
-        track == Track::Context || self.link.level() == LinkLevel::Full
+    /// Whether its link lets it be sent a frame of `track` in temporal layer `layer` now.
+    pub fn is_sent(&self, track: Track, layer: u8) -> bool {
+        delivery::sends(self.link.level(), track, layer)
     }
 
     /// Writes one frame if this viewer has the track and can decode from here.
