@@ -589,8 +589,19 @@ fn a_slow_viewer_gets_the_context_only_while_a_fast_one_keeps_everything() {
         "the slow viewer does not drag the encoders down: {:?}",
         state.delivery
     );
-    // Settled: the slow viewer gets context frames and no source media; the fast one both.
-    std::thread::sleep(Duration::from_millis(500));
+    // Settled (what its link held when it was stepped down has drained: str0m's pacer
+    // holds up to 2 s): the slow viewer gets context frames and no source media; the fast
+    // one both.
+    let drained = eventually(Duration::from_secs(15), || {
+        slow.reset_counters();
+        std::thread::sleep(Duration::from_secs(1));
+        slow.stats().tracks[1].frames <= 3
+    });
+    assert!(
+        drained,
+        "the slow viewer's source stops: {:?}",
+        slow.stats()
+    );
     slow.reset_counters();
     fast.reset_counters();
     let captured = focusd_testkit::process::metric(d.addr, "focusd_frames_captured_total");

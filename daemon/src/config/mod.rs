@@ -172,7 +172,7 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_key() {
-        let cases: [(&[&str], &str, &str); 26] = [
+        let cases: [(&[&str], &str, &str); 28] = [
             (&["--size", "1280"], "", "size"),
             (&["--size", "1281x720"], "", "size"),
             (&["--fps", "0"], "", "fps"),
@@ -188,6 +188,16 @@ mod tests {
             (&[], "[roi]\nkind = \"magic\"\n", "roi.kind"),
             (&[], "[mqtt]\nurl = \"http://x\"\n", "mqtt.url"),
             (&[], "[video]\nencoder = 7\n", "video.encoder"),
+            (
+                &[],
+                "[video]\ntemporal_layers = 3\n",
+                "video.temporal_layers",
+            ),
+            (
+                &[],
+                "[video]\ntemporal_layers = 0\n",
+                "video.temporal_layers",
+            ),
             (
                 &[],
                 "[webrtc]\nkeyframe_request_interval_s = 0.01\n",

@@ -8,6 +8,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use focusd::state::LinkLevel;
+
 use super::{Lab, stop, verdict};
 use crate::netem::{Netem, Shape};
 use crate::process::DaemonProcess;
@@ -180,6 +182,17 @@ pub(super) fn run(lab: &Lab, secs: u64) -> anyhow::Result<()> {
     let fast_seen = Seen::of(&fast.stats().tracks[1], window);
     let slow_context = Seen::of(&slow.stats().tracks[0], window);
     let fast_target = d.metric("focusd_encoder_target_kbps{track=\"source\"}");
+    // The lowest level the policy stepped a viewer to.
+    let slow_level = LinkLevel::ALL
+        .iter()
+        .rev()
+        .find(|l| {
+            d.metric(&format!(
+                "focusd_delivery_steps_total{{to=\"{}\"}}",
+                l.name()
+            )) >= 1.0
+        })
+        .map_or("never stepped", |l| l.name());
     drop((fast, slow));
     stop(d)?;
 
@@ -230,8 +243,8 @@ pub(super) fn run(lab: &Lab, secs: u64) -> anyhow::Result<()> {
         fast_target >= 2500.0,
     );
     row(
-        "  the slow viewer's context",
-        format!("{} frames", slow_context.decoded),
+        &format!("  the slow viewer's context (down to {slow_level})"),
+        slow_context.show(),
         "-",
         true,
     );

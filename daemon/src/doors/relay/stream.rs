@@ -80,10 +80,9 @@ impl RtpStream {
         if self.awaiting_keyframe && !frame.keyframe {
             return Vec::new();
         }
-        let payloads = match self
-            .payloader
-            .payload(MTU - 12, &Bytes::copy_from_slice(&frame.data))
-        {
+        // The payloader slices the frame's own buffer, shared, not copied.
+        let data = Bytes::from_owner(frame.data.clone());
+        let payloads = match self.payloader.payload(MTU - 12, &data) {
             Ok(p) => p,
             Err(e) => {
                 tracing::debug!(error = %e, "frame not packetized");

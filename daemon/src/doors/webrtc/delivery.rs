@@ -43,8 +43,13 @@ pub const UP_MARGIN: f64 = 1.2;
 /// ... for this long.
 pub const UP_AFTER: Duration = Duration::from_secs(3);
 /// A viewer's estimate counts (for the encoders, and for its own level) once it has had
-/// this long to move from where it started: the start is a guess.
+/// this long to move from where it started: the start is a guess. One that has fallen
+/// below [`EARLY_DROP`] of its start counts at once, and steps its level down without
+/// [`DOWN_AFTER`]: a link that slow is evidence, and every moment it is sent more than it
+/// carries piles up in the pacer's queue.
 pub const SETTLE: Duration = Duration::from_secs(2);
+/// See [`SETTLE`].
+pub const EARLY_DROP: f64 = 0.5;
 /// How often the hub applies the policy.
 pub const INTERVAL: Duration = Duration::from_millis(250);
 
@@ -239,6 +244,8 @@ impl Ladder {
 /// One viewer's link: its estimate and the level it is sent at.
 #[derive(Debug)]
 pub struct Link {
+    /// Where its BWE started (kbit/s).
+    initial_kbps: u32,
     estimate_kbps: Option<u32>,
     /// When the policy first saw an estimate.
     first_seen: Option<Instant>,
@@ -247,16 +254,11 @@ pub struct Link {
     pending: Option<(Instant, bool)>,
 }
 
-impl Default for Link {
-    fn default() -> Self {
-        Link::new()
-    }
-}
-
 impl Link {
-    /// A new viewer: both tracks, no estimate yet.
-    pub fn new() -> Link {
+    /// A new viewer whose BWE starts at `initial_kbps`: both tracks, no estimate yet.
+    pub fn new(initial_kbps: u32) -> Link {
         Link {
+            initial_kbps,
             estimate_kbps: None,
             first_seen: None,
             level: LinkLevel::Full,
@@ -279,12 +281,22 @@ impl Link {
         self.estimate_kbps = Some(kbps);
     }
 
-    /// The estimate, once it has had [`SETTLE`] to move from its start (the policy looks
-    /// at `now`).
+    /// The estimate, once it has had [`SETTLE`] to move from its start or has fallen
+    /// far below it (the policy looks at `now`).
     pub fn settled_kbps(&mut self, now: Instant) -> Option<u32> {
+        let estimate = self.estimate_kbps?;
+        (!self.is_early(now) || self.dropped_early(estimate)).then_some(estimate)
+    }
+
+    /// Whether its estimate is still within [`SETTLE`] of the first the policy saw.
+    fn is_early(&mut self, now: Instant) -> bool {
         let first = *self.first_seen.get_or_insert(now);
-        self.estimate_kbps
-            .filter(|_| now.saturating_duration_since(first) >= SETTLE)
+        now.saturating_duration_since(first) < SETTLE
+    }
+
+    /// Whether `estimate` is below [`EARLY_DROP`] of where it started.
+    fn dropped_early(&self, estimate: u32) -> bool {
+        f64::from(estimate) < f64::from(self.initial_kbps) * EARLY_DROP
     }
 
     /// Decides the level at `now`, the levels costing what `ladder` says; returns the new
@@ -313,7 +325,11 @@ impl Link {
             Some((since, was_down)) if was_down == down => since,
             _ => self.pending.insert((now, down)).0,
         };
-        let after = if down { DOWN_AFTER } else { UP_AFTER };
+        let after = match down {
+            true if self.is_early(now) => Duration::ZERO,
+            true => DOWN_AFTER,
+            false => UP_AFTER,
+        };
         if now.saturating_duration_since(since) < after {
             return None;
         }
@@ -349,6 +365,8 @@ mod tests {
         context: None,
         source: None,
     };
+    /// Where a viewer's BWE starts.
+    const INITIAL: u32 = 3295;
 
     #[test]
     fn encoders_follow_the_best_estimate_context_first() {
@@ -449,7 +467,7 @@ mod tests {
 
     /// A link that has settled at `start`.
     fn settled_link(start: Instant, kbps: u32) -> Link {
-        let mut link = Link::new();
+        let mut link = Link::new(INITIAL);
         link.set_estimate(kbps);
         link.settled_kbps(start - SETTLE);
         link
@@ -475,8 +493,8 @@ mod tests {
         let at = |ms: u64| start + Duration::from_millis(ms);
         // Another viewer keeps the encoders at their bounds.
         let ladder = Ladder::new(BOUNDS.configured(), LAYERED);
-        let mut link = Link::new();
-        link.set_estimate(400);
+        let mut link = Link::new(INITIAL);
+        link.set_estimate(2000);
         assert_eq!(link.settled_kbps(at(0)), None, "its start is a guess");
         let mut link = settled_link(start, 400);
         assert_eq!(link.step(at(0), &ladder), None, "not on the first look");
@@ -509,6 +527,37 @@ mod tests {
         assert_eq!(link.step(at(18_000), &ladder), None);
         assert_eq!(link.step(at(21_000), &ladder), Some(LinkLevel::Full));
         assert_eq!(link.desired_kbps(&ladder, 3294), 3294, "at the top");
+    }
+
+    #[test]
+    fn a_link_far_slower_than_hoped_steps_down_at_once() {
+        let start = Instant::now();
+        let ladder = Ladder::new(BOUNDS.configured(), LAYERED);
+        let mut link = Link::new(INITIAL);
+        link.set_estimate(INITIAL / 2 + 10);
+        assert_eq!(
+            link.step(start, &ladder),
+            None,
+            "half of the start: a guess"
+        );
+        link.set_estimate(400);
+        let soon = start + Duration::from_millis(300);
+        assert_eq!(link.settled_kbps(soon), Some(400), "evidence");
+        assert_eq!(link.step(soon, &ladder), Some(LinkLevel::ContextOnly));
+        // Settled, a step down waits again.
+        link.set_estimate(250);
+        let later = start + SETTLE;
+        assert_eq!(link.step(later, &ladder), None);
+        assert_eq!(
+            link.step(later + DOWN_AFTER, &ladder),
+            Some(LinkLevel::ContextHalfRate)
+        );
+        // And up, never at once.
+        let mut link = Link::new(INITIAL);
+        link.set_estimate(400);
+        assert_eq!(link.step(start, &ladder), Some(LinkLevel::ContextOnly));
+        link.set_estimate(10_000);
+        assert_eq!(link.step(soon, &ladder), None);
     }
 
     #[test]
@@ -546,7 +595,7 @@ mod tests {
 
     #[test]
     fn without_an_estimate_nothing_changes() {
-        let mut link = Link::new();
+        let mut link = Link::new(INITIAL);
         let ladder = Ladder::new(BOUNDS.configured(), LAYERED);
         assert_eq!(link.step(Instant::now(), &ladder), None);
         assert_eq!(link.level(), LinkLevel::Full);

@@ -186,7 +186,7 @@ impl Hub {
             stun_sources: Vec::new(),
             low_latency_playout,
             claims,
-            link: Link::new(),
+            link: Link::new(self.settings.bounds.initial_estimate_kbps()),
         });
         self.drive(now);
         Ok((id, answer))
