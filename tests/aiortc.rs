@@ -159,6 +159,26 @@ fn whip_publishes_both_tracks_to_aiortc_and_ends_the_resource_on_stop() {
     assert!(ok, "the resource is deleted at shutdown: {s}");
 }
 
+/// The endpoint ends the session from its side: the daemon notices, deletes the old
+/// resource and publishes again.
+#[test]
+fn a_whip_session_the_endpoint_ends_is_published_again() {
+    let server = WhipServer::start();
+    let _d = TestDaemon::start_with_config(&server.config(WHIP_TOKEN), &["--source", "test"]);
+    let frames = |s: &serde_json::Value, n: usize, i: usize| {
+        s["sessions"][n]["video"][i]["frames"].as_u64().unwrap_or(0)
+    };
+    let (s, ok) = server.wait_for(|s| frames(s, 0, 0) >= 10);
+    assert!(ok, "published: {s}");
+    let r = focusd_testkit::http::request(server.addr, "POST", "/kick/1", None, b"").unwrap();
+    assert_eq!(r.status, 200);
+    let kicked = Instant::now();
+    let (s, ok) = server.wait_for(|s| frames(s, 1, 0) >= 10 && frames(s, 1, 1) >= 10);
+    assert!(ok, "a new session after {:?}: {s}", kicked.elapsed());
+    assert_eq!(s["deleted"], 1, "the old resource was deleted first: {s}");
+    println!("published again {:?} after the kick", kicked.elapsed());
+}
+
 /// A wrong token is refused (401); the daemon says so, tries again with backoff, and
 /// keeps serving its own viewers meanwhile.
 #[test]

@@ -6,7 +6,7 @@ Usage: whip_server.py TOKEN
 Prints {"port": N} once listening on 127.0.0.1. GET /stats returns what it saw: per
 session the connection state and, per video m-line in offer order (context, source),
 frames decoded and their size; `refused` counts offers with a wrong token, `deleted` the
-resources ended.
+resources ended. POST /kick/N ends session N from the endpoint's side.
 """
 
 import asyncio
@@ -62,6 +62,13 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.path.startswith("/kick/"):
+            # The endpoint ends a session from its side (an SFU restarting, a kick).
+            n = self.path.rsplit("/", 1)[-1]
+            if n not in sessions:
+                return self.reply(404)
+            run(sessions[n][0].close())
+            return self.reply(200)
         if self.headers.get("Authorization") != "Bearer " + TOKEN:
             counts["refused"] += 1
             return self.reply(401, b"bad token\n")

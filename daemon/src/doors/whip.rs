@@ -35,9 +35,6 @@ const DELETE_TIMEOUT: Duration = Duration::from_secs(1);
 /// An answer larger than this is not an SDP answer.
 const MAX_ANSWER: usize = 64 * 1024;
 
-/// How often a publishing session is checked on.
-const WATCH_INTERVAL: Duration = Duration::from_secs(1);
-
 /// A session that lasted this long was a success: the next failure starts the backoff
 /// from its first step.
 const STABLE_AFTER: Duration = Duration::from_secs(30);
@@ -146,15 +143,11 @@ impl WhipTask {
 
     /// Waits while the session lives: `true` when it ended, `false` at shutdown.
     async fn watch(&self, session: &Published, shutdown: &CancellationToken) -> bool {
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return false,
-                _ = tokio::time::sleep(WATCH_INTERVAL) => {
-                    if !self.webrtc.is_open(&session.id).await {
-                        return true;
-                    }
-                }
-            }
+        tokio::select! {
+            // The hub ends its sessions at shutdown too: that is not the session failing.
+            biased;
+            _ = shutdown.cancelled() => false,
+            () = self.webrtc.ended(&session.id) => true,
         }
     }
 

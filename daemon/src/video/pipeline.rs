@@ -489,7 +489,7 @@ impl CaptureThread {
                     self.control.recovered(Part::Source);
                     // Viewers stayed connected; their decoders start again from an IDR.
                     for track in Track::ALL {
-                        self.keyframes[track].request();
+                        self.keyframes[track].request(Instant::now());
                     }
                 } else {
                     self.control.fault(

@@ -61,8 +61,6 @@ struct Outlet {
     rtcp: SocketAddr,
     /// Keeps the encoder of this track running.
     _claim: Claim,
-    /// When a keyframe request from the relay was last honoured.
-    last_request: Option<Instant>,
 }
 
 /// Everything the relay task needs.
@@ -115,7 +113,6 @@ impl RelayTask {
                 rtp,
                 rtcp: SocketAddr::new(rtp.ip(), rtp.port() + 1),
                 _claim: self.demand.claim(track),
-                last_request: None,
             });
         }
         let state = match &self.settings.state {
@@ -279,14 +276,7 @@ impl Relay {
             return;
         }
         self.metrics.track(track).relay_keyframe_requests.inc();
-        let now = Instant::now();
-        if outlet
-            .last_request
-            .is_none_or(|at| now.duration_since(at) >= self.keyframe_request_interval)
-        {
-            outlet.last_request = Some(now);
-            self.keyframes[track].request();
-        }
+        self.keyframes[track].repair(Instant::now(), self.keyframe_request_interval);
     }
 
     fn send_state(&self) {

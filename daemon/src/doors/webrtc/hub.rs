@@ -52,13 +52,19 @@ impl fmt::Display for SessionId {
 #[derive(Debug, PartialEq)]
 #[non_exhaustive]
 pub enum HubEvent {
-    /// The encoder of this track should make a keyframe soon.
+    /// The encoder of this track should make a keyframe soon: a viewer starts on it.
     KeyframeWanted(Track),
+    /// A viewer asked for a keyframe on this track to repair a loss (PLI/FIR): worth one
+    /// if none was made in the last `[webrtc] keyframe_request_interval_s`
+    /// (`video::signals::KeyframeRequest::repair`, shared with the other doors).
+    KeyframeRepair(Track),
     /// A viewer's `commands` channel opened; it should get the current state.
     CommandsOpen(SessionId),
     /// A message arrived on a viewer's `commands` channel; the [`Access`] its viewer
     /// signed up with says whether it may command.
     Command(SessionId, Access, Vec<u8>),
+    /// A session ended (closed, failed, timed out or shut down).
+    Ended(SessionId),
     /// The number of viewers changed.
     Viewers(usize),
     /// The encoders should aim at these bitrates (kbit/s) from now on.
@@ -78,10 +84,6 @@ pub struct HubSettings {
     /// Whether the encoders follow the viewers' estimates and slow links are stepped
     /// down (`[webrtc] adaptive_delivery`); estimates are kept either way.
     pub adaptive: bool,
-    /// Keyframe requests from viewers (PLI/FIR) are honoured at most this often per
-    /// track, so that one lossy viewer cannot make every viewer's stream all keyframes; a
-    /// new viewer's request is always honoured.
-    pub keyframe_request_interval: Duration,
     /// A consumer outside the hub (the relay door) takes both tracks at their configured
     /// rates: the encoders stay there, and only the viewers' own links step.
     pub keep_configured_rates: bool,
@@ -96,7 +98,6 @@ pub struct Hub {
     epoch: Instant,
     transmits: VecDeque<Transmit>,
     events: VecDeque<HubEvent>,
-    last_keyframe_request: TrackMap<Option<Instant>>,
     metrics: Arc<Metrics>,
     viewers_reported: usize,
     /// Where each viewer claims the tracks it receives, from its offer on: encoders run
@@ -134,7 +135,6 @@ impl Hub {
             epoch: now,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
-            last_keyframe_request: TrackMap::default(),
             metrics,
             viewers_reported: 0,
             demand,
@@ -404,7 +404,6 @@ impl Hub {
                 {
                     out.awaiting_keyframe = true;
                     peer.claims.source = Some(self.demand.claim(Track::Source));
-                    self.last_keyframe_request[Track::Source] = Some(now);
                     self.events
                         .push_back(HubEvent::KeyframeWanted(Track::Source));
                 }
@@ -452,19 +451,11 @@ impl Hub {
                     PeerNote::Connected => {
                         tracing::info!(session = %peer.id, after = ?now.saturating_duration_since(peer.created), "viewer connected");
                         for t in Track::ALL {
-                            self.last_keyframe_request[t] = Some(now);
                             self.events.push_back(HubEvent::KeyframeWanted(t));
                         }
                     }
                     PeerNote::KeyframeRequest(t) => {
-                        let last = &mut self.last_keyframe_request[t];
-                        if last.is_none_or(|l| {
-                            now.saturating_duration_since(l)
-                                >= self.settings.keyframe_request_interval
-                        }) {
-                            *last = Some(now);
-                            self.events.push_back(HubEvent::KeyframeWanted(t));
-                        }
+                        self.events.push_back(HubEvent::KeyframeRepair(t))
                     }
                     PeerNote::CommandsOpen => self
                         .events
@@ -477,10 +468,12 @@ impl Hub {
             }
         }
         let before = self.peers.len();
+        let events = &mut self.events;
         self.peers.retain(|p| {
             let alive = p.is_alive();
             if !alive {
                 tracing::info!(session = %p.id, "viewer gone");
+                events.push_back(HubEvent::Ended(p.id.clone()));
             }
             alive
         });
@@ -517,7 +510,6 @@ mod tests {
             max_viewers: 16,
             bounds,
             adaptive: true,
-            keyframe_request_interval: Duration::from_secs(1),
             keep_configured_rates: false,
         };
         let metrics = Arc::new(Metrics::default());

@@ -33,9 +33,10 @@ enum Request {
         id: SessionId,
         reply: oneshot::Sender<bool>,
     },
-    IsOpen {
+    /// `ended` is dropped when the session ends (at once if it is not held).
+    WatchEnd {
         id: SessionId,
-        reply: oneshot::Sender<bool>,
+        ended: oneshot::Sender<()>,
     },
 }
 
@@ -79,14 +80,17 @@ impl WebRtcHandle {
         rx.await.map_err(|_| OfferError::ShuttingDown)?
     }
 
-    /// Whether the hub still holds the session (connecting or connected).
-    pub async fn is_open(&self, id: &SessionId) -> bool {
-        let (reply, rx) = oneshot::channel();
-        let request = Request::IsOpen {
+    /// Returns once the hub no longer holds the session (it ended, or the hub stopped).
+    pub async fn ended(&self, id: &SessionId) {
+        let (ended, rx) = oneshot::channel();
+        let request = Request::WatchEnd {
             id: id.clone(),
-            reply,
+            ended,
         };
-        self.requests.send(request).await.is_ok() && rx.await.unwrap_or(false)
+        if self.requests.send(request).await.is_ok() {
+            // Nothing is ever sent: the sender is dropped when the session ends.
+            let _ = rx.await;
+        }
     }
 
     /// Ends a session; `false` if there was none with that id.
@@ -225,7 +229,6 @@ impl HubTask {
                 max_viewers: self.settings.max_viewers,
                 bounds: self.bounds,
                 adaptive: self.settings.adaptive_delivery,
-                keyframe_request_interval: self.settings.keyframe_request_interval,
                 keep_configured_rates: self.keep_configured_rates,
             },
             self.metrics.clone(),
@@ -237,6 +240,8 @@ impl HubTask {
             sockets,
             control: self.control,
             keyframes: self.keyframes,
+            keyframe_request_interval: self.settings.keyframe_request_interval,
+            end_watchers: Vec::new(),
             targets: self.targets,
             metrics: self.metrics,
         };
@@ -253,6 +258,10 @@ struct Driver {
     sockets: Vec<(SocketAddr, Arc<UdpSocket>)>,
     control: Arc<Control>,
     keyframes: KeyframeRequests,
+    /// Viewers' requests to repair a loss make a keyframe at most this often per track.
+    keyframe_request_interval: Duration,
+    /// Who waits for which session to end ([`WebRtcHandle::ended`]).
+    end_watchers: Vec<(SessionId, oneshot::Sender<()>)>,
     targets: EncoderTargets,
     metrics: Arc<Metrics>,
 }
@@ -316,8 +325,10 @@ impl Driver {
             Request::Close { id, reply } => {
                 let _ = reply.send(self.hub.close(Instant::now(), &id));
             }
-            Request::IsOpen { id, reply } => {
-                let _ = reply.send(self.hub.is_open(&id));
+            Request::WatchEnd { id, ended } => {
+                if self.hub.is_open(&id) {
+                    self.end_watchers.push((id, ended));
+                }
             }
         }
     }
@@ -343,8 +354,12 @@ impl Driver {
                 break;
             };
             match event {
-                HubEvent::KeyframeWanted(track) => self.keyframes[track].request(),
+                HubEvent::KeyframeWanted(track) => self.keyframes[track].request(Instant::now()),
+                HubEvent::KeyframeRepair(track) => {
+                    self.keyframes[track].repair(Instant::now(), self.keyframe_request_interval);
+                }
                 HubEvent::Viewers(n) => self.control.set_viewers(n),
+                HubEvent::Ended(id) => self.end_watchers.retain(|(w, _)| *w != id),
                 HubEvent::EncoderTargets(kbps) => self.targets.set(kbps),
                 HubEvent::Delivery(delivery, stepped) => {
                     self.control.set_delivery(delivery, stepped)
