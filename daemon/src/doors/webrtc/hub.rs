@@ -11,8 +11,8 @@ use str0m::bwe::Bitrate;
 use str0m::net::{Protocol, Receive, Transmit};
 
 use super::OfferError;
-use super::answer::Admission;
 use super::delivery::{self, Bounds, Ladder, LayerMeter, Link};
+use super::negotiate::Admission;
 use super::peer::{CONNECT_TIMEOUT, Peer, PeerNote};
 use crate::service::metrics::Metrics;
 use crate::state::command::Access;
@@ -150,7 +150,7 @@ impl Hub {
         self.peers.len()
     }
 
-    /// Admits a viewer whose offer was answered (by an [`Answerer`]): returns its
+    /// Admits a viewer whose offer was answered (by a [`Negotiator`]): returns its
     /// session id and the SDP answer, or refuses it when the hub is full.
     pub fn admit(
         &mut self,
@@ -501,7 +501,7 @@ mod tests {
     #[test]
     fn offers_that_never_connect_are_dropped_at_the_connect_timeout_with_no_one_else() {
         let start = Instant::now();
-        let answerer = crate::doors::webrtc::answer::test_answerer(true);
+        let negotiator = crate::doors::webrtc::negotiate::test_negotiator(true);
         let bounds = Bounds {
             context_kbps: 300,
             source_kbps: 2500,
@@ -515,7 +515,9 @@ mod tests {
         let metrics = Arc::new(Metrics::default());
         let mut hub = Hub::new(settings, metrics, Demand::new(), start);
         for _ in 0..3 {
-            let admission = answerer.answer(start, CHROME_OFFER, Access::Full).unwrap();
+            let admission = negotiator
+                .answer(start, CHROME_OFFER, Access::Full)
+                .unwrap();
             hub.admit(start, admission).unwrap();
         }
         assert_eq!(hub.viewers(), 3);

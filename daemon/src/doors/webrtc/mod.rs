@@ -4,18 +4,18 @@
 //! The hub is a state machine in str0m's style: feed it answered offers, datagrams, encoded
 //! frames and timeouts; drain datagrams to send and [`HubEvent`]s. It reads no clock and
 //! owns no socket, so tests can drive it with any time they like. Offers are answered
-//! before they reach it, by an [`Answerer`] on the caller's task.
+//! before they reach it, by a [`Negotiator`] on the caller's task.
 
-mod answer;
 pub mod delivery;
 mod hub;
+mod negotiate;
 mod peer;
 pub mod reflexive;
 pub mod sdp;
 pub mod server;
 
-pub use answer::{Admission, Answerer, AnswererError, SendOffer};
 pub use hub::{Hub, HubEvent, HubSettings, SessionId};
+pub use negotiate::{Admission, NegotiateError, Negotiator, SendOffer};
 
 /// Why an offer was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use super::delivery::Bounds;
 use super::reflexive::Reflexive;
-use super::{Admission, Answerer, Hub, HubEvent, HubSettings, OfferError, SendOffer, SessionId};
+use super::{Admission, Hub, HubEvent, HubSettings, Negotiator, OfferError, SendOffer, SessionId};
 use crate::config::WebRtcSettings;
 use crate::service::metrics::{Metrics, Refusal};
 use crate::state::command::{Access, Command};
@@ -45,7 +45,7 @@ enum Request {
 pub struct WebRtcHandle {
     requests: mpsc::Sender<Request>,
     /// Answers offers on the caller's task: the hub only admits the result.
-    answerer: Arc<Answerer>,
+    negotiator: Arc<Negotiator>,
 }
 
 impl WebRtcHandle {
@@ -56,14 +56,14 @@ impl WebRtcHandle {
         sdp: String,
         access: Access,
     ) -> Result<(SessionId, String), OfferError> {
-        let admission = self.answerer.answer(Instant::now(), &sdp, access)?;
+        let admission = self.negotiator.answer(Instant::now(), &sdp, access)?;
         self.admit(admission).await
     }
 
     /// An offer to send both tracks to a peer that answers (WHIP); its accepted answer
     /// goes to [`WebRtcHandle::admit`].
     pub fn send_offer(&self) -> SendOffer {
-        self.answerer.offer(Instant::now())
+        self.negotiator.offer(Instant::now())
     }
 
     /// Hands a negotiated session to the hub; returns its id and the SDP answer (empty
@@ -217,7 +217,7 @@ impl HubTask {
                 }
             });
         }
-        let answerer = Answerer::new(
+        let negotiator = Negotiator::new(
             sockets.iter().map(|(a, _)| *a).collect(),
             self.reflexive,
             self.settings.low_latency_playout,
@@ -248,7 +248,7 @@ impl HubTask {
         tracker.spawn(driver.run(req_rx, dgram_rx, self.frames, shutdown));
         Ok(WebRtcHandle {
             requests: req_tx,
-            answerer: Arc::new(answerer),
+            negotiator: Arc::new(negotiator),
         })
     }
 }

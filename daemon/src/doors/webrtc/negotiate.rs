@@ -1,7 +1,7 @@
 //! Answering a viewer's offer, and offering to a peer that answers (WHIP): everything a
 //! new session needs before the hub takes it in.
 //!
-//! An [`Answerer`] is shared by the HTTP handlers and runs on the caller's task, so that an
+//! A [`Negotiator`] is shared by the HTTP handlers and runs on the caller's task, so that an
 //! answer never waits behind the hub's frame fan-out; the hub only admits the result
 //! ([`super::Hub::admit`]). Its DTLS certificate is made once, when the daemon starts:
 //! making one per viewer cost a key generation on every offer. Sharing it is what browsers
@@ -30,17 +30,18 @@ use crate::video::track::{Track, TrackMap};
 /// map); the offer's own id replaces it.
 const PLAYOUT_DELAY_ID: u8 = 12;
 
-/// Why the answerer could not be made.
+/// Why the negotiator could not be made.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum AnswererError {
+pub enum NegotiateError {
     /// The crypto provider could not make a DTLS certificate.
     #[error("cannot make a DTLS certificate")]
     Certificate,
 }
 
-/// Makes answers to offers; cheap to share behind an `Arc`, callable from any thread.
-pub struct Answerer {
+/// Answers viewers' offers and makes offers to peers that answer (WHIP); cheap to share
+/// behind an `Arc`, callable from any thread.
+pub struct Negotiator {
     /// Offered to every viewer: a host candidate per bound socket, then the sockets'
     /// public addresses as server-reflexive ones.
     candidates: Vec<Candidate>,
@@ -52,9 +53,9 @@ pub struct Answerer {
     initial_estimate: Bitrate,
 }
 
-impl std::fmt::Debug for Answerer {
+impl std::fmt::Debug for Negotiator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Answerer")
+        f.debug_struct("Negotiator")
             .field("candidates", &self.candidates)
             .finish_non_exhaustive()
     }
@@ -82,8 +83,8 @@ impl Admission {
     }
 }
 
-impl Answerer {
-    /// An answerer offering `candidates`, with a fresh DTLS certificate, asking viewers
+impl Negotiator {
+    /// An negotiator offering `candidates`, with a fresh DTLS certificate, asking viewers
     /// for no playout delay when `low_latency_playout`, their bandwidth estimates starting
     /// at `initial_kbps`. Installs str0m's crypto provider for the process.
     pub fn new(
@@ -91,12 +92,12 @@ impl Answerer {
         reflexive: Vec<Reflexive>,
         low_latency_playout: bool,
         initial_kbps: u32,
-    ) -> Result<Answerer, AnswererError> {
+    ) -> Result<Negotiator, NegotiateError> {
         let provider = str0m::crypto::from_feature_flags();
         let cert = provider
             .dtls_provider
             .generate_certificate()
-            .ok_or(AnswererError::Certificate)?;
+            .ok_or(NegotiateError::Certificate)?;
         provider.install_process_default();
         let host = candidates.iter().map(|a| (*a, Candidate::host(*a, "udp")));
         let reflexive = reflexive.iter().map(|r| {
@@ -112,7 +113,7 @@ impl Answerer {
                     .ok()
             })
             .collect();
-        Ok(Answerer {
+        Ok(Negotiator {
             candidates,
             cert,
             low_latency_playout,
@@ -222,7 +223,7 @@ impl Answerer {
     }
 }
 
-/// An offer made to send both tracks ([`Answerer::offer`]), waiting for its answer.
+/// An offer made to send both tracks ([`Negotiator::offer`]), waiting for its answer.
 pub struct SendOffer {
     /// The SDP to send.
     pub sdp: String,
@@ -275,10 +276,10 @@ impl SendOffer {
     }
 }
 
-/// An answerer on one loopback candidate, for the hub's tests and these.
+/// An negotiator on one loopback candidate, for the hub's tests and these.
 #[cfg(test)]
-pub(super) fn test_answerer(low_latency_playout: bool) -> Answerer {
-    Answerer::new(
+pub(super) fn test_negotiator(low_latency_playout: bool) -> Negotiator {
+    Negotiator::new(
         vec!["127.0.0.1:5000".parse().expect("an address")],
         Vec::new(),
         low_latency_playout,
@@ -297,11 +298,11 @@ mod tests {
 
     #[test]
     fn answers_share_the_certificate_and_carry_playout_delay() {
-        let answerer = test_answerer(true);
-        let a = answerer
+        let negotiator = test_negotiator(true);
+        let a = negotiator
             .answer(Instant::now(), CHROMIUM_OFFER, Access::Full)
             .unwrap();
-        let b = answerer
+        let b = negotiator
             .answer(Instant::now(), CHROMIUM_OFFER, Access::Full)
             .unwrap();
         let fingerprint = |sdp: &str| {
@@ -317,7 +318,7 @@ mod tests {
             "the answer accepts Chromium's playout-delay: {}",
             a.answer
         );
-        let plain = test_answerer(false);
+        let plain = test_negotiator(false);
         let c = plain
             .answer(Instant::now(), CHROMIUM_OFFER, Access::Full)
             .unwrap();
