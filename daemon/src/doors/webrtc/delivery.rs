@@ -50,17 +50,6 @@ pub const UP_AFTER: Duration = Duration::from_secs(3);
 pub const SETTLE: Duration = Duration::from_secs(2);
 /// See [`SETTLE`].
 pub const EARLY_DROP: f64 = 0.5;
-/// A viewer whose receiver reports say it lost at least this share of a track's packets
-/// is taken to carry what it was sent less what it lost, while that is below its estimate
-/// (which str0m reports as an average over 3 s, so that it follows a link that fell
-/// seconds late; the receiver reports come about every second). A link losing less is
-/// left to the estimate.
-pub const HEAVY_LOSS: f32 = 0.1;
-/// How often str0m reports what it sent to a viewer (and the loss its receiver reports
-/// gave): the interval of [`Link::note_sent`].
-pub const STATS_INTERVAL: Duration = Duration::from_millis(500);
-/// A receiver report's loss counts this long: a report a second, and some slack.
-const LOSS_FRESH: Duration = Duration::from_millis(1500);
 /// How often the hub applies the policy.
 pub const INTERVAL: Duration = Duration::from_millis(250);
 
@@ -252,27 +241,12 @@ impl Ladder {
     }
 }
 
-/// What was sent on one track to a viewer, and the loss its receiver reported.
-#[derive(Clone, Copy, Debug)]
-struct Sent {
-    /// When str0m counted.
-    at: Instant,
-    /// Bytes sent on the track so far, retransmissions included.
-    bytes: u64,
-    /// The rate since the count before (kbit/s).
-    kbps: u32,
-    /// The share of packets lost in the last receiver report, and when it came.
-    loss: Option<(f32, Instant)>,
-}
-
 /// One viewer's link: its estimate and the level it is sent at.
 #[derive(Debug)]
 pub struct Link {
     /// Where its BWE started (kbit/s).
     initial_kbps: u32,
     estimate_kbps: Option<u32>,
-    /// What each track sent it lately.
-    sent: TrackMap<Option<Sent>>,
     /// When the policy first saw an estimate.
     first_seen: Option<Instant>,
     level: LinkLevel,
@@ -286,7 +260,6 @@ impl Link {
         Link {
             initial_kbps,
             estimate_kbps: None,
-            sent: TrackMap::default(),
             first_seen: None,
             level: LinkLevel::Full,
             pending: None,
@@ -308,54 +281,11 @@ impl Link {
         self.estimate_kbps = Some(kbps);
     }
 
-    /// Takes str0m's count of what `track` sent it by `at` (`bytes` so far) and the share
-    /// of packets lost its receiver reported since the count before, if it reported.
-    pub fn note_sent(&mut self, track: Track, at: Instant, bytes: u64, loss: Option<f32>) {
-        let before = self.sent[track];
-        let kbps = before.map_or(0, |b| {
-            let secs = at.saturating_duration_since(b.at).as_secs_f64().max(1e-3);
-            (bytes.saturating_sub(b.bytes) as f64 * 8.0 / 1000.0 / secs) as u32
-        });
-        let loss = loss
-            .map(|l| (l.clamp(0.0, 1.0), at))
-            .or(before.and_then(|b| b.loss));
-        self.sent[track] = Some(Sent {
-            at,
-            bytes,
-            kbps,
-            loss,
-        });
-    }
-
-    /// What its link carried lately by its receiver's reports, when they report heavy
-    /// loss ([`HEAVY_LOSS`]): what was sent less what was lost (kbit/s).
-    fn carried_kbps(&self, now: Instant) -> Option<u32> {
-        let fresh = |s: &Sent| {
-            s.loss
-                .filter(|(_, at)| now.saturating_duration_since(*at) <= LOSS_FRESH)
-                .map_or(0.0, |(l, _)| l)
-        };
-        let sent = || self.sent.iter().filter_map(|(_, s)| s.as_ref());
-        if !sent().any(|s| fresh(s) >= HEAVY_LOSS) {
-            return None;
-        }
-        let carried: f64 = sent()
-            .map(|s| f64::from(s.kbps) * f64::from(1.0 - fresh(s)))
-            .sum();
-        Some(carried as u32)
-    }
-
     /// The estimate, once it has had [`SETTLE`] to move from its start or has fallen
-    /// far below it, or less where its receiver reports heavy loss (the policy looks at
-    /// `now`).
+    /// far below it (the policy looks at `now`).
     pub fn settled_kbps(&mut self, now: Instant) -> Option<u32> {
         let estimate = self.estimate_kbps?;
-        let early = self.is_early(now);
-        match self.carried_kbps(now) {
-            // Heavy loss is evidence, early or not.
-            Some(carried) if carried < estimate => Some(carried),
-            _ => (!early || self.dropped_early(estimate)).then_some(estimate),
-        }
+        (!self.is_early(now) || self.dropped_early(estimate)).then_some(estimate)
     }
 
     /// Whether its estimate is still within [`SETTLE`] of the first the policy saw.
@@ -628,48 +558,6 @@ mod tests {
         assert_eq!(link.step(start, &ladder), Some(LinkLevel::ContextOnly));
         link.set_estimate(10_000);
         assert_eq!(link.step(soon, &ladder), None);
-    }
-
-    #[test]
-    fn heavy_loss_in_receiver_reports_caps_the_estimate_at_what_got_through() {
-        let start = Instant::now();
-        let ms = |n: u64| start + Duration::from_millis(n);
-        let ladder = Ladder::new(BOUNDS.configured(), LAYERED);
-        let mut link = Link::new(INITIAL);
-        // str0m's estimate has not moved from its start yet.
-        link.set_estimate(INITIAL);
-        link.note_sent(Track::Context, ms(0), 0, None);
-        link.note_sent(Track::Source, ms(0), 0, None);
-        assert_eq!(link.settled_kbps(ms(0)), None, "nothing reported: a guess");
-        // Half a second of 300 + 2500 kbit/s; the receiver lost 5% of the source: light.
-        link.note_sent(Track::Context, ms(500), 18_750, None);
-        link.note_sent(Track::Source, ms(500), 156_250, Some(0.05));
-        assert_eq!(
-            link.settled_kbps(ms(500)),
-            None,
-            "light loss is left to BWE"
-        );
-        // Then 90% of the source and 80% of the context lost: 60 + 250 got through.
-        link.note_sent(Track::Context, ms(1000), 37_500, Some(0.8));
-        link.note_sent(Track::Source, ms(1000), 312_500, Some(0.9));
-        assert_eq!(
-            link.settled_kbps(ms(1000)),
-            Some(310),
-            "evidence, early or not"
-        );
-        // 85% of 310 does not carry the context's 300: every other frame of it.
-        assert_eq!(
-            link.step(ms(1000), &ladder),
-            Some(LinkLevel::ContextHalfRate)
-        );
-        // A report counts for a while, and not beyond.
-        assert_eq!(link.settled_kbps(ms(2400)), Some(310));
-        assert_eq!(link.settled_kbps(ms(2600)), Some(INITIAL));
-        // Below the estimate only: loss on a link the estimate already sees as slow
-        // changes nothing.
-        link.set_estimate(200);
-        link.note_sent(Track::Context, ms(3000), 75_000, Some(0.2));
-        assert_eq!(link.settled_kbps(ms(3000)), Some(200));
     }
 
     #[test]

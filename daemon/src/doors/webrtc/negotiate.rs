@@ -18,7 +18,6 @@ use str0m::rtp::Extension;
 use str0m::{Candidate, Rtc};
 
 use super::OfferError;
-use super::delivery;
 use super::hub::SessionId;
 use super::peer::{Outgoing, Peer};
 use super::reflexive::Reflexive;
@@ -192,13 +191,11 @@ impl Negotiator {
     fn rtc(&self, now: Instant) -> Rtc {
         // TWCC feedback from the viewer feeds a bandwidth estimate per viewer, which the
         // delivery policy reads; it also paces what is sent (at 1.1× the estimate), so a
-        // keyframe does not leave in one burst. What is sent, and the loss the viewer's
-        // receiver reports give, tell the policy sooner when a link is overrun.
+        // keyframe does not leave in one burst.
         let mut config = Rtc::builder()
             .clear_codecs()
             .set_dtls_cert(self.cert.clone())
-            .enable_bwe(Some(self.initial_estimate))
-            .set_stats_interval(Some(delivery::STATS_INTERVAL));
+            .enable_bwe(Some(self.initial_estimate));
         if self.low_latency_playout {
             // Lets the browser render each frame as soon as it is decoded (see
             // `peer::PLAYOUT_DELAY`).

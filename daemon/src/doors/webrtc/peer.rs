@@ -230,12 +230,6 @@ impl Peer {
             Event::EgressBitrateEstimate(
                 BweKind::Twcc { estimate, .. } | BweKind::Remb { estimate, .. },
             ) => self.link.set_estimate((estimate.as_u64() / 1000) as u32),
-            Event::MediaEgressStats(stats) => {
-                if let Some(track) = self.track_of(stats.mid) {
-                    self.link
-                        .note_sent(track, stats.timestamp, stats.bytes, stats.loss);
-                }
-            }
             _ => {}
         }
     }
