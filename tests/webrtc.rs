@@ -655,25 +655,19 @@ fn a_slow_viewer_gets_the_context_only_while_a_fast_one_keeps_everything() {
     );
 }
 
-/// Two viewers of one encoding, one behind a link below the context's rate: that one is
-/// sent every other frame of the context (its base temporal layer), which it decodes
-/// without an error, while the other keeps both tracks at full rate.
+/// Two viewers of one encoding made in two temporal layers, one behind a link below the
+/// context's rate: that one is sent every other frame of the context (its base temporal
+/// layer), which it decodes without an error, while the other keeps both tracks at full
+/// rate.
 #[test]
 fn a_viewer_below_the_context_gets_every_other_context_frame() {
     let d = TestDaemon::start_with_config(
-        "[video]\ncontext_kbps = 600\nsource_kbps = 600\n",
+        "[video]\ncontext_kbps = 600\nsource_kbps = 600\ntemporal_layers = 2\n",
         &["--source", "test", "--size", "640x360"],
     );
     let fast = Receiver::connect(d.addr, ReceiverOptions::default()).unwrap();
     let net = Arc::new(Netem::start(Shape::capped(500)).unwrap());
-    let slow = Receiver::connect(
-        d.addr,
-        ReceiverOptions {
-            network: Some(net.clone()),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let slow = Receiver::connect(d.addr, ReceiverOptions::through(&net)).unwrap();
     assert!(
         eventually(Duration::from_secs(25), || levels(&d)
             == [LinkLevel::Full, LinkLevel::ContextHalfRate]),
@@ -734,14 +728,7 @@ fn a_viewer_below_the_context_gets_every_other_context_frame() {
 fn the_encoders_follow_a_single_viewers_link() {
     let d = TestDaemon::start(&["--source", "test"]);
     let net = Arc::new(Netem::start(Shape::capped(1000)).unwrap());
-    let viewer = Receiver::connect(
-        d.addr,
-        ReceiverOptions {
-            network: Some(net.clone()),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let viewer = Receiver::connect(d.addr, ReceiverOptions::through(&net)).unwrap();
     // Once its estimate has settled (on the way it may dip below what leaves the
     // context its whole rate beside the source's floor).
     assert!(
@@ -887,14 +874,7 @@ fn the_relay_gets_rtp_and_reports_and_its_absence_costs_the_viewers_nothing() {
     // viewer's own link steps down to the context.
     // (The link lives as long as `link`: the receiver does not keep it.)
     let link = Arc::new(Netem::start(Shape::capped(1000)).unwrap());
-    let r = Receiver::connect(
-        d.addr,
-        ReceiverOptions {
-            network: Some(link.clone()),
-            ..Default::default()
-        },
-    )
-    .expect("a viewer connects");
+    let r = Receiver::connect(d.addr, ReceiverOptions::through(&link)).expect("a viewer connects");
     let (s, ok) = r.wait_for(WAIT, |s| s.tracks[0].decoded >= 30);
     assert!(ok, "the context decodes with the relay gone: {s:?}");
     assert!(

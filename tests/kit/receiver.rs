@@ -55,6 +55,16 @@ impl Default for ReceiverOptions {
     }
 }
 
+impl ReceiverOptions {
+    /// The defaults, reaching the daemon through `net`.
+    pub fn through(net: &Arc<Netem>) -> Self {
+        Self {
+            network: Some(net.clone()),
+            ..Self::default()
+        }
+    }
+}
+
 /// A decoded picture's luma plane.
 #[derive(Clone, Debug)]
 pub struct Picture {

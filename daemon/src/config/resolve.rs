@@ -89,7 +89,7 @@ fn video(
         context_kbps: file.context_kbps.unwrap_or(300),
         source_kbps: file.source_kbps.unwrap_or(2500),
         keyframe_interval_s: file.keyframe_interval_s.unwrap_or(2.0),
-        temporal_layers: file.temporal_layers.unwrap_or(2),
+        temporal_layers: file.temporal_layers.unwrap_or(1),
     };
     if video.context_width < 16 || video.context_width % 2 == 1 || video.context_width > main_width
     {

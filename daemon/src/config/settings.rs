@@ -167,7 +167,8 @@ pub struct VideoSettings {
     /// Seconds between periodic keyframes.
     pub keyframe_interval_s: f64,
     /// Temporal layers the encoders make where they can (openh264), 1 or 2: with two, a
-    /// viewer whose link cannot carry a track at full rate is sent every other frame of it.
+    /// viewer whose link cannot carry a track at full rate is sent every other frame of it
+    /// (at the cost of ~0.3 dB and, in Chromium, a few ms of latency: one is the default).
     pub temporal_layers: u8,
 }
 

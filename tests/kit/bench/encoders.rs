@@ -103,16 +103,7 @@ struct LayersQuality {
 /// openh264 with `layers` temporal layers on `frames` (twice over, the second time
 /// measured): the picture quality its bitrate buys.
 fn layers_quality(frames: &[Image], layers: u8) -> anyhow::Result<LayersQuality> {
-    let settings = EncoderSettings {
-        width: SIZE.0,
-        height: SIZE.1,
-        format: PixelFormat::I420,
-        fps: FPS as f64,
-        bitrate_kbps: KBPS,
-        keyframe_interval: 2 * FPS,
-        temporal_layers: layers,
-    };
-    let mut encoder = encode::open(&EncoderSpec::OpenH264, &settings)?;
+    let mut encoder = encode::open(&EncoderSpec::OpenH264, &settings(layers))?;
     let mut decoder = openh264::decoder::Decoder::new()?;
     let mut out = Vec::new();
     let (mut bytes, mut base, mut psnr, mut n) = (0usize, 0usize, 0.0, 0usize);
@@ -237,17 +228,21 @@ fn compare(what: &str, frames: &[Image], secs: u64) {
     }
 }
 
-fn measure(spec: &EncoderSpec, frames: &[Image], secs: u64) -> anyhow::Result<Figures> {
-    let settings = EncoderSettings {
+/// The source track's picture at [`KBPS`], a keyframe every 2 s, in `temporal_layers`.
+fn settings(temporal_layers: u8) -> EncoderSettings {
+    EncoderSettings {
         width: SIZE.0,
         height: SIZE.1,
         format: PixelFormat::I420,
         fps: FPS as f64,
         bitrate_kbps: KBPS,
         keyframe_interval: 2 * FPS,
-        temporal_layers: 1,
-    };
-    let mut encoder = encode::open(spec, &settings)?;
+        temporal_layers,
+    }
+}
+
+fn measure(spec: &EncoderSpec, frames: &[Image], secs: u64) -> anyhow::Result<Figures> {
+    let mut encoder = encode::open(spec, &settings(1))?;
     // Half a second of warm-up: GStreamer's pipeline and the rate controls settle.
     let mut out = Vec::with_capacity(1 << 18);
     for img in frames.iter().take(FPS as usize / 2) {

@@ -3,7 +3,8 @@
 //! loss), with adaptive delivery and with fixed rates (`[webrtc] adaptive_delivery =
 //! false`), in the same run. Per scenario: source frames decoded, time frozen (gaps over
 //! 200 ms), stamp-to-decode latency. Then two viewers, one slow, one not; and how fast
-//! the encoders follow a link that halves and comes back.
+//! the encoders follow a link that halves and comes back. The daemons make two temporal
+//! layers (`[video] temporal_layers = 2`), so the half-rate levels are in play.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -59,16 +60,16 @@ impl Seen {
 fn daemon(lab: &Lab, adaptive: bool) -> anyhow::Result<DaemonProcess> {
     lab.daemon_with_config(
         &format!("adaptive-{adaptive}"),
-        &format!("[webrtc]\nadaptive_delivery = {adaptive}\n"),
+        // Two temporal layers: the half-rate steps are part of the policy measured.
+        &format!("[video]\ntemporal_layers = 2\n[webrtc]\nadaptive_delivery = {adaptive}\n"),
         &["--source", "test", "--size", "1280x720", "--fps", "30"],
     )
 }
 
 fn through(net: &Arc<Netem>) -> ReceiverOptions {
     ReceiverOptions {
-        network: Some(net.clone()),
         commands: false,
-        ..Default::default()
+        ..ReceiverOptions::through(net)
     }
 }
 

@@ -73,8 +73,9 @@ pub struct BenchFlags {
     /// memory and open files sampled throughout.
     #[arg(long, value_name = "MINUTES")]
     pub soak: Option<u64>,
-    /// Run only this phase: `links` (impaired links), `relay` (viewers through Janus) or
-    /// `encoders` (the software encoders side by side).
+    /// Run only this phase: `links` (impaired links), `relay` (viewers through Janus),
+    /// `encoders` (the software encoders side by side) or `chromium` (Chromium's latency
+    /// against the other senders).
     #[arg(long, value_name = "PHASE")]
     pub only: Option<String>,
 }
@@ -141,9 +142,10 @@ pub fn run(flags: &BenchFlags) -> anyhow::Result<()> {
         Some("links") => return links::run(&lab, secs),
         Some("relay") => return relay::run(&lab, secs),
         Some("encoders") => return encoders::run(secs, flags.footage.as_deref()),
-        Some(other) => {
-            anyhow::bail!("--only {other}: the phases run alone are links, relay and encoders")
-        }
+        Some("chromium") => return browser::run(&lab, secs),
+        Some(other) => anyhow::bail!(
+            "--only {other}: the phases run alone are links, relay, encoders and chromium"
+        ),
         None => {}
     }
     let baseline = encoder_only_cpu(secs)?;
