@@ -267,8 +267,20 @@ fn eleven_hundred_idle_connections_under_a_1024_file_limit_lock_no_one_out() {
     }
     println!("{} idle connections open, {refused} not taken", idle.len());
     // The daemon holds at most its connection limit of them, far under its file limit.
-    let files = d.open_files().expect("its open files");
-    println!("the daemon holds {files} open files");
+    // The ones it evicted to make room close on their own tasks: right after the flood a
+    // busy machine still counts some of them (up to ~460 seen), so the count is read
+    // until it settles.
+    let first = d.open_files().expect("its open files");
+    let settle = Instant::now();
+    let mut files = first;
+    while files > 256 + 160 && settle.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(50));
+        files = d.open_files().expect("its open files");
+    }
+    println!(
+        "the daemon holds {files} open files ({first} right after the flood, settled in {:?})",
+        settle.elapsed()
+    );
     assert!(files <= 256 + 160, "{files} open files");
     // Health and a new viewer still get through.
     let started = Instant::now();

@@ -6,8 +6,8 @@
 //!   The context is the last to degrade. A half rate is every other frame of the same
 //!   encoding: the frames of temporal layer 1, which no other frame references (see
 //!   `focusd_board::encode`), are left out. A track whose encoder makes one layer (the
-//!   Pi 4's, x264, Jetson's, or `[video] temporal_layers = 1`) has no half rate: that
-//!   level is skipped ([`Ladder`]).
+//!   default `[video] temporal_layers = 1`; the Pi 4's, x264 and Jetson's always) has no
+//!   half rate: that level is skipped ([`Ladder`]).
 //! * What a level costs a viewer follows from what the encoders send now and the share
 //!   of each track's bytes in its base layer, measured from the frames themselves
 //!   ([`LayerMeter`]; with openh264 about 60%: the base layer's frames are larger).
@@ -15,8 +15,8 @@
 //!   with the encoders at their floors ([`Bounds::context_floor`],
 //!   [`Bounds::source_floor`]), and at that level the rates that fill the part of its
 //!   estimate media may use ([`USABLE`]), the context first (up to `[video]
-//!   context_kbps`), the source the rest, within `[video]` bounds
-//!   ([`Bounds::targets`]). A single viewer gets what a per-viewer encoder would give it:
+//!   context_kbps`, leaving the source its floor when it is sent), the source the rest,
+//!   within `[video]` bounds ([`Bounds::targets`]). A single viewer gets what a per-viewer encoder would give it:
 //!   the encoders follow its estimate; only below their floors does it step.
 //! * A viewer whose estimate stays below what its level costs for [`DOWN_AFTER`] steps down
 //!   to the best level its usable estimate covers (the lowest, if none); it steps up one
