@@ -17,6 +17,7 @@
 pub mod encode;
 pub mod frame;
 pub mod image;
+pub mod jpeg;
 pub mod probe;
 pub mod scale;
 pub mod source;

@@ -52,6 +52,7 @@ use crate::doors::http;
 use crate::doors::http::auth::{Gate, TokenError};
 use crate::doors::http::server::{HttpProbe, Server, TlsError};
 use crate::doors::mqtt::client::{MqttError, MqttTask};
+use crate::doors::pictures::Pictures;
 use crate::doors::relay::{RelayError, RelayTask};
 use crate::doors::webrtc::delivery::Bounds;
 use crate::doors::webrtc::reflexive;
@@ -278,6 +279,14 @@ impl Daemon {
                 webrtc_config: Arc::new(WebRtcConfig {
                     ice_servers: settings.webrtc.ice_servers.clone(),
                 }),
+                pictures: Pictures::new(
+                    pipeline.pictures.clone(),
+                    control.clone(),
+                    metrics.clone(),
+                    pipeline.stamp_rows,
+                    pipeline.fps,
+                    shutdown.clone(),
+                ),
             },
             gate.clone(),
         );

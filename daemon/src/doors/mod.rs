@@ -4,6 +4,7 @@
 //! * [`http`]: signalling (`/offer`, WHEP), the state API, the viewer page, metrics,
 //!   health;
 //! * [`webrtc`]: the viewers: a sans-IO hub over str0m and the server that drives it;
+//! * [`pictures`]: snapshots, MJPEG and pictures over WebSockets, from the same frames;
 //! * [`mqtt`]: registration with a fleet broker, commands and telemetry;
 //! * [`relay`]: both tracks as RTP to a relay (Janus) that fans them out;
 //! * [`whip`]: both tracks published to an SFU by WHIP;
@@ -12,6 +13,7 @@
 pub mod backoff;
 pub mod http;
 pub mod mqtt;
+pub mod pictures;
 pub mod relay;
 pub mod webrtc;
 pub mod whip;

@@ -3,6 +3,7 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::state::streams::Door;
 use crate::state::{LinkLevel, Part, State};
 use crate::video::track::{Track, TrackMap};
 
@@ -138,6 +139,19 @@ impl HttpMetrics {
     }
 }
 
+/// One picture door's counters.
+#[derive(Debug, Default)]
+pub struct DoorMetrics {
+    /// Consumers admitted.
+    pub joined: Counter,
+    /// Consumers gone (their count now is `joined - left`).
+    pub left: Counter,
+    /// Pictures sent.
+    pub frames: Counter,
+    /// Bytes of pictures sent (JPEG or compressed planes, without framing).
+    pub bytes: Counter,
+}
+
 /// All of the daemon's counters.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -165,11 +179,18 @@ pub struct Metrics {
     pub steps_to: [Counter; 4],
     /// Datagrams to the relay the system refused to send (full buffer, unreachable).
     pub relay_send_errors: Counter,
+    /// The picture doors, indexed like [`Door::ALL`] (see [`Metrics::door`]).
+    pub doors: [DoorMetrics; Door::ALL.len()],
 }
 
 impl Metrics {
     pub fn track(&self, t: Track) -> &TrackMetrics {
         &self.tracks[t]
+    }
+
+    /// A picture door's counters.
+    pub fn door(&self, door: Door) -> &DoorMetrics {
+        &self.doors[door as usize]
     }
 
     /// The counter of viewers' links stepped to `level`.
@@ -324,6 +345,27 @@ impl Metrics {
                 )
             }),
         );
+        let per_door = |f: &dyn Fn(&DoorMetrics) -> u64| {
+            Door::ALL
+                .iter()
+                .map(|d| (format!("{{door=\"{}\"}}", d.name()), f(self.door(*d))))
+                .collect::<Vec<_>>()
+        };
+        counter(
+            "door_frames_total",
+            "Pictures sent by the picture doors (snapshot, MJPEG, WebSockets).",
+            &per_door(&|d| d.frames.get()),
+        );
+        counter(
+            "door_bytes_total",
+            "Bytes of pictures sent by the picture doors.",
+            &per_door(&|d| d.bytes.get()),
+        );
+        counter(
+            "door_consumers_total",
+            "Consumers the picture doors admitted.",
+            &per_door(&|d| d.joined.get()),
+        );
         let mut dropped = Vec::new();
         for t in Track::ALL {
             let m = self.track(t);
@@ -344,6 +386,15 @@ impl Metrics {
             out,
             "# HELP focusd_viewers Connected WebRTC viewers.\n# TYPE focusd_viewers gauge\nfocusd_viewers {viewers}"
         );
+        let _ = writeln!(
+            out,
+            "# HELP focusd_door_consumers Consumers of each picture door now.\n# TYPE focusd_door_consumers gauge"
+        );
+        for d in Door::ALL {
+            let m = self.door(d);
+            let now = m.joined.get().saturating_sub(m.left.get());
+            let _ = writeln!(out, "focusd_door_consumers{{door=\"{}\"}} {now}", d.name());
+        }
         let _ = writeln!(
             out,
             "# HELP focusd_info What runs: the version, the encoder and the source.\n\

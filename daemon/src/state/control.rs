@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::state::command::{Command, Mode, Rect, RectChange};
+use crate::state::streams::{Streams, StreamsPatch};
 use crate::video::track::TrackMap;
 
 /// One region of interest, in percent of the frame.
@@ -195,6 +196,8 @@ pub struct Control {
     /// Bumped on every change a viewer or console should hear about (mode, rectangle, ROI,
     /// viewers), not on the once-a-second rate updates.
     version: watch::Sender<u64>,
+    /// The picture doors' settings (not part of the state JSON: `/api/streams`).
+    streams: Mutex<Streams>,
 }
 
 impl Control {
@@ -214,7 +217,21 @@ impl Control {
                 delivery: Delivery::default(),
             }),
             version: watch::Sender::new(0),
+            streams: Mutex::new(Streams::default()),
         }
+    }
+
+    /// The picture doors' settings.
+    pub fn streams(&self) -> Streams {
+        // A plain copy in and out: poisoning cannot leave it torn.
+        *self.streams.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies `patch` to the picture doors' settings; the new settings, or why not.
+    pub fn patch_streams(&self, patch: &StreamsPatch) -> Result<Streams, String> {
+        let mut s = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        *s = s.patched(patch)?;
+        Ok(*s)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

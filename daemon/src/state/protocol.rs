@@ -220,6 +220,67 @@ impl Topics {
     }
 }
 
+/// Server to client on the picture WebSockets (`/ws/jpeg`, `/ws/frames`): a text message
+/// before each binary one, saying what the binary one holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum PictureMessage {
+    /// The next binary message is this frame.
+    FrameMeta(FrameMeta),
+}
+
+/// What a picture door's next binary message holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FrameMeta {
+    /// Capture sequence number (gaps: frames skipped for this consumer).
+    pub seq: u64,
+    /// `source` or `context`.
+    pub track: String,
+    /// Picture size (of the JPEG, after any size step).
+    pub width: u32,
+    pub height: u32,
+    /// Pixel layout of the decompressed bytes: `I420` or `NV12`, planes tightly packed
+    /// (see `planes`); `JPEG` on `/ws/jpeg`.
+    pub format: String,
+    /// `none`, `lz4` (block, 4-byte little-endian size first) or `zstd` (a frame), or
+    /// `jpeg`.
+    pub codec: String,
+    /// JPEG quality (`/ws/jpeg`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<u8>,
+    /// Length of the binary message.
+    pub bytes: usize,
+    /// The planes in the decompressed bytes, in order (`/ws/frames`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub planes: Vec<PlaneMeta>,
+    /// Capture time, milliseconds since the Unix epoch (what the test stamp encodes).
+    pub captured_ms: u64,
+    pub mode: Mode,
+    /// The regions of interest when the frame was sent.
+    pub roi: Vec<RoiBox>,
+}
+
+/// One plane of a raw frame, tightly packed: `width * height * channels` bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlaneMeta {
+    /// `y`, `u`, `v`, or `uv` (NV12's interleaved chroma).
+    pub name: String,
+    pub width: u32,
+    pub height: u32,
+    /// Bytes per sample: 1, or 2 for `uv`.
+    pub channels: u32,
+}
+
+/// Client to server on `/ws/jpeg`: what it rendered, so the server can hold the rate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum JpegClientMessage {
+    /// Frame `seq` was drawn; the client drew `fps` frames a second over its last second.
+    Rendered { seq: u64, fps: f64 },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

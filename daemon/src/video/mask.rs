@@ -1,9 +1,11 @@
 //! Shaping the source frame by mode: which pixels of the main image the source track keeps.
 
+use focusd_board::frame::Frame;
 use focusd_board::image::{Image, PixelRect};
 
 use crate::state::Shaping;
 use crate::state::command::{Mode, Rect};
+use crate::video::track::Track;
 
 /// Keep rectangles are grown to whole 16x16 macroblocks, so the encoder sees clean black
 /// blocks and ringing never leaks into them.
@@ -76,6 +78,31 @@ pub fn apply(src: &Image, keep: &[PixelRect], stamp_rows: u32, dst: &mut Image) 
     }
     for r in keep {
         dst.copy_rect_from(src, *r);
+    }
+}
+
+/// The picture `track` shows of `frame`: the lores image for the context; for the source,
+/// the main image as `shaping` (asked only for the source) shapes it, masked into
+/// `scratch` (made on first use) when only the ROI is kept, or `None` in LOW. The encoders
+/// and the picture doors both see frames through this.
+pub fn track_picture<'a>(
+    track: Track,
+    frame: &'a Frame,
+    shaping: impl FnOnce() -> Shaping,
+    stamp_rows: u32,
+    scratch: &'a mut Option<Image>,
+) -> Option<&'a Image> {
+    match track {
+        Track::Context => Some(&frame.lores),
+        Track::Source => match shape(&shaping(), frame.main.width(), frame.main.height()) {
+            Shape::Nothing => None,
+            Shape::Full => Some(&frame.main),
+            Shape::Only(rects) => {
+                let scratch = scratch.get_or_insert_with(|| Image::new(*frame.main.layout()));
+                apply(&frame.main, &rects, stamp_rows, scratch);
+                Some(&*scratch)
+            }
+        },
     }
 }
 

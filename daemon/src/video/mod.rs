@@ -8,9 +8,11 @@
 //! * [`pipeline`]: the capture thread and one encoder thread per track;
 //! * [`slot`]: the one-frame "latest wins" hand-over between them;
 //! * [`mask`]: what the source track shows in each mode;
+//! * [`feed`]: the newest frame, for the doors that serve pictures instead of H.264;
 //! * [`signals`]: keyframe requests and the pipeline's pulse, shared lock-free;
 //! * [`track`]: the two tracks and the encoded frames they carry.
 
+pub mod feed;
 pub mod mask;
 pub mod pipeline;
 pub mod signals;

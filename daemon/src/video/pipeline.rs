@@ -28,7 +28,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Settings, VideoSettings};
 use crate::service::metrics::Metrics;
 use crate::state::{Control, Part};
-use crate::video::mask::{self, Shape};
+use crate::video::feed::FrameFeed;
+use crate::video::mask;
 use crate::video::signals::{Demand, EncoderTargets, KeyframeRequests, Liveness};
 use crate::video::slot::LatestSlot;
 use crate::video::track::{EncodedFrame, Track, TrackMap};
@@ -73,6 +74,10 @@ pub struct Pipeline {
     pub has_stamp: bool,
     /// The pipeline's pulse (for `/healthz` and the watchdog).
     pub liveness: Liveness,
+    /// The newest frame, for the picture doors.
+    pub pictures: FrameFeed,
+    /// Rows of test stamp at the top of the main image (kept through masking).
+    pub stamp_rows: u32,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -180,6 +185,7 @@ impl Pipeline {
         });
         let slots: TrackMap<Arc<LatestSlot<Arc<PooledFrame>>>> = TrackMap::default();
         let liveness = Liveness::new();
+        let pictures = FrameFeed::new();
         let mut threads = Vec::new();
 
         let capture = CaptureThread {
@@ -188,6 +194,7 @@ impl Pipeline {
             encoders: slots.clone(),
             demand: demand.clone(),
             detector: detector_frames,
+            pictures: pictures.clone(),
             metrics: metrics.clone(),
             control: control.clone(),
             keyframes: keyframes.clone(),
@@ -252,6 +259,8 @@ impl Pipeline {
             encoder_reason,
             has_stamp: stamp_rows > 0,
             liveness,
+            pictures,
+            stamp_rows,
             threads,
         })
     }
@@ -427,6 +436,8 @@ struct CaptureThread {
     demand: Demand,
     /// The ROI detector's thread.
     detector: Arc<LatestSlot<Arc<PooledFrame>>>,
+    /// The picture doors.
+    pictures: FrameFeed,
     metrics: Arc<Metrics>,
     /// Where a failing source is reported (state, `/healthz`, MQTT).
     control: Arc<Control>,
@@ -476,6 +487,7 @@ impl CaptureThread {
                     self.metrics.track(track).dropped_encoder_busy.inc();
                 }
             }
+            self.pictures.publish(frame.clone());
             self.detector.put(frame);
         }
     }
@@ -606,27 +618,17 @@ impl EncoderWorker {
             let Some(frame) = frame else {
                 continue;
             };
-            let image = match self.track {
-                Track::Context => &frame.lores,
-                Track::Source => match mask::shape(
-                    &self.control.shaping(),
-                    frame.main.width(),
-                    frame.main.height(),
-                ) {
-                    Shape::Nothing => {
-                        // When media resumes, viewers need a fresh start.
-                        force_key = true;
-                        continue;
-                    }
-                    Shape::Full => &frame.main,
-                    Shape::Only(rects) => {
-                        let scratch = self
-                            .scratch
-                            .get_or_insert_with(|| Image::new(*frame.main.layout()));
-                        mask::apply(&frame.main, &rects, self.stamp_rows, scratch);
-                        &*scratch
-                    }
-                },
+            let control = &self.control;
+            let Some(image) = mask::track_picture(
+                self.track,
+                &frame,
+                || control.shaping(),
+                self.stamp_rows,
+                &mut self.scratch,
+            ) else {
+                // LOW: when media resumes, viewers need a fresh start.
+                force_key = true;
+                continue;
             };
             let key = self.keyframe[self.track].take() | force_key;
             let captured = CaptureTime {

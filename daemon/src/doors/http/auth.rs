@@ -310,7 +310,8 @@ fn is_public(path: &str) -> bool {
 
 /// Requests that command the device (the view-only token may not).
 fn commands(method: &Method, path: &str) -> bool {
-    method == Method::POST && path == "/api/command"
+    (method == Method::POST && path == "/api/command")
+        || (method == Method::PUT && path == "/api/streams")
 }
 
 fn changes_state(method: &Method) -> bool {

@@ -14,19 +14,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::{FromRef, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Extension, Router};
 use serde::Deserialize;
 
+use crate::doors::pictures::{self, Pictures};
 use crate::doors::webrtc::OfferError;
 use crate::doors::webrtc::server::WebRtcHandle;
 use crate::service::metrics::Metrics;
 use crate::state::Control;
 use crate::state::command::{Access, Command};
 use crate::state::protocol::WebRtcConfig;
+use crate::state::streams::StreamsPatch;
 use crate::video::signals::Liveness;
 
 /// Largest request body accepted.
@@ -46,6 +48,14 @@ pub struct AppState {
     pub body_timeout: Duration,
     /// What the viewer page needs to connect (`GET /api/webrtc`).
     pub webrtc_config: Arc<WebRtcConfig>,
+    /// The picture doors (snapshot, MJPEG, WebSockets).
+    pub pictures: Pictures,
+}
+
+impl FromRef<AppState> for Pictures {
+    fn from_ref(s: &AppState) -> Pictures {
+        s.pictures.clone()
+    }
 }
 
 /// The routes of the contract, behind the access rules of `gate`.
@@ -58,6 +68,11 @@ pub fn router(state: AppState, gate: Arc<auth::Gate>) -> Router {
         .route("/api/state", get(api_state))
         .route("/api/webrtc", get(api_webrtc))
         .route("/api/command", post(api_command))
+        .route("/api/streams", get(api_streams).put(api_streams_put))
+        .route("/snapshot.jpg", get(pictures::snapshot::snapshot))
+        .route("/stream.mjpeg", get(pictures::mjpeg::stream))
+        .route("/ws/jpeg", get(pictures::ws_jpeg::upgrade))
+        .route("/ws/frames", get(pictures::ws_frames::upgrade))
         .route("/offer", post(offer))
         .route("/whep", post(whep))
         .route("/whep/{id}", delete(whep_delete).patch(whep_patch))
@@ -233,6 +248,52 @@ async fn api_command(
             let cmd =
                 Command::parse(&body).map_err(|e| Reject::new(StatusCode::BAD_REQUEST, e.0))?;
             Ok(axum::Json(s.control.apply(&cmd)).into_response())
+        }
+        .await,
+    )
+}
+
+/// `GET /api/streams`: the picture doors' settings and their consumers now.
+async fn api_streams(State(s): State<AppState>) -> Response {
+    streams_answer(&s)
+}
+
+fn streams_answer(s: &AppState) -> Response {
+    use crate::state::streams::Door;
+    let consumers: serde_json::Map<String, serde_json::Value> = Door::ALL
+        .iter()
+        .map(|d| (d.name().to_string(), s.pictures.consumers(*d).into()))
+        .collect();
+    axum::Json(serde_json::json!({
+        "doors": s.control.streams(),
+        "consumers": consumers,
+    }))
+    .into_response()
+}
+
+/// `PUT /api/streams`: changes some doors' settings (what is absent stays); answers as
+/// `GET` does.
+async fn api_streams_put(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Reject> {
+    counted(
+        &s.metrics,
+        async {
+            if media_type(&headers).as_deref() != Some("application/json") {
+                return Err(Reject::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "send the settings as Content-Type: application/json",
+                ));
+            }
+            let body = read_body(&headers, body, s.body_timeout).await?;
+            let patch: StreamsPatch = serde_json::from_slice(&body)
+                .map_err(|e| Reject::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+            s.control
+                .patch_streams(&patch)
+                .map_err(|e| Reject::new(StatusCode::BAD_REQUEST, e))?;
+            Ok(streams_answer(&s))
         }
         .await,
     )

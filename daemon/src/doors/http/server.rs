@@ -189,7 +189,8 @@ impl SharedRef {
     }
 }
 
-/// The end of a request, however it ends (answered, or dropped with its connection).
+/// The end of a request, however it ends (its answer's body sent, or dropped with its
+/// connection).
 struct RequestGuard {
     shared: SharedRef,
     id: ConnId,
@@ -198,6 +199,34 @@ struct RequestGuard {
 impl Drop for RequestGuard {
     fn drop(&mut self) {
         self.shared.lock().table.end(self.id, Instant::now());
+    }
+}
+
+/// An answer's body that keeps its request in progress until the last byte is sent: a
+/// long stream (MJPEG) keeps its connection busy, not idle (which the header timeout
+/// would close, and the connection cap evict).
+struct GuardedBody {
+    inner: Body,
+    _request: RequestGuard,
+}
+
+impl hyper::body::Body for GuardedBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -377,12 +406,18 @@ async fn serve_io<I>(
             };
             // The router's error type is `Infallible`.
             let response = router.oneshot(req).await?;
-            drop(guard);
-            Ok(response)
+            Ok(response.map(|inner| {
+                Body::new(GuardedBody {
+                    inner,
+                    _request: guard,
+                })
+            }))
         }
     });
     let builder = auto::Builder::new(TokioExecutor::new());
-    let conn = builder.serve_connection(TokioIo::new(io), service);
+    // Upgrades for the WebSockets: once upgraded, a connection leaves this table (the
+    // picture doors hold WebSockets to their own limits).
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut draining = false;
     loop {

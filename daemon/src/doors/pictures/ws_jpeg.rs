@@ -1,0 +1,163 @@
+//! `/ws/jpeg[?track=..][&fps=..][&quality=..]`: JPEG pictures over a WebSocket, each after
+//! a `frame_meta` text message (capture time, mode, ROI, quality). The client reports
+//! what it renders (`{"type":"rendered","seq":N,"fps":F}`); the [`QualityPolicy`] steps
+//! quality, then size, to hold the rate. Once a client has reported a frame, at most
+//! [`WINDOW`] pictures are in flight unreported, so pictures never queue up in the
+//! network and the latency stays one or two frames.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use super::quality::QualityPolicy;
+use super::{
+    Consumer, Jpeg, JpegWorker, Pictures, encode_jpeg, next_frame, parse_track, refuse, send_frame,
+};
+use crate::state::protocol::JpegClientMessage;
+use crate::state::streams::Door;
+use crate::video::track::Track;
+
+/// Pictures sent and not yet reported rendered, at most (once the client reports).
+pub const WINDOW: usize = 2;
+
+/// Largest message a client may send (reports are tiny).
+const MAX_CLIENT_MESSAGE: usize = 4096;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JpegQuery {
+    track: Option<String>,
+    fps: Option<f64>,
+    quality: Option<u8>,
+    /// The access token (read by the access rules).
+    #[allow(dead_code)]
+    token: Option<String>,
+}
+
+pub async fn upgrade(
+    State(pictures): State<Pictures>,
+    query: Result<Query<JpegQuery>, axum::extract::rejection::QueryRejection>,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let Query(q) = match query {
+        Ok(q) => q,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => return refuse(e.status(), e.body_text()),
+    };
+    let track = match q.track.as_deref().map(parse_track).transpose() {
+        Ok(t) => t.unwrap_or(Track::Source),
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, e),
+    };
+    if let Some(q) = q.quality
+        && !(1..=100).contains(&q)
+    {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            format!("quality must be within 1..=100, not {q}"),
+        );
+    }
+    let consumer = match pictures.admit(Door::WsJpeg) {
+        Ok(c) => c,
+        Err(e) => return refuse(StatusCode::SERVICE_UNAVAILABLE, e),
+    };
+    let settings = pictures.settings(Door::WsJpeg);
+    let fps = pictures.rate(Door::WsJpeg, q.fps);
+    let policy = QualityPolicy::new(
+        q.quality.unwrap_or(settings.quality),
+        settings.quality.max(q.quality.unwrap_or(0)),
+        fps,
+    );
+    ws.max_message_size(MAX_CLIENT_MESSAGE)
+        .on_upgrade(move |socket| serve(socket, pictures, consumer, track, fps, policy))
+}
+
+async fn serve(
+    socket: WebSocket,
+    pictures: Pictures,
+    consumer: Consumer,
+    track: Track,
+    fps: f64,
+    mut policy: QualityPolicy,
+) {
+    let (mut sink, mut incoming) = socket.split();
+    let mut rx = pictures.feed.subscribe();
+    let mut worker = JpegWorker::default();
+    let interval = Duration::from_secs_f64(1.0 / fps);
+    let mut next_at = Instant::now();
+    let mut last_seq = None;
+    // Frames sent and not reported yet; whether the client reports at all.
+    let mut unreported: VecDeque<u64> = VecDeque::new();
+    let mut reports = false;
+    let shutdown = pictures.shutdown.clone();
+    loop {
+        let window_open = !reports || unreported.len() < WINDOW;
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            message = incoming.next() => {
+                let Some(Ok(message)) = message else { break };
+                let text = match message {
+                    Message::Text(t) => t,
+                    Message::Close(_) => break,
+                    _ => continue,
+                };
+                match serde_json::from_str::<JpegClientMessage>(&text) {
+                    Ok(JpegClientMessage::Rendered { seq, fps }) => {
+                        reports = true;
+                        while unreported.front().is_some_and(|s| *s <= seq) {
+                            unreported.pop_front();
+                        }
+                        policy.report(fps, std::time::Instant::now());
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "ignoring a bad /ws/jpeg message");
+                        pictures.metrics.bad_requests.inc();
+                    }
+                }
+            }
+            frame = async {
+                tokio::time::sleep_until(next_at).await;
+                next_frame(&mut rx, last_seq, &shutdown).await
+            }, if window_open => {
+                let Some(frame) = frame else { continue };
+                if !pictures.settings(Door::WsJpeg).enabled {
+                    break;
+                }
+                next_at = Instant::now() + interval;
+                last_seq = Some(frame.seq);
+                let quality = policy.quality();
+                let (w, result) = encode_jpeg(worker, frame.clone(), track, pictures.clone(), quality, policy.scale()).await;
+                worker = w;
+                let (width, height) = match result {
+                    Ok(Jpeg::Picture(width, height)) => (width, height),
+                    Ok(Jpeg::Nothing) => continue,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "JPEG failed; closing /ws/jpeg");
+                        break;
+                    }
+                };
+                let mut meta = pictures.meta(&frame, track, (width, height));
+                meta.format = "JPEG".into();
+                meta.codec = "jpeg".into();
+                meta.quality = Some(quality);
+                meta.bytes = worker.out.len();
+                let payload = Bytes::copy_from_slice(&worker.out);
+                if !send_frame(&mut sink, &meta, payload).await {
+                    break;
+                }
+                consumer.sent(meta.bytes);
+                unreported.push_back(frame.seq);
+            }
+        }
+    }
+}
