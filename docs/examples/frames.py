@@ -7,11 +7,13 @@ Usage: frames.py URL [COUNT] [--dump DIR]
   COUNT  frames to read (default 10)
   --dump DIR  also write each frame's planes to DIR/SEQ.PLANE (raw bytes)
 
-Prints one JSON line per frame: its metadata and the shape of each plane.
+Prints one JSON line per frame: its metadata, the shape of each plane, and latency_ms
+(from capture to decompressed here, by this machine's clock).
 Needs: pip install websockets numpy zstandard lz4
 """
 import json
 import sys
+import time
 from pathlib import Path
 
 import lz4.block
@@ -60,6 +62,7 @@ def main():
         del args[i : i + 2]
     url, count = args[0], int(args[1]) if len(args) > 1 else 10
     for n, (meta, p) in enumerate(frames(url)):
+        meta["latency_ms"] = time.time() * 1000 - meta["captured_ms"]
         if dump:
             for name, a in p.items():
                 (dump / f"{meta['seq']}.{name}").write_bytes(a.tobytes())

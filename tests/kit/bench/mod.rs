@@ -18,6 +18,8 @@
 //!   model against motion detection: added CPU and VISION's source bitrate against HIGH's;
 //! * **software encoders** ([`encoders`]): openh264 against GStreamer's x264enc on the
 //!   same frames at the same bitrate: CPU and latency;
+//! * **pictures** ([`pictures`]): the JPEG encoders side by side, and each picture door's
+//!   CPU, bytes and latency per consumer beside a WebRTC viewer;
 //! * **MQTT** ([`mqtt`]): `focusd ctl mode` to the first frame in the new mode, and the
 //!   control plane's CPU cost;
 //! * **soak** ([`soak`], only with `--soak MINUTES`): memory and open files over a long
@@ -30,6 +32,7 @@ mod detector;
 mod encoders;
 mod links;
 mod mqtt;
+mod pictures;
 mod relay;
 mod soak;
 
@@ -74,8 +77,8 @@ pub struct BenchFlags {
     #[arg(long, value_name = "MINUTES")]
     pub soak: Option<u64>,
     /// Run only this phase: `links` (impaired links), `relay` (viewers through Janus),
-    /// `encoders` (the software encoders side by side) or `chromium` (Chromium's latency
-    /// against the other senders).
+    /// `encoders` (the software encoders side by side), `chromium` (Chromium's latency
+    /// against the other senders) or `pictures` (the picture doors).
     #[arg(long, value_name = "PHASE")]
     pub only: Option<String>,
 }
@@ -120,7 +123,7 @@ fn stop(mut daemon: DaemonProcess) -> anyhow::Result<Duration> {
     Ok(took)
 }
 
-const SIZE: (u32, u32) = (1280, 720);
+pub(super) const SIZE: (u32, u32) = (1280, 720);
 const FPS: u32 = 30;
 
 /// Runs the benchmark and prints the report.
@@ -143,8 +146,9 @@ pub fn run(flags: &BenchFlags) -> anyhow::Result<()> {
         Some("relay") => return relay::run(&lab, secs),
         Some("encoders") => return encoders::run(secs, flags.footage.as_deref()),
         Some("chromium") => return browser::run(&lab, secs),
+        Some("pictures") => return pictures::run(&lab, secs),
         Some(other) => anyhow::bail!(
-            "--only {other}: the phases run alone are links, relay, encoders and chromium"
+            "--only {other}: the phases run alone are links, relay, encoders, chromium and pictures"
         ),
         None => {}
     }
@@ -333,6 +337,7 @@ pub fn run(flags: &BenchFlags) -> anyhow::Result<()> {
     relay::run(&lab, secs)?;
     encoders::through_daemon(&lab, secs)?;
     detector::run(&lab, secs, flags.footage.as_deref())?;
+    pictures::run(&lab, secs)?;
     mqtt::run(&lab, secs)
 }
 
