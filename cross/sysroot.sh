@@ -10,7 +10,7 @@
 set -euo pipefail
 [ $# -eq 2 ] || { echo "usage: cross/sysroot.sh ARCH DIR" >&2; exit 2; }
 arch=$1 dir=$2
-packages=(libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev)
+packages=(libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev)
 want="bookworm $arch ${packages[*]} 1"
 if [ "$(cat "$dir/.focusd-sysroot" 2>/dev/null)" = "$want" ]; then
   exit 0

@@ -40,10 +40,11 @@ command -v nasm >/dev/null || need+=(nasm)
 # libjpeg-turbo.
 [ -e /usr/lib/llvm-14/lib/libclang.so ] || need+=(libclang-dev)
 command -v cmake >/dev/null || need+=(cmake)
-# The GStreamer backend: its libraries, Debian's plugins (x264enc, decodebin, RTSP), and
-# GStreamer's RTSP server for the tests (python3-gi, through Debian's own python3).
-pkg-config --exists gstreamer-app-1.0 gstreamer-video-1.0 2>/dev/null ||
-  need+=(libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev)
+# The GStreamer backend: its libraries and RTSP server (the RTSP door), Debian's plugins
+# (x264enc, decodebin, RTSP), and GStreamer's RTSP server for the tests of the RTSP source
+# (python3-gi, through Debian's own python3).
+pkg-config --exists gstreamer-app-1.0 gstreamer-video-1.0 gstreamer-rtsp-server-1.0 2>/dev/null ||
+  need+=(libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev)
 gst-inspect-1.0 x264enc >/dev/null 2>&1 ||
   need+=(gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
     gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav)

@@ -54,6 +54,7 @@ use crate::doors::http::server::{HttpProbe, Server, TlsError};
 use crate::doors::mqtt::client::{MqttError, MqttTask};
 use crate::doors::pictures::Pictures;
 use crate::doors::relay::{RelayError, RelayTask};
+use crate::doors::rtsp::{RtspDoor, RtspError};
 use crate::doors::webrtc::delivery::Bounds;
 use crate::doors::webrtc::reflexive;
 use crate::doors::webrtc::server::{HubTask, bind_sockets};
@@ -94,6 +95,9 @@ pub enum StartError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     Relay(#[from] RelayError),
+    /// The configured RTSP port cannot be listened on.
+    #[error(transparent)]
+    Rtsp(#[from] RtspError),
 }
 
 impl StartError {
@@ -120,6 +124,8 @@ const HUB_QUEUE: usize = 16;
 #[derive(Debug)]
 pub struct Daemon {
     http_addr: SocketAddr,
+    /// Where RTSP listens, when it does.
+    rtsp_addr: Option<SocketAddr>,
     control: Arc<Control>,
     metrics: Arc<Metrics>,
     tracker: TaskTracker,
@@ -300,6 +306,27 @@ impl Daemon {
             metrics: metrics.clone(),
         };
         tracker.spawn(server.run(shutdown.clone()));
+        let rtsp_addr = match settings.rtsp.port {
+            0 => None,
+            _ if !cfg!(feature = "gstreamer") => None,
+            port => {
+                let door = RtspDoor {
+                    addr: SocketAddr::new(http_addr.ip(), port),
+                    taps: pipeline.taps.clone(),
+                    demand: pipeline.demand.clone(),
+                    keyframes: pipeline.keyframes.clone(),
+                    gate: gate.clone(),
+                };
+                match door.start(shutdown.clone()) {
+                    Ok(addr) => Some(addr),
+                    Err(e) if !settings.rtsp.configured => {
+                        tracing::warn!("{e}; RTSP is off ([rtsp] port sets another)");
+                        None
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
         tracker.spawn(rates(control.clone(), metrics.clone(), shutdown.clone()));
         if let Some(mqtt) = &settings.mqtt {
             let info = registration(&settings, mqtt, &pipeline, http_addr);
@@ -316,6 +343,7 @@ impl Daemon {
         tracing::info!(%http_addr, source = %pipeline.source, tls = settings.http.tls.is_some(), "focusd serving");
         Ok(Daemon {
             http_addr,
+            rtsp_addr,
             control,
             metrics,
             tracker,
@@ -329,6 +357,11 @@ impl Daemon {
     /// The bound HTTP address (useful with port 0).
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// Where RTSP listens (`None`: off, or not in this build).
+    pub fn rtsp_addr(&self) -> Option<SocketAddr> {
+        self.rtsp_addr
     }
 
     /// The access token in use (`None` with `[auth] mode = "off"`).

@@ -36,8 +36,9 @@ for lib in $(readelf -d "$binary" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p'
     libgcc_s.so.1) depends+=("libgcc-s1") ;;
     libstdc++.so.6) depends+=("libstdc++6") ;;
     # The GStreamer backend (feature `gstreamer`).
-    libgstreamer-1.0.so.0 | libgstbase-1.0.so.0) depends+=("libgstreamer1.0-0") ;;
-    libgstapp-1.0.so.0 | libgstvideo-1.0.so.0) depends+=("libgstreamer-plugins-base1.0-0") ;;
+    libgstreamer-1.0.so.0 | libgstbase-1.0.so.0 | libgstnet-1.0.so.0) depends+=("libgstreamer1.0-0") ;;
+    libgstapp-1.0.so.0 | libgstvideo-1.0.so.0 | libgstrtsp-1.0.so.0 | libgstsdp-1.0.so.0 | libgstrtp-1.0.so.0) depends+=("libgstreamer-plugins-base1.0-0") ;;
+    libgstrtspserver-1.0.so.0) depends+=("libgstrtspserver-1.0-0") ;;
     libglib-2.0.so.0 | libgobject-2.0.so.0 | libgmodule-2.0.so.0 | libgio-2.0.so.0) depends+=("libglib2.0-0") ;;
     *) die "the binary links $lib: add its Debian package to assemble.sh" ;;
   esac

@@ -51,6 +51,11 @@ impl TestDaemon {
             .auth
             .token
             .get_or_insert_with(|| http::TEST_TOKEN.to_string());
+        // RTSP only where a test configures it: the default port is one for the whole
+        // machine, and the tests run side by side.
+        if !settings.rtsp.configured {
+            settings.rtsp.port = 0;
+        }
         let tls = settings.http.tls.is_some();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -108,6 +113,11 @@ impl TestDaemon {
     /// `GET /api/state`, read as the contract's state JSON.
     pub fn state(&self) -> State {
         serde_json::from_slice(&self.get("/api/state").body).expect("state JSON")
+    }
+
+    /// Where RTSP listens, when the test configured it.
+    pub fn rtsp_addr(&self) -> Option<SocketAddr> {
+        self.daemon.as_ref().and_then(|d| d.rtsp_addr())
     }
 
     /// The pipeline's pulse: frames encoded, attempts to reopen a failed device.

@@ -99,6 +99,14 @@ pub struct FileConfig {
     pub relay: RelayFile,
     #[serde(default)]
     pub whip: WhipFile,
+    #[serde(default)]
+    pub rtsp: RtspFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RtspFile {
+    pub port: Option<u16>,
 }
 
 #[derive(Debug, Default, Deserialize)]

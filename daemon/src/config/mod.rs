@@ -20,7 +20,7 @@ pub use flags::{CtlAction, CtlFlags, Flags, ProbeFlags, Subcmd, TokenFlags};
 pub use resolve::resolve_mqtt;
 pub use settings::{
     AuthMode, AuthSettings, DetectorKind, HttpSettings, MqttSettings, RelaySettings, RoiSettings,
-    Settings, VideoSettings, WebRtcSettings, WhipSettings,
+    RtspSettings, Settings, VideoSettings, WebRtcSettings, WhipSettings,
 };
 
 /// A configuration value that cannot be used. Displays as one line naming the key.

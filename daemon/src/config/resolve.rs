@@ -9,13 +9,14 @@ use focusd_board::encode::EncoderSpec;
 use focusd_board::source::SourceSpec;
 
 use super::file::{
-    AuthFile, ControlFile, HttpFile, Listen, MqttFile, RelayFile, RoiFile, Size, VideoFile,
-    WebRtcFile, WhipFile,
+    AuthFile, ControlFile, HttpFile, Listen, MqttFile, RelayFile, RoiFile, RtspFile, Size,
+    VideoFile, WebRtcFile, WhipFile,
 };
+use super::settings::DEFAULT_RTSP_PORT;
 use super::{
     AuthMode, AuthSettings, ConfigError, DetectorKind, FileConfig, Flags, HttpSettings,
-    MqttSettings, RelaySettings, RoiSettings, Settings, VideoSettings, WebRtcSettings,
-    WhipSettings, bad,
+    MqttSettings, RelaySettings, RoiSettings, RtspSettings, Settings, VideoSettings,
+    WebRtcSettings, WhipSettings, bad,
 };
 use crate::doors::mqtt::Broker;
 use crate::state::command::{Mode, Rect};
@@ -64,6 +65,7 @@ impl Settings {
             auth: auth(flags, file.auth)?,
             relay: relay(file.relay)?,
             whip: whip(file.whip)?,
+            rtsp: rtsp(file.rtsp)?,
         })
     }
 }
@@ -164,6 +166,20 @@ fn relay(file: RelayFile) -> Result<Option<RelaySettings>, ConfigError> {
             state,
         })),
     }
+}
+
+/// `[rtsp]`: a configured port needs a build with the RTSP server.
+fn rtsp(file: RtspFile) -> Result<RtspSettings, ConfigError> {
+    if file.port.is_some_and(|p| p != 0) && !cfg!(feature = "gstreamer") {
+        return bad(
+            "rtsp.port",
+            "RTSP is not enabled in this build (rebuild with --features gstreamer), or set 0",
+        );
+    }
+    Ok(RtspSettings {
+        port: file.port.unwrap_or(DEFAULT_RTSP_PORT),
+        configured: file.port.is_some(),
+    })
 }
 
 /// `[whip]`: an `http://` or `https://` URL with a host; a token of visible characters.

@@ -50,7 +50,22 @@ pub struct Settings {
     pub relay: Option<RelaySettings>,
     /// Where both tracks are published by WHIP (`[whip]`); `None` without a URL.
     pub whip: Option<WhipSettings>,
+    /// The RTSP door (`[rtsp]`).
+    pub rtsp: RtspSettings,
 }
+
+/// The RTSP door (`[rtsp]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RtspSettings {
+    /// TCP port on the HTTP address's IP; 0: off.
+    pub port: u16,
+    /// Whether the port was configured: then a port that cannot be listened on stops the
+    /// daemon; the default one only turns RTSP off, with a warning.
+    pub configured: bool,
+}
+
+/// The RTSP door's port unless configured.
+pub const DEFAULT_RTSP_PORT: u16 = 8554;
 
 /// The WHIP door (`[whip]`): an SFU endpoint the daemon publishes both tracks to.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -32,6 +32,7 @@ use crate::video::feed::FrameFeed;
 use crate::video::mask;
 use crate::video::signals::{Demand, EncoderTargets, KeyframeRequests, Liveness};
 use crate::video::slot::LatestSlot;
+use crate::video::taps::EncodedTaps;
 use crate::video::track::{EncodedFrame, Track, TrackMap};
 
 /// Why the pipeline could not start.
@@ -78,6 +79,8 @@ pub struct Pipeline {
     pub pictures: FrameFeed,
     /// Rows of test stamp at the top of the main image (kept through masking).
     pub stamp_rows: u32,
+    /// Each track's encoded frames, for the RTSP door.
+    pub taps: EncodedTaps,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -186,6 +189,7 @@ impl Pipeline {
         let slots: TrackMap<Arc<LatestSlot<Arc<PooledFrame>>>> = TrackMap::default();
         let liveness = Liveness::new();
         let pictures = FrameFeed::new();
+        let taps = EncodedTaps::new();
         let mut threads = Vec::new();
 
         let capture = CaptureThread {
@@ -236,6 +240,7 @@ impl Pipeline {
                 control: control.clone(),
                 metrics: metrics.clone(),
                 out: out.clone(),
+                taps: taps.clone(),
                 stamp_rows,
                 scratch: None,
             };
@@ -261,6 +266,7 @@ impl Pipeline {
             liveness,
             pictures,
             stamp_rows,
+            taps,
             threads,
         })
     }
@@ -560,6 +566,8 @@ struct EncoderWorker {
     control: Arc<Control>,
     metrics: Arc<Metrics>,
     out: mpsc::Sender<EncodedFrame>,
+    /// The RTSP door's copy of each frame.
+    taps: EncodedTaps,
     /// Rows of test stamp kept through masking.
     stamp_rows: u32,
     /// Masked copy of the main image (VISION / HYBRID), made on first use.
@@ -681,6 +689,7 @@ impl EncoderWorker {
                 captured_at: unit.captured.at,
                 temporal_layer: unit.temporal_layer,
             };
+            self.taps.send(&encoded);
             match self.out.try_send(encoded) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => {
@@ -997,6 +1006,7 @@ mod tests {
             control: control.clone(),
             metrics: Arc::new(Metrics::default()),
             out: tx,
+            taps: EncodedTaps::new(),
             stamp_rows: 0,
             scratch: None,
         };

@@ -245,7 +245,7 @@ impl Gate {
     }
 
     /// What a presented token grants: `None` when it is no token of ours.
-    fn grants(&self, presented: &str) -> Option<Access> {
+    pub fn grants(&self, presented: &str) -> Option<Access> {
         let same = |t: &str| bool::from(t.as_bytes().ct_eq(presented.as_bytes()));
         if self.token().is_some_and(|t| same(&t)) {
             return Some(Access::Full);
