@@ -74,6 +74,23 @@ mod tests {
     }
 
     #[test]
+    fn rtsp_is_on_by_default_and_a_configured_port_needs_the_rtsp_server() {
+        let s = Settings::default();
+        assert_eq!((s.rtsp.port, s.rtsp.configured), (8554, false));
+        let off = settings(&[], "[rtsp]\nport = 0\n").unwrap();
+        assert_eq!((off.rtsp.port, off.rtsp.configured), (0, true));
+        let set = settings(&[], "[rtsp]\nport = 9554\n");
+        if cfg!(feature = "gstreamer") {
+            assert_eq!(set.unwrap().rtsp.port, 9554);
+        } else {
+            let e = set.unwrap_err();
+            assert_eq!(e.key, "rtsp.port");
+            assert!(e.to_string().contains("--features gstreamer"), "{e}");
+        }
+        assert!(settings(&[], "[rtsp]\nport = 70000\n").is_err());
+    }
+
+    #[test]
     fn a_repeated_table_is_named_not_the_key_before_it() {
         let dir = std::env::temp_dir().join(format!("focusd-dup-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
