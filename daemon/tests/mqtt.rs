@@ -243,6 +243,48 @@ fn malformed_and_oversized_commands_are_refused_and_change_nothing() {
 }
 
 #[test]
+fn the_picture_doors_open_and_close_over_mqtt_as_over_http() {
+    let dir = TempDir::new("mqtt-streams");
+    let broker = Mosquitto::start(dir.path(), "");
+    let d = daemon(&dir, &broker, "cam-s", "");
+    let mut w = Watcher::connect(
+        broker.port,
+        &["focusd/cam-s/streams", "focusd/cam-s/cmd/result"],
+    );
+    let doors = |payload: &str| -> serde_json::Value { serde_json::from_str(payload).unwrap() };
+    let m = w.wait_for("focusd/cam-s/streams", 5 * SECOND, |m| m.retain);
+    assert_eq!(doors(&m.payload)["mjpeg"]["enabled"], true);
+
+    w.publish("focusd/cam-s/streams/set", r#"{"mjpeg":{"enabled":false}}"#);
+    let r = w.wait_for("focusd/cam-s/cmd/result", 3 * SECOND, |_| true);
+    let r: CommandResult = serde_json::from_str(&r.payload).unwrap();
+    assert!(r.ok, "{:?}", r.error);
+    w.wait_for("focusd/cam-s/streams", 3 * SECOND, |m| {
+        doors(&m.payload)["mjpeg"]["enabled"] == false
+    });
+    let get = http::request(d.addr, "GET", "/stream.mjpeg", None, b"").unwrap();
+    assert_eq!(get.status, 503, "closed over MQTT: {}", get.text());
+
+    // A bad change is refused with the field named; a change over HTTP is published.
+    w.publish("focusd/cam-s/streams/set", r#"{"ws_jpeg":{"quality":0}}"#);
+    let r = w.wait_for("focusd/cam-s/cmd/result", 3 * SECOND, |_| true);
+    let r: CommandResult = serde_json::from_str(&r.payload).unwrap();
+    assert!(!r.ok && r.error.unwrap().contains("ws_jpeg.quality"));
+    let put = http::request(
+        d.addr,
+        "PUT",
+        "/api/streams",
+        Some("application/json"),
+        br#"{"ws_frames":{"max_fps":5}}"#,
+    )
+    .unwrap();
+    assert_eq!(put.status, 200, "{}", put.text());
+    w.wait_for("focusd/cam-s/streams", 3 * SECOND, |m| {
+        doors(&m.payload)["ws_frames"]["max_fps"] == 5.0
+    });
+}
+
+#[test]
 fn megabyte_commands_are_answered_and_never_knock_the_device_offline() {
     let dir = TempDir::new("mqtt-huge");
     let broker = Mosquitto::start(dir.path(), "");

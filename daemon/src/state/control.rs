@@ -231,7 +231,11 @@ impl Control {
     pub fn patch_streams(&self, patch: &StreamsPatch) -> Result<Streams, String> {
         let mut s = self.streams.lock().unwrap_or_else(|p| p.into_inner());
         *s = s.patched(patch)?;
-        Ok(*s)
+        let now = *s;
+        drop(s);
+        // The doors that publish settings (MQTT) hear of it.
+        self.bump();
+        Ok(now)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

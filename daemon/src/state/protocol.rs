@@ -192,6 +192,11 @@ pub struct Topics {
     pub events: String,
     /// Home Assistant's device discovery topic.
     pub discovery: String,
+    /// `streams`: the picture doors' settings (as `GET /api/streams` has them under
+    /// `doors`), retained.
+    pub streams: String,
+    /// `streams/set`: changes to them in (as `PUT /api/streams` takes them).
+    pub streams_set: String,
 }
 
 impl Topics {
@@ -207,6 +212,8 @@ impl Topics {
             stats: t("stats"),
             events: t("events"),
             discovery: format!("homeassistant/device/{id}/config"),
+            streams: t("streams"),
+            streams_set: t("streams/set"),
         }
     }
 

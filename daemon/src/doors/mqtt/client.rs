@@ -212,6 +212,8 @@ enum Net {
     Connected,
     /// A command arrived.
     Command(bytes::Bytes),
+    /// A change to the picture doors arrived.
+    Streams(bytes::Bytes),
     /// The connection failed or dropped; the next attempt is in the given time.
     Lost { error: String, retry_in: Duration },
     /// Our DISCONNECT went out (clean shutdown).
@@ -223,6 +225,7 @@ enum Net {
 async fn connection(
     mut eventloop: EventLoop,
     cmd_topic: String,
+    streams_topic: String,
     tx: mpsc::Sender<Net>,
     stop: CancellationToken,
 ) {
@@ -239,6 +242,9 @@ async fn connection(
             }
             Ok(Event::Incoming(Packet::Publish(p))) if p.topic == cmd_topic.as_bytes() => {
                 Net::Command(p.payload)
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) if p.topic == streams_topic.as_bytes() => {
+                Net::Streams(p.payload)
             }
             Ok(Event::Outgoing(Outgoing::Disconnect)) => Net::Disconnected,
             Ok(_) => continue,
@@ -282,12 +288,15 @@ async fn run(
     tracker.spawn(connection(
         eventloop,
         session.topics().cmd.clone(),
+        session.topics().streams_set.clone(),
         tx,
         stop.clone(),
     ));
     let mut changes = control.subscribe();
     let mut telemetry = Telemetry::new(Instant::now(), &metrics);
     let mut failures = 0u32;
+    // The picture doors' settings as last published.
+    let mut published_streams = control.streams();
     loop {
         let now = Instant::now();
         let wake = session
@@ -306,9 +315,17 @@ async fn run(
                     metrics.mqtt_connects.inc();
                     let outs = session.connected(Instant::now(), &control.snapshot());
                     send(&client, &mut session, &metrics, outs);
+                    published_streams = control.streams();
+                    let outs = session.streams(&published_streams, true);
+                    send(&client, &mut session, &metrics, outs);
                 }
                 Net::Command(payload) => {
                     let outs = session.command(Instant::now(), &payload, &control);
+                    send(&client, &mut session, &metrics, outs);
+                }
+                Net::Streams(payload) => {
+                    let outs = session.streams_command(&payload, &control);
+                    published_streams = control.streams();
                     send(&client, &mut session, &metrics, outs);
                 }
                 Net::Lost { error, retry_in } => {
@@ -325,6 +342,13 @@ async fn run(
             Ok(()) = changes.changed() => {
                 changes.mark_unchanged();
                 session.state_changed(&control.snapshot());
+                // Changed through HTTP: the retained settings follow.
+                let streams = control.streams();
+                if streams != published_streams {
+                    published_streams = streams;
+                    let outs = session.streams(&streams, false);
+                    send(&client, &mut session, &metrics, outs);
+                }
             }
             _ = tokio::time::sleep_until(wake.into()) => {}
         }

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::state::command::{Command, Mode};
 use crate::state::protocol::{CommandResult, Event, Info, RoiEvent, Stats, Topics};
+use crate::state::streams::{Streams, StreamsPatch};
 use crate::state::{Control, RoiBox, State};
 
 /// State is republished at most this often when only the ROI churns; a command's result
@@ -32,6 +33,8 @@ pub enum Kind {
     Stats,
     /// `events`.
     Event,
+    /// `streams`, retained.
+    Streams,
     /// Home Assistant discovery.
     Discovery,
 }
@@ -159,6 +162,39 @@ impl Session {
         let mut out = vec![self.publish(&self.topics.cmd_result, result, false, Kind::Result)];
         if let Some(state) = state {
             out.push(self.state_now(now, &state));
+        }
+        out
+    }
+
+    /// The picture doors' settings to publish (retained), after connecting and whenever
+    /// they change; with a subscription to their changes on connecting.
+    pub fn streams(&mut self, streams: &Streams, subscribe: bool) -> Vec<Out> {
+        let mut out = Vec::new();
+        if subscribe {
+            out.push(Out::Subscribe(self.topics.streams_set.clone()));
+        }
+        // Plain data: serializing cannot fail.
+        let payload = serde_json::to_vec(streams).expect("streams serialize");
+        out.push(self.publish(&self.topics.streams, payload, true, Kind::Streams));
+        out
+    }
+
+    /// A change to the picture doors arrived on `streams/set`: applied, its result on
+    /// `cmd/result`, the new settings on `streams`.
+    pub fn streams_command(&mut self, payload: &[u8], control: &Control) -> Vec<Out> {
+        let applied = serde_json::from_slice::<StreamsPatch>(payload)
+            .map_err(|e| e.to_string())
+            .and_then(|patch| control.patch_streams(&patch));
+        let result = CommandResult {
+            id: None,
+            ok: applied.is_ok(),
+            error: applied.as_ref().err().cloned(),
+        };
+        // Plain data: serializing cannot fail.
+        let result = serde_json::to_vec(&result).expect("a result serializes");
+        let mut out = vec![self.publish(&self.topics.cmd_result, result, false, Kind::Result)];
+        if let Ok(streams) = applied {
+            out.extend(self.streams(&streams, false));
         }
         out
     }
