@@ -292,3 +292,78 @@ fn chromium_behind_a_1_mbit_link_keeps_both_tracks_and_the_encoders_follow_it() 
         );
     }
 }
+
+/// The median of `values` (an array of numbers in `r`).
+fn median(values: &serde_json::Value) -> f64 {
+    let mut v: Vec<f64> = values
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x.as_f64()).collect())
+        .unwrap_or_default();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+#[test]
+fn chromium_shows_mjpeg_and_both_websockets_and_a_slow_page_gets_lighter_pictures() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let d = TestDaemon::start(&["--source", "test", "--size", "640x360"]);
+    let out = Command::new("node")
+        .arg(root.join("tests/browser/pictures.mjs"))
+        .arg(format!("http://{}", d.addr))
+        .arg("3")
+        .env("FOCUSD_TOKEN", focusd_testkit::http::TEST_TOKEN)
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let r: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    assert!(r.get("error").is_none(), "{r}");
+    let (m, j, slow, f) = (
+        &r["mjpeg"],
+        &r["ws_jpeg"],
+        &r["ws_jpeg_slow"],
+        &r["ws_frames"],
+    );
+    println!(
+        "Chromium, 3 s each: MJPEG {} pictures, {} ms old (median); /ws/jpeg {} frames, {} ms; \
+         slow page: {} frames, qualities {}; /ws/frames {} frames, {} ms",
+        m["pictures"],
+        median(&m["ages"]),
+        j["frames"],
+        median(&j["ages"]),
+        slow["frames"],
+        slow["qualities"],
+        f["frames"],
+        median(&f["ages"])
+    );
+    // MJPEG at 10 a second, fresh.
+    assert_eq!(
+        (m["width"].as_u64(), m["height"].as_u64()),
+        (Some(640), Some(360))
+    );
+    assert!(m["pictures"].as_u64() >= Some(15), "{m}");
+    assert!(median(&m["ages"]) < 500.0, "{m}");
+    // JPEG over the WebSocket: near the camera's rate, each picture's stamp its meta's.
+    assert!(j["error"].is_null(), "{j}");
+    assert!(j["frames"].as_u64() >= Some(60), "{j}");
+    assert!(median(&j["ages"]) < 300.0, "{j}");
+    // A page that draws 10 a second is sent lighter pictures: quality steps down.
+    assert!(slow["error"].is_null(), "{slow}");
+    let qualities: Vec<u64> = slow["qualities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|q| q.as_u64())
+        .collect();
+    assert_eq!(qualities.first(), Some(&80), "{slow}");
+    assert!(
+        qualities.last().is_some_and(|q| *q <= 70),
+        "quality went down for a slow page: {qualities:?}"
+    );
+    // Raw planes: the context's I420, every byte there, the stamp in the Y plane.
+    assert!(f["error"].is_null(), "{f}");
+    assert_eq!(f["format"], "I420");
+    assert_eq!(f["sizes"][0], serde_json::json!([320, 180]));
+    assert!(f["frames"].as_u64() >= Some(60), "{f}");
+    assert!(median(&f["ages"]) < 300.0, "{f}");
+}
