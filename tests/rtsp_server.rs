@@ -1,6 +1,6 @@
 //! The RTSP door read by real clients: ffprobe and ffmpeg (which decodes the stamp) and
-//! GStreamer's rtspsrc, on both paths, with the token as the password, and refused
-//! without it.
+//! GStreamer's rtspsrc, on both paths, over TCP and UDP, with the token as the password,
+//! and refused without it.
 
 #![cfg(feature = "gstreamer")]
 
@@ -22,14 +22,19 @@ fn daemon() -> (TestDaemon, String) {
     (d, format!("127.0.0.1:{port}"))
 }
 
-/// ffprobe's `width,height,codec` of a URL's video, or its error output.
+/// ffprobe's `width,height,codec` of a URL's video (over TCP), or its error output.
 fn probe(url: &str) -> Result<String, String> {
+    probe_over(url, "tcp")
+}
+
+/// The same over `transport` (`tcp` or `udp`).
+fn probe_over(url: &str, transport: &str) -> Result<String, String> {
     let out = Command::new("ffprobe")
         .args([
             "-v",
             "error",
             "-rtsp_transport",
-            "tcp",
+            transport,
             "-timeout",
             "10000000",
         ])
@@ -55,6 +60,11 @@ fn ffprobe_and_ffmpeg_read_both_tracks_with_the_token_and_are_refused_without() 
     let with = |path: &str| format!("rtsp://focusd:{TEST_TOKEN}@{host}/{path}");
     assert_eq!(probe(&with("source")).as_deref(), Ok("h264,640,360"));
     assert_eq!(probe(&with("context")).as_deref(), Ok("h264,320,180"));
+    assert_eq!(
+        probe_over(&with("context"), "udp").as_deref(),
+        Ok("h264,320,180"),
+        "over UDP too"
+    );
     // Any user name.
     let other_user = format!("rtsp://nvr:{TEST_TOKEN}@{host}/context");
     assert_eq!(probe(&other_user).as_deref(), Ok("h264,320,180"));

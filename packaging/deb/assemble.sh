@@ -63,15 +63,18 @@ install -d "$pkg/DEBIAN" "$pkg/usr/bin" "$pkg/lib/systemd/system" "$pkg/etc/focu
 "$strip_tool" -o "$pkg/usr/bin/focusd" "$binary"
 chmod 0755 "$pkg/usr/bin/focusd"
 install -m 0644 "$root/systemd/focusd.service" "$pkg/lib/systemd/system/focusd.service"
-# One unit per camera on a board: focusd@NAME.service reads /etc/focusd/NAME.toml and
-# registers as device NAME; the same unit as focusd.service but for those two.
+# One unit per camera on a board: focusd@NAME.service reads /etc/focusd/NAME.toml,
+# registers as device NAME and keeps its token in /var/lib/focusd/NAME; the same unit as
+# focusd.service but for those three.
 sed -e 's|^Description=.*|Description=focusd edge camera daemon, camera %i|' \
   -e 's|^ExecStart=.*|ExecStart=/usr/bin/focusd --config /etc/focusd/%i.toml --device-id %i|' \
   -e 's|^# focusd as a hardened system service\..*|# focusd for camera %i (its config: /etc/focusd/%i.toml), as focusd.service is.|' \
   -e 's|(`systemctl edit focusd`)|(`systemctl edit focusd@NAME`)|' \
+  -e 's|^StateDirectory=focusd$|StateDirectory=focusd/%i|' \
   "$root/systemd/focusd.service" >"$pkg/lib/systemd/system/focusd@.service"
-grep -q 'ExecStart=/usr/bin/focusd --config /etc/focusd/%i.toml' "$pkg/lib/systemd/system/focusd@.service" ||
-  die "focusd@.service: the ExecStart line of focusd.service was not found"
+grep -q 'ExecStart=/usr/bin/focusd --config /etc/focusd/%i.toml' "$pkg/lib/systemd/system/focusd@.service" &&
+  grep -q '^StateDirectory=focusd/%i$' "$pkg/lib/systemd/system/focusd@.service" ||
+  die "focusd@.service: the ExecStart or StateDirectory line of focusd.service was not found"
 chmod 0644 "$pkg/lib/systemd/system/focusd@.service"
 install -m 0644 "$root/packaging/focusd.toml" "$pkg/etc/focusd/focusd.toml"
 install -m 0644 "$here/focusd.sysusers" "$pkg/usr/lib/sysusers.d/focusd.conf"
