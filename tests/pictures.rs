@@ -180,9 +180,62 @@ fn snapshot_is_a_jpeg_of_the_newest_frame_as_the_track_shows_it() {
     assert_eq!(r.status, 401, "a snapshot needs the token");
 }
 
+/// An RTSP client (ffmpeg over TCP) that stops reading once it plays: SIGSTOPped.
+#[cfg(feature = "gstreamer")]
+struct StalledRtsp(std::process::Child);
+
+#[cfg(feature = "gstreamer")]
+impl StalledRtsp {
+    fn start(d: &TestDaemon) -> StalledRtsp {
+        let addr = d.rtsp_addr().expect("RTSP listens");
+        let mut child = Command::new("ffmpeg")
+            .args(["-v", "error", "-rtsp_transport", "tcp", "-i"])
+            .arg(format!("rtsp://focusd:{TEST_TOKEN}@{addr}/source"))
+            .args(["-f", "null", "-"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("ffmpeg runs");
+        let deadline = Instant::now() + WAIT;
+        while d.metric("focusd_frames_encoded_total{track=\"source\"}") < 1.0 {
+            assert!(Instant::now() < deadline, "the RTSP client plays");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let stopped = Command::new("kill")
+            .args(["-STOP", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(stopped.success());
+        if let Ok(Some(s)) = child.try_wait() {
+            panic!("ffmpeg ended: {s}");
+        }
+        StalledRtsp(child)
+    }
+}
+
+#[cfg(feature = "gstreamer")]
+impl Drop for StalledRtsp {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn mjpeg_keeps_its_rate_and_stalled_readers_of_every_door_slow_no_viewer() {
-    let d = TestDaemon::start(&["--source", "test", "--size", "640x360"]);
+    let rtsp = format!("[rtsp]\nport = {}\n", focusd_testkit::free_port());
+    let d = TestDaemon::start_with_config(
+        if cfg!(feature = "gstreamer") {
+            &rtsp
+        } else {
+            ""
+        },
+        &["--source", "test", "--size", "640x360"],
+    );
+    // An RTSP client that stops reading, before the viewer comes (the source's encoder
+    // runs for it).
+    #[cfg(feature = "gstreamer")]
+    let _stalled_rtsp = StalledRtsp::start(&d);
     let viewer = Receiver::connect(
         d.addr,
         ReceiverOptions {

@@ -1,7 +1,8 @@
 //! Picture-door figures: the two JPEG encoders on one 720p frame; then at 720p30, what
-//! open but idle doors cost against closed ones, and per door one consumer's CPU over that
-//! idle daemon, its pictures a second, bytes a picture and latency from capture to
-//! received, beside a WebRTC viewer's (stamp to decoded) in the same run.
+//! open but idle doors cost against closed ones, and per door (and RTSP) one consumer's
+//! CPU over that idle daemon, its pictures a second, bytes a picture and latency from
+//! capture to received (RTSP: to decoded by rtspsrc), beside a WebRTC viewer's (stamp to
+//! decoded) in the same run.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -54,7 +55,12 @@ impl Got {
 pub(super) fn run(lab: &Lab, secs: u64) -> anyhow::Result<()> {
     println!();
     jpeg_encoders()?;
-    let daemon = lab.daemon(&["--source", "test", "--size", "1280x720", "--fps", "30"])?;
+    let rtsp_port = crate::free_port();
+    let daemon = lab.daemon_with_config(
+        "pictures",
+        &format!("[rtsp]\nport = {rtsp_port}\n"),
+        &["--source", "test", "--size", "1280x720", "--fps", "30"],
+    )?;
     let addr = daemon.addr;
     let viewer = Receiver::connect(
         addr,
@@ -102,6 +108,18 @@ pub(super) fn run(lab: &Lab, secs: u64) -> anyhow::Result<()> {
         python_frames(addr, "codec=zstd", stop)
     })?;
     rows.push(("/ws/frames zstd 30 fps", cpu - open, got.summary()));
+    // RTSP: the source's own H.264, decoded by GStreamer; bytes a picture are the
+    // encoder's.
+    let encoded = |what: &str| daemon.metric(&format!("focusd_{what}{{track=\"source\"}}"));
+    let before = (
+        encoded("bytes_encoded_total"),
+        encoded("frames_encoded_total"),
+    );
+    let (cpu, mut got) = consume(&daemon, window, move |stop| rtsp(addr, rtsp_port, stop))?;
+    let frames = encoded("frames_encoded_total") - before.1;
+    let per_frame = (encoded("bytes_encoded_total") - before.0) / frames.max(1.0);
+    got.bytes.iter_mut().for_each(|b| *b = per_frame as usize);
+    rows.push(("RTSP source (rtspsrc, TCP)", cpu - open, got.summary()));
     // Snapshots back to back.
     let (cpu, got) = consume(&daemon, window, move |stop| snapshots(addr, stop))?;
     rows.push(("snapshots q80, back to back", cpu - open, got.summary()));
@@ -210,6 +228,56 @@ fn python_frames(addr: SocketAddr, query: &str, stop: Arc<AtomicBool>) -> anyhow
                 v["bytes"].as_u64().unwrap_or(0) as usize,
                 v["latency_ms"].as_f64().unwrap_or(f64::NAN),
             );
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok(got)
+}
+
+/// Plays the source over RTSP with GStreamer's rtspsrc (no jitter buffer: `latency=0`),
+/// decoding to grey pictures, until `stop`: each picture's latency from its stamp (its
+/// size is left 0: the caller knows the encoder's). ffmpeg's RTSP client holds about 70 ms
+/// more here.
+fn rtsp(addr: SocketAddr, port: u16, stop: Arc<AtomicBool>) -> anyhow::Result<Got> {
+    let url = format!("location=rtsp://{}:{port}/source", addr.ip());
+    let mut child = Command::new("gst-launch-1.0")
+        .args([
+            "-q",
+            "rtspsrc",
+            &url,
+            "latency=0",
+            "protocols=tcp",
+            "user-id=focusd",
+        ])
+        .arg(format!("user-pw={TEST_TOKEN}"))
+        .args([
+            "!",
+            "rtph264depay",
+            "!",
+            "h264parse",
+            "!",
+            "avdec_h264",
+            "!",
+            "videoconvert",
+        ])
+        .args(["!", "video/x-raw,format=GRAY8", "!", "fdsink"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("gst-launch-1.0")?;
+    let mut out = child.stdout.take().context("stdout")?;
+    let (w, h) = SIZE;
+    let mut picture = vec![0u8; (w * h) as usize];
+    let mut got = Got::default();
+    let started = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        out.read_exact(&mut picture)?;
+        if started.elapsed() > Duration::from_millis(500)
+            && let Some(s) = focusd_board::stamp::read(&picture, w, h, w as usize)
+        {
+            got.add(0, focusd_board::stamp::age_ms(s, unix_ms()) as f64);
         }
     }
     let _ = child.kill();
