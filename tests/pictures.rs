@@ -223,15 +223,12 @@ impl Drop for StalledRtsp {
 
 #[test]
 fn mjpeg_keeps_its_rate_and_stalled_readers_of_every_door_slow_no_viewer() {
-    let rtsp = format!("[rtsp]\nport = {}\n", focusd_testkit::free_port());
-    let d = TestDaemon::start_with_config(
-        if cfg!(feature = "gstreamer") {
-            &rtsp
-        } else {
-            ""
-        },
-        &["--source", "test", "--size", "640x360"],
-    );
+    // A 1 s header timeout: a stream of 3 s must not be taken for an idle connection.
+    let mut config = "[http]\nheader_timeout_s = 1\n".to_string();
+    if cfg!(feature = "gstreamer") {
+        config += &format!("[rtsp]\nport = {}\n", focusd_testkit::free_port());
+    }
+    let d = TestDaemon::start_with_config(&config, &["--source", "test", "--size", "640x360"]);
     // An RTSP client that stops reading, before the viewer comes (the source's encoder
     // runs for it).
     #[cfg(feature = "gstreamer")]
@@ -264,6 +261,10 @@ fn mjpeg_keeps_its_rate_and_stalled_readers_of_every_door_slow_no_viewer() {
     );
     let took = started.elapsed();
     assert!(code == 200 || code == 0, "{code}");
+    assert!(
+        took >= Duration::from_millis(2900),
+        "the stream lasts until its reader stops (curl --max-time 3): {took:?}"
+    );
     let parts = mjpeg_parts(&body);
     let rate = parts.len() as f64 / took.as_secs_f64();
     assert!(
