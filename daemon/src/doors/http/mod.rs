@@ -238,19 +238,29 @@ async fn api_command(
     counted(
         &s.metrics,
         async {
-            if media_type(&headers).as_deref() != Some("application/json") {
-                return Err(Reject::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "send the command as Content-Type: application/json",
-                ));
-            }
-            let body = read_body(&headers, body, s.body_timeout).await?;
+            let body = json_body(&s, &headers, body, "the command").await?;
             let cmd =
                 Command::parse(&body).map_err(|e| Reject::new(StatusCode::BAD_REQUEST, e.0))?;
             Ok(axum::Json(s.control.apply(&cmd)).into_response())
         }
         .await,
     )
+}
+
+/// A JSON request body (`what` it is, for the reason of a 415), read within the limits.
+async fn json_body(
+    s: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    what: &str,
+) -> Result<Bytes, Reject> {
+    if media_type(headers).as_deref() != Some("application/json") {
+        return Err(Reject::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("send {what} as Content-Type: application/json"),
+        ));
+    }
+    read_body(headers, body, s.body_timeout).await
 }
 
 /// `GET /api/streams`: the picture doors' settings and their consumers now.
@@ -281,13 +291,7 @@ async fn api_streams_put(
     counted(
         &s.metrics,
         async {
-            if media_type(&headers).as_deref() != Some("application/json") {
-                return Err(Reject::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "send the settings as Content-Type: application/json",
-                ));
-            }
-            let body = read_body(&headers, body, s.body_timeout).await?;
+            let body = json_body(&s, &headers, body, "the settings").await?;
             let patch: StreamsPatch = serde_json::from_slice(&body)
                 .map_err(|e| Reject::new(StatusCode::BAD_REQUEST, e.to_string()))?;
             s.control

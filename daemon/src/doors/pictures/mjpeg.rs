@@ -3,17 +3,14 @@
 //! door's cap). A picture is made only when the connection has taken the previous one,
 //! from the newest frame then: a slow reader gets fewer, fresh pictures.
 
-use std::time::Duration;
-
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use tokio::time::Instant;
 
 use super::{
-    Consumer, Jpeg, JpegWorker, Pictures, Scale, encode_jpeg, next_frame, parse_track, refuse,
+    Consumer, Jpeg, JpegWorker, Pacer, PictureQuery, Pictures, Refusal, Scale, encode_jpeg,
 };
 use crate::state::streams::Door;
 use crate::video::track::Track;
@@ -24,51 +21,35 @@ pub const DEFAULT_FPS: f64 = 10.0;
 /// The multipart boundary.
 const BOUNDARY: &str = "focusdframe";
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MjpegQuery {
-    track: Option<String>,
-    fps: Option<f64>,
-    quality: Option<u8>,
-    /// The access token (read by the access rules).
-    #[allow(dead_code)]
-    token: Option<String>,
-}
-
 /// One client's stream: the state the body's stream carries from picture to picture.
 struct Stream {
     pictures: Pictures,
     consumer: Consumer,
-    rx: tokio::sync::watch::Receiver<Option<std::sync::Arc<focusd_board::frame::PooledFrame>>>,
+    /// The newest frame, at the rate asked.
+    pacer: Pacer,
     worker: JpegWorker,
     track: Track,
     quality: u8,
+    /// The rate asked (the door's cap may lower it at any time).
     fps: f64,
-    /// When the next picture may be taken.
-    next_at: Instant,
-    /// The last frame sent, so that no frame goes twice.
-    last_seq: Option<u64>,
 }
 
 impl Stream {
     /// The next part, or `None` to end the stream (door closed, shutdown, no frames).
     async fn next_part(&mut self) -> Option<Bytes> {
         loop {
-            tokio::select! {
-                _ = self.pictures.shutdown.cancelled() => return None,
-                _ = tokio::time::sleep_until(self.next_at) => {}
-            }
             if !self.pictures.settings(Door::Mjpeg).enabled {
                 return None;
             }
-            let frame = next_frame(&mut self.rx, self.last_seq, &self.pictures.shutdown).await?;
-            let started = Instant::now();
-            // Pictures at most `fps` a second, counted from when each was taken.
-            let fps = self
-                .fps
-                .min(self.pictures.rate(Door::Mjpeg, Some(self.fps)));
-            self.next_at = started + Duration::from_secs_f64(1.0 / fps);
-            self.last_seq = Some(frame.seq);
+            self.pacer
+                .set_fps(self.pictures.rate(Door::Mjpeg, Some(self.fps)));
+            let Some(frame) = self.pacer.next(&self.pictures.shutdown).await else {
+                if self.pictures.shutdown.is_cancelled() {
+                    return None;
+                }
+                // The camera is away: the stream waits for it.
+                continue;
+            };
             let worker = std::mem::take(&mut self.worker);
             let (worker, result) = encode_jpeg(
                 worker,
@@ -110,53 +91,25 @@ impl Stream {
 
 pub async fn stream(
     State(pictures): State<Pictures>,
-    query: Result<Query<MjpegQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let Query(q) = match query {
-        Ok(q) => q,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, e.body_text()),
-    };
-    let track = match q.track.as_deref().map(parse_track).transpose() {
-        Ok(t) => t.unwrap_or(Track::Source),
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, e),
-    };
-    if let Some(f) = q.fps
-        && !(f.is_finite() && f > 0.0)
-    {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            format!("fps must be above 0, not {f}"),
-        );
-    }
-    if let Some(q) = q.quality
-        && !(1..=100).contains(&q)
-    {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            format!("quality must be within 1..=100, not {q}"),
-        );
-    }
-    let consumer = match pictures.admit(Door::Mjpeg) {
-        Ok(c) => c,
-        Err(e) => return refuse(StatusCode::SERVICE_UNAVAILABLE, e),
-    };
+    query: Result<Query<PictureQuery>, QueryRejection>,
+) -> Result<Response, Refusal> {
+    let (asked, consumer) = pictures.open(Door::Mjpeg, query)?;
     let settings = pictures.settings(Door::Mjpeg);
+    let fps = asked.fps.unwrap_or(DEFAULT_FPS);
     let state = Stream {
-        rx: pictures.feed.subscribe(),
-        fps: pictures.rate(Door::Mjpeg, Some(q.fps.unwrap_or(DEFAULT_FPS))),
-        quality: q.quality.unwrap_or(settings.quality),
+        pacer: Pacer::new(&pictures.feed, pictures.rate(Door::Mjpeg, Some(fps))),
+        fps,
+        quality: asked.quality.unwrap_or(settings.quality),
         pictures,
         consumer,
         worker: JpegWorker::default(),
-        track,
-        next_at: Instant::now(),
-        last_seq: None,
+        track: asked.track,
     };
     let parts = futures_util::stream::unfold(state, |mut s| async move {
         let part = s.next_part().await?;
         Some((Ok::<_, std::convert::Infallible>(part), s))
     });
-    (
+    Ok((
         [
             (
                 header::CONTENT_TYPE,
@@ -166,5 +119,5 @@ pub async fn stream(
         ],
         Body::from_stream(parts),
     )
-        .into_response()
+        .into_response())
 }

@@ -23,12 +23,19 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use axum::body::Bytes;
+use axum::extract::Query;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::Message;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use focusd_board::frame::PooledFrame;
 use focusd_board::image::{Image, Layout};
 use focusd_board::jpeg::{JpegEncoder, JpegError};
 use focusd_board::scale::Scaler;
+use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
+
+pub use ws_frames::Codec;
 
 use crate::service::metrics::Metrics;
 use crate::state::Control;
@@ -115,6 +122,40 @@ impl Pictures {
         }
     }
 
+    /// A request to `door` checked and admitted: what it asked and its place, or the
+    /// answer that refuses it (400 for a bad query, 503 for a closed or full door).
+    pub fn open(
+        &self,
+        door: Door,
+        query: Result<Query<PictureQuery>, QueryRejection>,
+    ) -> Result<(Asked, Consumer), Refusal> {
+        let Query(q) = query.map_err(|e| refuse(StatusCode::BAD_REQUEST, e.body_text()))?;
+        let asked = q
+            .check(door)
+            .map_err(|e| refuse(StatusCode::BAD_REQUEST, e))?;
+        let consumer = self
+            .admit(door)
+            .map_err(|e| refuse(StatusCode::SERVICE_UNAVAILABLE, e))?;
+        Ok((asked, consumer))
+    }
+
+    /// `track`'s picture of `frame` as the mode shapes it now (see
+    /// [`mask::track_picture`]); `None` for the source in LOW.
+    pub fn picture<'a>(
+        &self,
+        frame: &'a PooledFrame,
+        track: Track,
+        scratch: &'a mut Option<Image>,
+    ) -> Option<&'a Image> {
+        mask::track_picture(
+            track,
+            frame,
+            || self.control.shaping(),
+            self.stamp_rows,
+            scratch,
+        )
+    }
+
     /// The door's settings now.
     pub fn settings(&self, door: Door) -> DoorSettings {
         *self.control.streams().door(door)
@@ -177,29 +218,102 @@ impl Pictures {
     }
 }
 
-/// A refusal: `status` and one line of reason, as text.
-pub(super) fn refuse(
-    status: axum::http::StatusCode,
-    reason: impl std::fmt::Display,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    (
-        status,
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; charset=utf-8",
-        )],
-        format!("{reason}\n"),
-    )
-        .into_response()
+/// A request refused: its status and one line of reason, answered as text.
+#[derive(Debug)]
+pub struct Refusal {
+    status: StatusCode,
+    reason: String,
 }
 
-/// Parses a `track=` value.
-pub fn parse_track(name: &str) -> Result<Track, String> {
-    Track::ALL
-        .into_iter()
-        .find(|t| t.name() == name)
-        .ok_or_else(|| format!("track must be source or context, not `{name}`"))
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("{}\n", self.reason),
+        )
+            .into_response()
+    }
+}
+
+/// A refusal with `status` and `reason`.
+pub(super) fn refuse(status: StatusCode, reason: impl std::fmt::Display) -> Refusal {
+    Refusal {
+        status,
+        reason: reason.to_string(),
+    }
+}
+
+/// The query of every picture door; each takes some of it (see [`PictureQuery::check`]).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PictureQuery {
+    track: Option<String>,
+    quality: Option<u8>,
+    fps: Option<f64>,
+    codec: Option<Codec>,
+    /// The access token (read by the access rules).
+    #[allow(dead_code)]
+    token: Option<String>,
+}
+
+/// What a request asked for, checked.
+#[derive(Debug)]
+pub struct Asked {
+    /// `source` unless asked.
+    pub track: Track,
+    /// 1..=100.
+    pub quality: Option<u8>,
+    /// Above 0.
+    pub fps: Option<f64>,
+    pub codec: Option<Codec>,
+}
+
+impl PictureQuery {
+    /// The query checked for `door`: a parameter it does not take, or a value out of
+    /// range, is refused 400 with the reason.
+    fn check(self, door: Door) -> Result<Asked, String> {
+        let (fps, quality, codec) = match door {
+            Door::Snapshot => (false, true, false),
+            Door::Mjpeg | Door::WsJpeg => (true, true, false),
+            Door::WsFrames => (true, false, true),
+        };
+        for (given, takes, name) in [
+            (self.fps.is_some(), fps, "fps"),
+            (self.quality.is_some(), quality, "quality"),
+            (self.codec.is_some(), codec, "codec"),
+        ] {
+            if given && !takes {
+                return Err(format!(
+                    "`{name}` is not a parameter of the {} door",
+                    door.name()
+                ));
+            }
+        }
+        let track = match self.track.as_deref() {
+            None => Track::Source,
+            Some(name) => Track::ALL
+                .into_iter()
+                .find(|t| t.name() == name)
+                .ok_or_else(|| format!("track must be source or context, not `{name}`"))?,
+        };
+        if let Some(q) = self.quality
+            && !(1..=100).contains(&q)
+        {
+            return Err(format!("quality must be within 1..=100, not {q}"));
+        }
+        if let Some(f) = self.fps
+            && !(f.is_finite() && f > 0.0)
+        {
+            return Err(format!("fps must be above 0, not {f}"));
+        }
+        Ok(Asked {
+            track,
+            quality: self.quality,
+            fps: self.fps,
+            codec: self.codec,
+        })
+    }
 }
 
 /// How large a JPEG picture is sent.
@@ -243,14 +357,7 @@ impl JpegWorker {
         quality: u8,
         scale: Scale,
     ) -> Result<Jpeg, JpegError> {
-        let control = &pictures.control;
-        let Some(image) = mask::track_picture(
-            track,
-            frame,
-            || control.shaping(),
-            pictures.stamp_rows,
-            &mut self.masked,
-        ) else {
+        let Some(image) = pictures.picture(frame, track, &mut self.masked) else {
             return Ok(Jpeg::Nothing);
         };
         let image = match scale {
@@ -325,6 +432,46 @@ where
         }
     }
     true
+}
+
+/// A consumer's pace: the newest frame when it is due, at most `fps` a second (counted
+/// from when each was taken), never the same frame twice.
+#[derive(Debug)]
+pub struct Pacer {
+    rx: tokio::sync::watch::Receiver<Option<Arc<PooledFrame>>>,
+    interval: Duration,
+    next_at: tokio::time::Instant,
+    last_seq: Option<u64>,
+}
+
+impl Pacer {
+    pub fn new(feed: &FrameFeed, fps: f64) -> Pacer {
+        Pacer {
+            rx: feed.subscribe(),
+            interval: Duration::from_secs_f64(1.0 / fps),
+            next_at: tokio::time::Instant::now(),
+            last_seq: None,
+        }
+    }
+
+    /// Changes the rate from the next frame on.
+    pub fn set_fps(&mut self, fps: f64) {
+        self.interval = Duration::from_secs_f64(1.0 / fps);
+    }
+
+    /// The next frame once it is due; `None` at shutdown, or when none came within
+    /// [`FRAME_WAIT`] (the camera is away). Cancel-safe: dropped before it returns, it
+    /// has taken nothing.
+    pub async fn next(&mut self, shutdown: &CancellationToken) -> Option<Arc<PooledFrame>> {
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep_until(self.next_at) => {}
+        }
+        let frame = next_frame(&mut self.rx, self.last_seq, shutdown).await?;
+        self.next_at = tokio::time::Instant::now() + self.interval;
+        self.last_seq = Some(frame.seq);
+        Some(frame)
+    }
 }
 
 /// Waits for a frame newer than `after` (any frame when `None`), up to [`FRAME_WAIT`];

@@ -1,55 +1,33 @@
 //! `GET /snapshot.jpg[?track=source|context][&quality=1..100]`: the newest frame as a JPEG,
 //! as the track shows it in the current mode (the source masked to the ROI in VISION).
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 
-use super::{Jpeg, JpegWorker, Pictures, Scale, encode_jpeg, next_frame, parse_track, refuse};
+use super::{
+    Jpeg, JpegWorker, PictureQuery, Pictures, Refusal, Scale, encode_jpeg, next_frame, refuse,
+};
 use crate::state::streams::Door;
-use crate::video::track::Track;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SnapshotQuery {
-    track: Option<String>,
-    quality: Option<u8>,
-    /// The access token (read by the access rules).
-    #[allow(dead_code)]
-    token: Option<String>,
-}
 
 pub async fn snapshot(
     State(pictures): State<Pictures>,
-    query: Result<Query<SnapshotQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let Query(q) = match query {
-        Ok(q) => q,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, e.body_text()),
-    };
-    let track = match q.track.as_deref().map(parse_track).transpose() {
-        Ok(t) => t.unwrap_or(Track::Source),
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, e),
-    };
-    let settings = pictures.settings(Door::Snapshot);
-    let quality = match q.quality {
-        Some(q) if !(1..=100).contains(&q) => {
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                format!("quality must be within 1..=100, not {q}"),
-            );
-        }
-        Some(q) => q,
-        None => settings.quality,
-    };
-    let consumer = match pictures.admit(Door::Snapshot) {
-        Ok(c) => c,
-        Err(e) => return refuse(StatusCode::SERVICE_UNAVAILABLE, e),
-    };
+    query: Result<Query<PictureQuery>, QueryRejection>,
+) -> Result<Response, Refusal> {
+    let (asked, consumer) = pictures.open(Door::Snapshot, query)?;
+    let (track, quality) = (
+        asked.track,
+        asked
+            .quality
+            .unwrap_or(pictures.settings(Door::Snapshot).quality),
+    );
     let mut rx = pictures.feed.subscribe();
     let Some(frame) = next_frame(&mut rx, None, &pictures.shutdown).await else {
-        return refuse(StatusCode::SERVICE_UNAVAILABLE, "no frame captured yet");
+        return Err(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no frame captured yet",
+        ));
     };
     let (worker, result) = encode_jpeg(
         JpegWorker::default(),
@@ -63,7 +41,7 @@ pub async fn snapshot(
     match result {
         Ok(Jpeg::Picture(..)) => {
             consumer.sent(worker.out.len());
-            (
+            Ok((
                 [
                     (header::CONTENT_TYPE, "image/jpeg".to_string()),
                     (header::CACHE_CONTROL, "no-store".to_string()),
@@ -76,12 +54,12 @@ pub async fn snapshot(
                 ],
                 worker.out,
             )
-                .into_response()
+                .into_response())
         }
-        Ok(Jpeg::Nothing) => refuse(
+        Ok(Jpeg::Nothing) => Err(refuse(
             StatusCode::CONFLICT,
             "the source track shows nothing in LOW mode; ask for track=context",
-        ),
-        Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, e),
+        )),
+        Err(e) => Err(refuse(StatusCode::INTERNAL_SERVER_ERROR, e)),
     }
 }

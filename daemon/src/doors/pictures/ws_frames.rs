@@ -5,23 +5,20 @@
 //! or NV12, compressed by `codec` (zstd level 1 by default; lz4 is faster and larger).
 //! The README has a Python client that turns them into numpy arrays.
 
-use std::time::Duration;
-
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use axum::response::Response;
 use focusd_board::frame::PooledFrame;
 use focusd_board::image::{Image, PixelFormat};
 use futures_util::StreamExt;
 use serde::Deserialize;
-use tokio::time::Instant;
 
-use super::{Consumer, Pictures, next_frame, parse_track, refuse, send_frame};
+use super::{Consumer, Pacer, PictureQuery, Pictures, Refusal, refuse, send_frame};
 use crate::state::protocol::PlaneMeta;
 use crate::state::streams::Door;
-use crate::video::mask;
 use crate::video::track::Track;
 
 /// How the planes are compressed.
@@ -47,42 +44,20 @@ impl Codec {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FramesQuery {
-    codec: Option<Codec>,
-    track: Option<String>,
-    fps: Option<f64>,
-    /// The access token (read by the access rules).
-    #[allow(dead_code)]
-    token: Option<String>,
-}
-
 pub async fn upgrade(
     State(pictures): State<Pictures>,
-    query: Result<Query<FramesQuery>, axum::extract::rejection::QueryRejection>,
-    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
-) -> Response {
-    let Query(q) = match query {
-        Ok(q) => q,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, e.body_text()),
-    };
-    let ws = match ws {
-        Ok(ws) => ws,
-        Err(e) => return refuse(e.status(), e.body_text()),
-    };
-    let track = match q.track.as_deref().map(parse_track).transpose() {
-        Ok(t) => t.unwrap_or(Track::Source),
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, e),
-    };
-    let consumer = match pictures.admit(Door::WsFrames) {
-        Ok(c) => c,
-        Err(e) => return refuse(StatusCode::SERVICE_UNAVAILABLE, e),
-    };
-    let fps = pictures.rate(Door::WsFrames, q.fps);
-    let codec = q.codec.unwrap_or(Codec::Zstd);
-    ws.max_message_size(4096)
-        .on_upgrade(move |socket| serve(socket, pictures, consumer, track, fps, codec))
+    query: Result<Query<PictureQuery>, QueryRejection>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, Refusal> {
+    let ws = ws.map_err(|e| refuse(e.status(), e.body_text()))?;
+    let (asked, consumer) = pictures.open(Door::WsFrames, query)?;
+    let track = asked.track;
+    let fps = pictures.rate(Door::WsFrames, asked.fps);
+    let codec = asked.codec.unwrap_or(Codec::Zstd);
+    // Nothing is asked of the client: what it may send is small.
+    Ok(ws
+        .max_message_size(4096)
+        .on_upgrade(move |socket| serve(socket, pictures, consumer, track, fps, codec)))
 }
 
 /// One consumer's buffers, moved to the blocking pool for each frame and back.
@@ -133,14 +108,7 @@ fn pack(
     pictures: &Pictures,
     codec: Codec,
 ) -> Result<Option<Packed>, String> {
-    let control = &pictures.control;
-    let Some(image) = mask::track_picture(
-        track,
-        frame,
-        || control.shaping(),
-        pictures.stamp_rows,
-        &mut packer.masked,
-    ) else {
+    let Some(image) = pictures.picture(frame, track, &mut packer.masked) else {
         return Ok(None);
     };
     let planes = pack_planes(image, &mut packer.packed);
@@ -167,11 +135,8 @@ async fn serve(
     codec: Codec,
 ) {
     let (mut sink, mut incoming) = socket.split();
-    let mut rx = pictures.feed.subscribe();
+    let mut pacer = Pacer::new(&pictures.feed, fps);
     let mut packer = Packer::default();
-    let interval = Duration::from_secs_f64(1.0 / fps);
-    let mut next_at = Instant::now();
-    let mut last_seq = None;
     let shutdown = pictures.shutdown.clone();
     loop {
         tokio::select! {
@@ -181,16 +146,11 @@ async fn serve(
                 // Nothing is asked of the client; what it sends is ignored.
                 Some(Ok(_)) => continue,
             },
-            frame = async {
-                tokio::time::sleep_until(next_at).await;
-                next_frame(&mut rx, last_seq, &shutdown).await
-            } => {
+            frame = pacer.next(&shutdown) => {
                 let Some(frame) = frame else { continue };
                 if !pictures.settings(Door::WsFrames).enabled {
                     break;
                 }
-                next_at = Instant::now() + interval;
-                last_seq = Some(frame.seq);
                 let p = pictures.clone();
                 let f = frame.clone();
                 let joined = tokio::task::spawn_blocking(move || {

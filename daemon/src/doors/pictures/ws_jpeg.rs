@@ -6,20 +6,19 @@
 //! network and the latency stays one or two frames.
 
 use std::collections::VecDeque;
-use std::time::Duration;
 
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use axum::response::Response;
 use futures_util::StreamExt;
-use serde::Deserialize;
-use tokio::time::Instant;
 
 use super::quality::QualityPolicy;
 use super::{
-    Consumer, Jpeg, JpegWorker, Pictures, encode_jpeg, next_frame, parse_track, refuse, send_frame,
+    Consumer, Jpeg, JpegWorker, Pacer, PictureQuery, Pictures, Refusal, encode_jpeg, refuse,
+    send_frame,
 };
 use crate::state::protocol::JpegClientMessage;
 use crate::state::streams::Door;
@@ -31,55 +30,24 @@ pub const WINDOW: usize = 2;
 /// Largest message a client may send (reports are tiny).
 const MAX_CLIENT_MESSAGE: usize = 4096;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JpegQuery {
-    track: Option<String>,
-    fps: Option<f64>,
-    quality: Option<u8>,
-    /// The access token (read by the access rules).
-    #[allow(dead_code)]
-    token: Option<String>,
-}
-
 pub async fn upgrade(
     State(pictures): State<Pictures>,
-    query: Result<Query<JpegQuery>, axum::extract::rejection::QueryRejection>,
-    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
-) -> Response {
-    let Query(q) = match query {
-        Ok(q) => q,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, e.body_text()),
-    };
-    let ws = match ws {
-        Ok(ws) => ws,
-        Err(e) => return refuse(e.status(), e.body_text()),
-    };
-    let track = match q.track.as_deref().map(parse_track).transpose() {
-        Ok(t) => t.unwrap_or(Track::Source),
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, e),
-    };
-    if let Some(q) = q.quality
-        && !(1..=100).contains(&q)
-    {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            format!("quality must be within 1..=100, not {q}"),
-        );
-    }
-    let consumer = match pictures.admit(Door::WsJpeg) {
-        Ok(c) => c,
-        Err(e) => return refuse(StatusCode::SERVICE_UNAVAILABLE, e),
-    };
+    query: Result<Query<PictureQuery>, QueryRejection>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, Refusal> {
+    let ws = ws.map_err(|e| refuse(e.status(), e.body_text()))?;
+    let (asked, consumer) = pictures.open(Door::WsJpeg, query)?;
+    let track = asked.track;
     let settings = pictures.settings(Door::WsJpeg);
-    let fps = pictures.rate(Door::WsJpeg, q.fps);
+    let fps = pictures.rate(Door::WsJpeg, asked.fps);
     let policy = QualityPolicy::new(
-        q.quality.unwrap_or(settings.quality),
-        settings.quality.max(q.quality.unwrap_or(0)),
+        asked.quality.unwrap_or(settings.quality),
+        settings.quality.max(asked.quality.unwrap_or(0)),
         fps,
     );
-    ws.max_message_size(MAX_CLIENT_MESSAGE)
-        .on_upgrade(move |socket| serve(socket, pictures, consumer, track, fps, policy))
+    Ok(ws
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .on_upgrade(move |socket| serve(socket, pictures, consumer, track, fps, policy)))
 }
 
 async fn serve(
@@ -91,11 +59,8 @@ async fn serve(
     mut policy: QualityPolicy,
 ) {
     let (mut sink, mut incoming) = socket.split();
-    let mut rx = pictures.feed.subscribe();
+    let mut pacer = Pacer::new(&pictures.feed, fps);
     let mut worker = JpegWorker::default();
-    let interval = Duration::from_secs_f64(1.0 / fps);
-    let mut next_at = Instant::now();
-    let mut last_seq = None;
     // Frames sent and not reported yet; whether the client reports at all.
     let mut unreported: VecDeque<u64> = VecDeque::new();
     let mut reports = false;
@@ -125,16 +90,11 @@ async fn serve(
                     }
                 }
             }
-            frame = async {
-                tokio::time::sleep_until(next_at).await;
-                next_frame(&mut rx, last_seq, &shutdown).await
-            }, if window_open => {
+            frame = pacer.next(&shutdown), if window_open => {
                 let Some(frame) = frame else { continue };
                 if !pictures.settings(Door::WsJpeg).enabled {
                     break;
                 }
-                next_at = Instant::now() + interval;
-                last_seq = Some(frame.seq);
                 let quality = policy.quality();
                 let (w, result) = encode_jpeg(worker, frame.clone(), track, pictures.clone(), quality, policy.scale()).await;
                 worker = w;
