@@ -146,3 +146,52 @@ fn gstreamer_rtspsrc_decodes_both_paths() {
         );
     }
 }
+
+#[test]
+fn closing_the_door_ends_the_media_playing_and_refuses_new_clients() {
+    let (d, host) = daemon();
+    let url = format!("rtsp://focusd:{TEST_TOKEN}@{host}/source");
+    let mut player = Command::new("ffmpeg")
+        .args(["-v", "error", "-rtsp_transport", "tcp", "-i", &url])
+        .args(["-f", "null", "-"])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("ffmpeg runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while d.metric("focusd_frames_encoded_total{track=\"source\"}") < 30.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the RTSP client plays"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let put = |body: &str| {
+        focusd_testkit::http::request(
+            d.addr,
+            "PUT",
+            "/api/streams",
+            Some("application/json"),
+            body.as_bytes(),
+        )
+        .unwrap()
+    };
+    assert_eq!(put(r#"{"rtsp":{"enabled":false}}"#).status, 200);
+    let closed_at = std::time::Instant::now();
+    loop {
+        if player.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(
+            closed_at.elapsed() < std::time::Duration::from_secs(10),
+            "the player is told the stream ended"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let e = probe(&url).expect_err("closed");
+    assert!(e.contains("503"), "{e}");
+    // Open again: served again.
+    assert_eq!(put(r#"{"rtsp":{"enabled":true}}"#).status, 200);
+    assert_eq!(probe(&url).as_deref(), Ok("h264,640,360"));
+    let r = put(r#"{"rtsp":{"max_fps":5}}"#);
+    assert_eq!(r.status, 400, "RTSP has no rate of its own: {}", r.text());
+}

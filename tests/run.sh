@@ -141,11 +141,6 @@ bash tests/media.sh
 step "cargo fmt --check"
 cargo fmt --all --check
 
-step "cargo clippy --all-targets -- -D warnings, the board crate without features"
-# Without features only the board crate differs (its disabled.rs stand-ins); with them,
-# the build below is the lint run.
-cargo clippy --locked -p focusd-board --all-targets --release -- -D warnings
-
 status=0
 # Runs a cargo test command, keeping its output for the summary; a failure is counted,
 # and the remaining steps still run (each command with --no-fail-fast, so every test
@@ -154,12 +149,15 @@ tests() {
   "$@" 2>&1 | grep -v '^\[OpenH264\]' | tee -a "$log" || status=1
 }
 
-step "build: x86_64 tests and binaries (release), linted: clippy -D warnings with the backends"
+step "build: x86_64 tests and binaries (release), linted: clippy -D warnings, with the backends and without"
 # Every later x86 cargo command keeps this wrapper: it is part of the workspace crates'
 # fingerprints, and without it they would be compiled again.
 export RUSTC_WORKSPACE_WRAPPER=$PWD/tests/clippy-driver.sh
 cargo test --release --locked --workspace "${features[@]}" --no-run
 cargo build --release --locked --workspace "${features[@]}" --bins
+# Without features only the board crate differs (its disabled.rs stand-ins, the pure-Rust
+# JPEG): built and linted the same way, on the dependencies just built.
+cargo build --release --locked -p focusd-board --lib --tests
 
 # The boards' build pauses while the x86 tests and the systemd boot run: timing-sensitive
 # tests (VISION's mask follows moving shapes) run on a quiet machine, as the bench does.
@@ -216,7 +214,7 @@ else
 fi
 
 step "benchmark (short; figures only, no pass/fail)"
-target/release/focusd-bench --seconds 3 --viewers 8 --footage tests/.media/vtest.y4m
+target/release/focusd-bench --seconds 2 --viewers 8 --footage tests/.media/vtest.y4m
 
 step "summary"
 passed=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) if ($(i+1) ~ /^passed;?$/) s += $i } END { print s + 0 }' "$log")

@@ -15,10 +15,16 @@
 set -euo pipefail
 
 debootstrap_root() {
-  # The GStreamer libraries: an amd64 package built with the `gstreamer` feature links them.
+  # The GStreamer libraries: an amd64 package built with the `gstreamer` feature links
+  # them.
   debootstrap --variant=minbase \
     --include=systemd,systemd-sysv,dbus,curl,libgstreamer1.0-0,libgstreamer-plugins-base1.0-0 \
     bookworm "$1" http://deb.debian.org/debian >"$1.debootstrap.log" 2>&1 ||
+    { tail -20 "$1.debootstrap.log"; return 1; }
+  # And GStreamer's RTSP server, whose dependencies (the good plugins and theirs) only
+  # apt configures in order.
+  chroot "$1" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    libgstrtspserver-1.0-0 >>"$1.debootstrap.log" 2>&1 ||
     { tail -20 "$1.debootstrap.log"; return 1; }
 }
 

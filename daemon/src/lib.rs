@@ -316,6 +316,7 @@ impl Daemon {
                     demand: pipeline.demand.clone(),
                     keyframes: pipeline.keyframes.clone(),
                     gate: gate.clone(),
+                    control: control.clone(),
                 };
                 match door.start(shutdown.clone()) {
                     Ok(addr) => Some(addr),

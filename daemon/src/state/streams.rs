@@ -1,6 +1,6 @@
-//! Which picture doors are open and what each may take: the runtime settings behind
-//! `GET/PUT /api/streams` (and MQTT's `streams` command). A door that is closed refuses
-//! new consumers (503) and ends the ones it has at their next frame.
+//! Which picture doors (and RTSP) are open and what each may take: the runtime settings
+//! behind `GET/PUT /api/streams` (and MQTT's `streams/set`). A door that is closed
+//! refuses new consumers (503) and ends the ones it has at their next frame.
 
 use serde::{Deserialize, Serialize};
 
@@ -48,6 +48,15 @@ pub struct DoorSettings {
     pub max_consumers: u32,
 }
 
+/// The RTSP door's settings: it serves the encoders' own H.264, so there is no rate or
+/// quality of its own to set.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RtspDoorSettings {
+    /// Whether it takes clients (with `[rtsp] port` set; RTSP that does not listen stays
+    /// off whatever this says).
+    pub enabled: bool,
+}
+
 /// Every door's settings.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Streams {
@@ -55,6 +64,7 @@ pub struct Streams {
     pub mjpeg: DoorSettings,
     pub ws_jpeg: DoorSettings,
     pub ws_frames: DoorSettings,
+    pub rtsp: RtspDoorSettings,
 }
 
 impl Default for Streams {
@@ -70,6 +80,7 @@ impl Default for Streams {
             mjpeg: door(30.0, 8),
             ws_jpeg: door(30.0, 8),
             ws_frames: door(30.0, 4),
+            rtsp: RtspDoorSettings { enabled: true },
         }
     }
 }
@@ -96,6 +107,9 @@ impl Streams {
     /// These settings with `patch` applied, or why it cannot be (the field named).
     pub fn patched(&self, patch: &StreamsPatch) -> Result<Streams, String> {
         let mut next = *self;
+        if let Some(enabled) = patch.rtsp.as_ref().and_then(|r| r.enabled) {
+            next.rtsp.enabled = enabled;
+        }
         for door in Door::ALL {
             let Some(p) = patch.door(door) else { continue };
             let d = next.door_mut(door);
@@ -134,6 +148,14 @@ pub struct StreamsPatch {
     pub mjpeg: Option<DoorPatch>,
     pub ws_jpeg: Option<DoorPatch>,
     pub ws_frames: Option<DoorPatch>,
+    pub rtsp: Option<RtspDoorPatch>,
+}
+
+/// A change to the RTSP door: only whether it is open.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RtspDoorPatch {
+    pub enabled: Option<bool>,
 }
 
 impl StreamsPatch {
@@ -194,6 +216,12 @@ mod tests {
             assert_eq!(s, Streams::default());
         }
         assert!(patch(r#"{"mjpg":{}}"#).is_err());
+        // RTSP has no rate or quality of its own.
+        assert!(patch(r#"{"rtsp":{"max_fps":5}}"#).is_err());
+        let closed = s
+            .patched(&patch(r#"{"rtsp":{"enabled":false}}"#).unwrap())
+            .unwrap();
+        assert!(!closed.rtsp.enabled);
         assert!(patch(r#"{"mjpeg":{"fps":3}}"#).is_err());
         assert!(patch(r#"{"mjpeg":{"quality":80.5}}"#).is_err());
     }

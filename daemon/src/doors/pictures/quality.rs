@@ -5,9 +5,9 @@
 //! The default is the rule of the systems focusd grew from: hold 28–32 frames a second by
 //! stepping quality 5 at a time. The band scales with the target (a 15 fps camera is held
 //! at 14–16). Below the band quality goes down, at the floor the picture halves; when the
-//! client keeps up (above the band's floor by the full step's margin, or at the full
-//! target rate) the size comes back first, then quality, up to the door's quality. One
-//! step a second at most: a report averages a second of rendering.
+//! client keeps up (above the band, or drawing 97% of the frames offered) the size comes
+//! back first, then quality, up to the door's quality. One step a second at most: a
+//! report averages a second of rendering.
 
 use std::time::{Duration, Instant};
 
@@ -66,7 +66,7 @@ impl QualityPolicy {
         if !fps.is_finite() || self.last_step.is_some_and(|t| now < t + SETTLE) {
             return false;
         }
-        // Keeping up: inside the band's top half, or every frame offered.
+        // Keeping up: above the band, or (nearly) every frame offered.
         let keeping_up = fps > self.band.1 || fps >= self.target * 0.97;
         let changed = if fps < self.band.0 {
             if self.quality >= FLOOR + STEP {

@@ -3,7 +3,8 @@
 //! what it renders (`{"type":"rendered","seq":N,"fps":F}`); the [`QualityPolicy`] steps
 //! quality, then size, to hold the rate. Once a client has reported a frame, at most
 //! [`WINDOW`] pictures are in flight unreported, so pictures never queue up in the
-//! network and the latency stays one or two frames.
+//! network and the latency stays one or two frames; a client that then reports nothing
+//! for [`SEND_TIMEOUT`] is let go.
 
 use std::collections::VecDeque;
 
@@ -17,8 +18,8 @@ use futures_util::StreamExt;
 
 use super::quality::QualityPolicy;
 use super::{
-    Consumer, Jpeg, JpegWorker, Pacer, PictureQuery, Pictures, Refusal, encode_jpeg, refuse,
-    send_frame,
+    Consumer, Jpeg, JpegWorker, Pacer, PictureQuery, Pictures, Refusal, SEND_TIMEOUT, encode_jpeg,
+    refuse, send_frame,
 };
 use crate::state::protocol::JpegClientMessage;
 use crate::state::streams::Door;
@@ -90,13 +91,23 @@ async fn serve(
                     }
                 }
             }
+            // It reported before, and has stopped: gone, or stuck.
+            _ = tokio::time::sleep(SEND_TIMEOUT), if !window_open => break,
             frame = pacer.next(&shutdown), if window_open => {
                 let Some(frame) = frame else { continue };
                 if !pictures.settings(Door::WsJpeg).enabled {
                     break;
                 }
                 let quality = policy.quality();
-                let (w, result) = encode_jpeg(worker, frame.clone(), track, pictures.clone(), quality, policy.scale()).await;
+                let (w, result) = encode_jpeg(
+                    worker,
+                    frame.clone(),
+                    track,
+                    pictures.clone(),
+                    quality,
+                    policy.scale(),
+                )
+                .await;
                 worker = w;
                 let (width, height) = match result {
                     Ok(Jpeg::Picture(width, height)) => (width, height),

@@ -7,7 +7,8 @@
 //! [`Demand`] claim) and asks it for a keyframe; later clients join that media; when the
 //! last leaves, the claim goes. With access control on, a client gives Basic credentials:
 //! any user name, and an access token (either one) as the password
-//! (`rtsp://focusd:TOKEN@host:8554/source`).
+//! (`rtsp://focusd:TOKEN@host:8554/source`). Closed by `/api/streams`, the door answers
+//! 503 and ends the media playing (end of stream).
 
 #[cfg(not(feature = "gstreamer"))]
 mod disabled;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::doors::http::auth::Gate;
+use crate::state::Control;
 use crate::video::signals::{Demand, KeyframeRequests};
 use crate::video::taps::EncodedTaps;
 
@@ -55,6 +57,9 @@ pub struct RtspDoor {
     pub keyframes: KeyframeRequests,
     /// Who may watch (the HTTP door's tokens).
     pub gate: Arc<Gate>,
+    /// Whether the door is open (`/api/streams`): when it closes, new clients are
+    /// refused 503 and the media playing end.
+    pub control: Arc<Control>,
 }
 
 impl RtspDoor {

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{RtspDoor, RtspError};
 use crate::doors::http::auth::Gate;
+use crate::state::Control;
 use crate::video::track::Track;
 
 /// Each track's pipeline: the encoded access units in, RTP out. `h264parse` puts SPS and
@@ -29,10 +30,10 @@ pub(super) fn start(door: RtspDoor, shutdown: CancellationToken) -> Result<Socke
     let server = RTSPServer::new();
     server.set_address(&door.addr.ip().to_string());
     server.set_service(&door.addr.port().to_string());
-    if door.gate.enabled() {
-        let auth = TokenAuth::new(door.gate.clone());
-        server.set_auth(Some(&auth));
-    }
+    // Always there: it checks the token (when access control is on) and whether the
+    // door is open.
+    let auth = TokenAuth::new(door.gate.clone(), door.control.clone());
+    server.set_auth(Some(&auth));
     let mounts = server
         .mount_points()
         .ok_or_else(|| RtspError::Setup("the server has no mount points".into()))?;
@@ -130,6 +131,11 @@ fn configure(
                 }
                 Err(RecvError::Closed) => break,
             };
+            if !door.control.streams().rtsp.enabled {
+                // Closed: the clients are told the stream ended.
+                let _ = appsrc.end_of_stream();
+                break;
+            }
             if awaiting_keyframe && !frame.keyframe {
                 continue;
             }
@@ -149,9 +155,10 @@ fn configure(
     });
 }
 
-/// Access for RTSP: Basic credentials with any user name and an access token as the
-/// password open the media; without them a client is answered 401 with a Basic
-/// challenge (and retries with its credentials).
+/// Access for RTSP: while the door is open, Basic credentials with any user name and an
+/// access token as the password open the media (anyone, with access control off);
+/// without them a client is answered 401 with a Basic challenge (and retries with its
+/// credentials); while the door is closed, 503.
 mod auth {
     use std::sync::{Arc, OnceLock};
 
@@ -162,11 +169,14 @@ mod auth {
     use gstreamer_rtsp_server::subclass::prelude::*;
 
     use crate::doors::http::auth::Gate;
+    use crate::state::Control;
 
     #[derive(Default)]
     pub struct TokenAuth {
-        /// Set once, right after the object is made.
+        /// Who may watch; set once, right after the object is made.
         pub(super) gate: OnceLock<Arc<Gate>>,
+        /// Whether the door is open; set with `gate`.
+        pub(super) control: OnceLock<Arc<Control>>,
     }
 
     #[glib::object_subclass]
@@ -183,6 +193,9 @@ mod auth {
             let (Some(gate), Some(request)) = (self.gate.get(), ctx.request()) else {
                 return false;
             };
+            if !gate.enabled() {
+                return true;
+            }
             request.parse_auth_credentials().iter().any(|c| {
                 c.scheme() == RTSPAuthMethod::Basic
                     && c.authorization()
@@ -191,13 +204,23 @@ mod auth {
         }
 
         fn check(&self, ctx: &RTSPContext, check: &glib::GString) -> bool {
-            // Only opening a media needs the token (DESCRIBE, SETUP).
-            if !check.starts_with("auth.check.media.factory") || self.authenticate(ctx) {
+            // Only opening a media needs the door open and the token (DESCRIBE, SETUP).
+            if !check.starts_with("auth.check.media.factory") {
                 return true;
             }
+            let open = self.control.get().is_some_and(|c| c.streams().rtsp.enabled);
+            let status = if !open {
+                RTSPStatusCode::ServiceUnavailable
+            } else if self.authenticate(ctx) {
+                return true;
+            } else {
+                RTSPStatusCode::Unauthorized
+            };
             if let (Some(response), Some(client)) = (ctx.response(), ctx.client()) {
-                response.init_response(RTSPStatusCode::Unauthorized, ctx.request());
-                response.add_header(RTSPHeaderField::WwwAuthenticate, "Basic realm=\"focusd\"");
+                response.init_response(status, ctx.request());
+                if status == RTSPStatusCode::Unauthorized {
+                    response.add_header(RTSPHeaderField::WwwAuthenticate, "Basic realm=\"focusd\"");
+                }
                 client.send_message(response, ctx.session());
             }
             false
@@ -212,11 +235,12 @@ glib::wrapper! {
 }
 
 impl TokenAuth {
-    fn new(gate: Arc<Gate>) -> TokenAuth {
+    fn new(gate: Arc<Gate>, control: Arc<Control>) -> TokenAuth {
         use gstreamer::glib::subclass::prelude::ObjectSubclassIsExt;
         let auth: TokenAuth = glib::Object::new();
-        // Just made: nothing set it before.
+        // Just made: nothing set them before.
         let _ = auth.imp().gate.set(gate);
+        let _ = auth.imp().control.set(control);
         auth
     }
 }
