@@ -195,11 +195,12 @@ impl StalledRtsp {
             .stdin(Stdio::null())
             .spawn()
             .expect("ffmpeg runs");
-        let deadline = Instant::now() + WAIT;
-        while d.metric("focusd_frames_encoded_total{track=\"source\"}") < 1.0 {
-            assert!(Instant::now() < deadline, "the RTSP client plays");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        d.wait_for_metric(
+            "focusd_frames_encoded_total{track=\"source\"}",
+            1.0,
+            WAIT,
+            "the RTSP client plays",
+        );
         std::thread::sleep(Duration::from_millis(300));
         let stopped = Command::new("kill")
             .args(["-STOP", &child.id().to_string()])
@@ -431,21 +432,9 @@ fn doors_open_and_close_at_run_time() {
         .arg(format!("http://{}/stream.mjpeg", d.addr))
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + WAIT;
-    while d.metric("focusd_door_consumers{door=\"mjpeg\"}") < 1.0 {
-        assert!(Instant::now() < deadline, "the reader joins");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let put = |body: &str| {
-        focusd_testkit::http::request(
-            d.addr,
-            "PUT",
-            "/api/streams",
-            Some("application/json"),
-            body.as_bytes(),
-        )
-        .unwrap()
-    };
+    let mjpeg_consumers = "focusd_door_consumers{door=\"mjpeg\"}";
+    d.wait_for_metric(mjpeg_consumers, 1.0, WAIT, "the reader joins");
+    let put = |body: &str| d.streams(body);
     let r = put(r#"{"mjpeg":{"enabled":false}}"#);
     assert_eq!(r.status, 200, "{}", r.text());
     let closed_at = Instant::now();
@@ -467,11 +456,7 @@ fn doors_open_and_close_at_run_time() {
         200
     );
     let _first = stalled_reader(d.addr, "/stream.mjpeg", false);
-    let deadline = Instant::now() + WAIT;
-    while d.metric("focusd_door_consumers{door=\"mjpeg\"}") < 1.0 {
-        assert!(Instant::now() < deadline, "the first reader joins");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    d.wait_for_metric(mjpeg_consumers, 1.0, WAIT, "the first reader joins");
     let r = d.get("/stream.mjpeg");
     assert_eq!(r.status, 503);
     assert!(r.text().contains("1 consumers"), "{}", r.text());

@@ -157,24 +157,13 @@ fn closing_the_door_ends_the_media_playing_and_refuses_new_clients() {
         .stdin(std::process::Stdio::null())
         .spawn()
         .expect("ffmpeg runs");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while d.metric("focusd_frames_encoded_total{track=\"source\"}") < 30.0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the RTSP client plays"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let put = |body: &str| {
-        focusd_testkit::http::request(
-            d.addr,
-            "PUT",
-            "/api/streams",
-            Some("application/json"),
-            body.as_bytes(),
-        )
-        .unwrap()
-    };
+    d.wait_for_metric(
+        "focusd_frames_encoded_total{track=\"source\"}",
+        30.0,
+        std::time::Duration::from_secs(10),
+        "the RTSP client plays",
+    );
+    let put = |body: &str| d.streams(body);
     assert_eq!(put(r#"{"rtsp":{"enabled":false}}"#).status, 200);
     let closed_at = std::time::Instant::now();
     loop {

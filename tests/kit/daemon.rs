@@ -110,6 +110,31 @@ impl TestDaemon {
         self.post("/api/command", Some("application/json"), json.as_bytes())
     }
 
+    /// `PUT /api/streams` with `json`: changes the picture doors' settings.
+    pub fn streams(&self, json: &str) -> Response {
+        http::request(
+            self.addr,
+            "PUT",
+            "/api/streams",
+            Some("application/json"),
+            json.as_bytes(),
+        )
+        .expect("PUT")
+    }
+
+    /// Waits until the `/metrics` line starting `line_start` reads at least `at_least`;
+    /// panics after `within`, saying what was awaited.
+    pub fn wait_for_metric(&self, line_start: &str, at_least: f64, within: Duration, what: &str) {
+        let deadline = std::time::Instant::now() + within;
+        while self.metric(line_start) < at_least {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: {line_start} < {at_least}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// `GET /api/state`, read as the contract's state JSON.
     pub fn state(&self) -> State {
         serde_json::from_slice(&self.get("/api/state").body).expect("state JSON")
