@@ -24,16 +24,16 @@
 //!   sans-IO hub and the server that drives it), the fleet broker ([`doors::mqtt`]) and
 //!   a relay or an SFU that fan the tracks out past one board ([`doors::relay`],
 //!   [`doors::whip`]);
-//!   [`ctl`] is the fleet console on the broker's other side.
+//!   [`cli::ctl`] is the fleet console on the broker's other side.
 //! * [`service`]: readiness and the watchdog for systemd, metrics, `/proc` readings.
 //! * [`config`]: flags and the TOML file, resolved into [`config::Settings`].
 //!
 //! Start it with [`Daemon::start`], stop it by cancelling the token you passed in.
 
+pub mod backoff;
+pub mod cli;
 pub mod config;
-pub mod ctl;
 pub mod doors;
-pub mod probe;
 pub mod roi;
 pub mod service;
 pub mod state;
@@ -60,9 +60,10 @@ use crate::doors::webrtc::reflexive;
 use crate::doors::webrtc::server::{HubTask, bind_sockets};
 use crate::doors::whip::WhipTask;
 use crate::service::metrics::Metrics;
+use crate::service::supervisor::{Supervised, Supervisor};
 use crate::state::command::Mode;
 use crate::state::protocol::{Info, TrackInfo, WebRtcConfig};
-use crate::state::{Bitrates, Control};
+use crate::state::{Bitrates, Control, Part};
 use crate::video::pipeline::{CaptureSpec, Pipeline, PipelineError, join_within};
 use crate::video::signals::Liveness;
 use crate::video::slot::LatestSlot;
@@ -209,6 +210,7 @@ impl Daemon {
         .map_err(|e| StartError::Pipeline(PipelineError::Thread(e)))?;
 
         let tracker = TaskTracker::new();
+        let supervisor = Supervisor::new(control.clone(), metrics.clone());
         // With a relay the frames pass through it on their way to the viewers.
         let frames_rx = match &settings.relay {
             Some(relay) => {
@@ -223,7 +225,7 @@ impl Daemon {
                     control: control.clone(),
                     metrics: metrics.clone(),
                 }
-                .spawn(&tracker, shutdown.clone())
+                .spawn(&tracker, &supervisor, shutdown.clone())
                 .await?;
                 frames_for_hub
             }
@@ -254,7 +256,7 @@ impl Daemon {
             keep_configured_rates: settings.relay.is_some(),
             metrics: metrics.clone(),
         }
-        .spawn(&tracker, shutdown.clone())
+        .spawn(&tracker, &supervisor, shutdown.clone())
         .map_err(StartError::Media)?;
 
         if let Some(whip) = &settings.whip {
@@ -262,7 +264,7 @@ impl Daemon {
                 settings: whip.clone(),
                 webrtc: webrtc.clone(),
             }
-            .spawn(&tracker, shutdown.clone());
+            .spawn(&tracker, &supervisor, shutdown.clone());
         }
         let listener =
             TcpListener::bind(settings.listen)
@@ -305,7 +307,7 @@ impl Daemon {
             limits,
             metrics: metrics.clone(),
         };
-        tracker.spawn(server.run(shutdown.clone()));
+        supervisor.spawn(&tracker, server, shutdown.clone());
         let rtsp_addr = match settings.rtsp.port {
             0 => None,
             _ if !cfg!(feature = "gstreamer") => None,
@@ -317,6 +319,8 @@ impl Daemon {
                     keyframes: pipeline.keyframes.clone(),
                     gate: gate.clone(),
                     control: control.clone(),
+                    supervisor: supervisor.clone(),
+                    tracker: tracker.clone(),
                 };
                 match door.start(shutdown.clone()) {
                     Ok(addr) => Some(addr),
@@ -328,7 +332,11 @@ impl Daemon {
                 }
             }
         };
-        tracker.spawn(rates(control.clone(), metrics.clone(), shutdown.clone()));
+        let rates = Rates {
+            control: control.clone(),
+            metrics: metrics.clone(),
+        };
+        supervisor.spawn(&tracker, rates, shutdown.clone());
         if let Some(mqtt) = &settings.mqtt {
             let info = registration(&settings, mqtt, &pipeline, http_addr);
             MqttTask {
@@ -338,7 +346,7 @@ impl Daemon {
                 control: control.clone(),
                 metrics: metrics.clone(),
             }
-            .spawn(&tracker, shutdown.clone())?;
+            .spawn(&tracker, &supervisor, shutdown.clone())?;
         }
         tracker.close();
         tracing::info!(%http_addr, source = %pipeline.source, tls = settings.http.tls.is_some(), "focusd serving");
@@ -485,7 +493,25 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
 }
 
 /// Once a second, turns counters into the rates of the state JSON.
-async fn rates(control: Arc<Control>, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+struct Rates {
+    control: Arc<Control>,
+    metrics: Arc<Metrics>,
+}
+
+impl Supervised for Rates {
+    fn part(&self) -> Part {
+        Part::Rates
+    }
+
+    fn run(
+        &mut self,
+        shutdown: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + '_ {
+        rates(&self.control, &self.metrics, shutdown)
+    }
+}
+
+async fn rates(control: &Control, metrics: &Metrics, shutdown: CancellationToken) {
     let mut last = (Instant::now(), 0u64, TrackMap::<u64>::default());
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use focusd::cli::ctl::CtlError;
 use focusd::config::{Flags, Settings, Subcmd};
 use focusd::service::sd_notify::{self, Notifier};
 use tokio_util::sync::CancellationToken;
@@ -34,8 +35,9 @@ fn main() -> ExitCode {
         }
     };
     if let Some(Subcmd::Ctl(ctl)) = &flags.command {
-        return match runtime.block_on(focusd::ctl::run(ctl, flags.config.as_deref())) {
+        return match runtime.block_on(focusd::cli::ctl::run(ctl, flags.config.as_deref())) {
             Ok(()) => ExitCode::SUCCESS,
+            Err(CtlError::Output(e)) => e.exit("focusd ctl"),
             Err(e) => {
                 eprintln!("focusd ctl: {e}");
                 ExitCode::from(e.exit_code())
@@ -43,10 +45,10 @@ fn main() -> ExitCode {
         };
     }
     if let Some(Subcmd::Probe(probe)) = &flags.command {
-        return focusd::probe::run(&flags, probe);
+        return focusd::cli::probe::run(&flags, probe);
     }
     if let Some(Subcmd::Token(token)) = &flags.command {
-        return token_command(&flags, token.rotate);
+        return focusd::cli::token::run(&flags, token.rotate);
     }
     let settings = match Settings::load(&flags) {
         Ok(s) => s,
@@ -103,60 +105,6 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("focusd: {e}");
             ExitCode::from(if e.is_config() { 2 } else { 1 })
-        }
-    }
-}
-
-/// `focusd token [--rotate]`: prints the access token and the viewer link with it.
-fn token_command(flags: &Flags, rotate: bool) -> ExitCode {
-    use focusd::config::AuthMode;
-    use focusd::doors::http::auth;
-    // The package's config names the service's token file: the operator's shell gets the
-    // service's token without --config.
-    let packaged = std::path::Path::new("/etc/focusd/focusd.toml");
-    let settings = match (&flags.config, packaged.exists()) {
-        (None, true) => {
-            focusd::config::read_file(packaged).and_then(|file| Settings::resolve(flags, file))
-        }
-        _ => Settings::load(flags),
-    };
-    let settings = match settings {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("focusd: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    if settings.auth.mode == AuthMode::Off {
-        eprintln!("focusd token: authentication is off ([auth] mode = \"off\")");
-        return ExitCode::from(2);
-    }
-    let token = match (&settings.auth.token, rotate) {
-        (Some(_), true) => {
-            eprintln!(
-                "focusd token: the token is configured ([auth] token or FOCUSD_TOKEN): change it there"
-            );
-            return ExitCode::from(2);
-        }
-        (Some(t), false) => Ok(t.clone()),
-        (None, true) => auth::rotate(&settings.auth.token_file),
-        (None, false) => auth::load_or_create(&settings.auth.token_file).map(|(t, _)| t),
-    };
-    match token {
-        Ok(t) => {
-            println!("{t}");
-            println!(
-                "viewer: {}",
-                focusd::viewer_url(settings.listen, settings.http.tls.is_some(), Some(&t))
-            );
-            if rotate {
-                eprintln!("clients holding the old token are refused from now on");
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("focusd token: {e}");
-            ExitCode::from(1)
         }
     }
 }

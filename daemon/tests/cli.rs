@@ -364,3 +364,74 @@ fn a_token_is_generated_on_first_start_printed_and_rotated_in_place() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("change it there"));
 }
+
+/// Every command that prints, with its reader gone before it starts (the first write
+/// fails, every time) and after the first byte (`| head -c1`, a race: 200 times each),
+/// ends with status 0 and says nothing about it. CI once went red on `focusd token | head
+/// -1` panicking in `println!`.
+#[test]
+fn every_command_ends_quietly_when_the_reader_of_its_stdout_goes_away() {
+    use focusd_testkit::process::ReaderGone;
+    let bin = Binary::under_test(env!("CARGO_BIN_EXE_focusd"));
+    let dir = focusd_testkit::TempDir::new("reader-gone");
+    let config = dir.path().join("focusd.toml");
+    let token_file = dir.path().join("token");
+    std::fs::write(
+        &config,
+        format!("[auth]\ntoken_file = \"{}\"\n", token_file.display()),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let own = bin.clone().own_token();
+    // (binary, arguments): the kit's token is configured; `own` keeps one in a file.
+    let commands: Vec<(&Binary, Vec<&str>)> = vec![
+        (&bin, vec!["token"]),
+        (&own, vec!["--config", config, "token"]),
+        (&bin, vec!["--help"]),
+        (&bin, vec!["--version"]),
+        (&bin, vec!["probe"]),
+        (&bin, vec!["probe", "--json"]),
+        (&bin, vec!["ctl", "--help"]),
+        (&bin, vec!["ctl", "list", "--help"]),
+    ];
+    // Under qemu a start costs ~50 times as much: the race is the native run's to catch.
+    let races = if bin.is_emulated() { 5 } else { 200 };
+    std::thread::scope(|s| {
+        for (b, args) in &commands {
+            s.spawn(move || {
+                let ended = b.run_reader_gone(args, ReaderGone::BeforeStart);
+                assert!(
+                    ended.ended_quietly(),
+                    "{args:?}, reader gone first: {ended:?}"
+                );
+                for run in 0..races {
+                    let ended = b.run_reader_gone(args, ReaderGone::AfterFirstByte);
+                    assert!(
+                        ended.ended_quietly(),
+                        "{args:?}, reader gone after a byte, run {run}: {ended:?}"
+                    );
+                }
+            });
+        }
+    });
+    // The token file was written whole before anything was printed.
+    let kept = std::fs::read_to_string(&token_file).unwrap();
+    assert_eq!(kept.trim().len(), 48, "{kept:?}");
+    // A stdout that fails for another reason is a failure (exit 1), named on stderr.
+    if std::path::Path::new("/dev/full").exists() {
+        let out = bin
+            .command()
+            .arg("token")
+            .stdout(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open("/dev/full")
+                    .unwrap(),
+            )
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("cannot write to stdout"), "{stderr}");
+    }
+}

@@ -602,6 +602,50 @@ fn ctl_lists_devices_and_changes_them_waiting_for_the_result() {
     assert_eq!(code, 2, "{err}");
 }
 
+/// `ctl list`, `watch` and `mode` end with status 0 and say nothing when the reader of
+/// their stdout goes away: before they print, and after the first byte (20 times each;
+/// the pipe tests of the other commands repeat it 200 times). `watch` stops at its next
+/// line instead of running on.
+#[test]
+fn ctl_ends_quietly_when_the_reader_of_its_stdout_goes_away() {
+    use focusd_testkit::process::ReaderGone;
+    let dir = TempDir::new("mqtt-ctl-pipe");
+    let broker = Mosquitto::start(dir.path(), "");
+    let _d = daemon(&dir, &broker, "cam-p", "");
+    Watcher::connect(broker.port, &["focusd/cam-p/info"]).wait_for(
+        "focusd/cam-p/info",
+        5 * SECOND,
+        |_| true,
+    );
+    let bin = Binary::under_test(env!("CARGO_BIN_EXE_focusd"));
+    let url = broker.url();
+    let runs = if bin.is_emulated() { 2 } else { 20 };
+    for action in [
+        &["list"][..],
+        &["watch"],
+        &["watch", "cam-p"],
+        &["mode", "cam-p", "HIGH"],
+    ] {
+        let args = [&["ctl", "--broker", url.as_str()][..], action].concat();
+        for how in [ReaderGone::BeforeStart, ReaderGone::AfterFirstByte] {
+            for run in 0..runs {
+                let started = Instant::now();
+                let ended = bin.run_reader_gone(&args, how);
+                assert!(
+                    ended.ended_quietly(),
+                    "{action:?} {how:?} run {run}: {ended:?}"
+                );
+                // Retained messages follow each other at once: watch's next line comes
+                // within the broker's round trip, not at the next stats interval.
+                assert!(
+                    started.elapsed() < bin.patience(5 * SECOND),
+                    "{action:?} ran on"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn mqtts_with_a_private_ca_and_a_client_certificate() {
     let dir = TempDir::new("mqtt-tls");

@@ -150,6 +150,69 @@ impl Binary {
     }
 }
 
+/// How the reader of a command's stdout goes away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReaderGone {
+    /// Before the command starts: its first write meets a closed pipe, every time.
+    BeforeStart,
+    /// After the first byte, as `| head -c1` does: a race with the command's later writes,
+    /// which needs repeating to be caught.
+    AfterFirstByte,
+}
+
+/// How a command ended whose stdout's reader went away.
+#[derive(Debug)]
+pub struct EndedAfterReader {
+    /// Its exit status.
+    pub status: ExitStatus,
+    /// What it wrote on stderr.
+    pub stderr: String,
+}
+
+impl EndedAfterReader {
+    /// Whether it ended as a command should when its reader goes: status 0 and nothing on
+    /// stderr about stdout (no panic, no "Broken pipe").
+    pub fn ended_quietly(&self) -> bool {
+        self.status.code() == Some(0)
+            && !self.stderr.contains("panicked")
+            && !self.stderr.to_ascii_lowercase().contains("broken pipe")
+            && !self.stderr.contains("stdout")
+    }
+}
+
+impl Binary {
+    /// Runs it with `args`, the reader of its stdout going away as `how` says.
+    pub fn run_reader_gone(&self, args: &[&str], how: ReaderGone) -> EndedAfterReader {
+        use std::io::Read;
+        let mut c = self.command();
+        c.args(args).stdin(Stdio::null()).stderr(Stdio::piped());
+        let child = match how {
+            ReaderGone::BeforeStart => {
+                let (reader, writer) = std::io::pipe().expect("a pipe");
+                drop(reader);
+                c.stdout(writer).spawn().expect("the command starts")
+            }
+            ReaderGone::AfterFirstByte => {
+                let mut child = c
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .expect("the command starts");
+                let mut stdout = child.stdout.take().expect("stdout is piped");
+                let mut first = [0u8; 1];
+                // Nothing printed at all (EOF) is fine too: the reader just goes.
+                let _ = stdout.read(&mut first);
+                drop(stdout);
+                child
+            }
+        };
+        let out = child.wait_with_output().expect("the command ends");
+        EndedAfterReader {
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
 fn native_deb_arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",

@@ -9,9 +9,7 @@
 //! * [`mqtt`]: registration with a fleet broker, commands and telemetry;
 //! * [`relay`]: both tracks as RTP to a relay (Janus) that fans them out;
 //! * [`whip`]: both tracks published to an SFU by WHIP;
-//! * [`backoff`]: how the doors that reconnect wait between attempts.
 
-pub mod backoff;
 pub mod http;
 pub mod mqtt;
 pub mod pictures;

@@ -20,10 +20,12 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::backoff::Backoff;
 use crate::config::WhipSettings;
-use crate::doors::backoff::Backoff;
 use crate::doors::webrtc::server::WebRtcHandle;
 use crate::doors::webrtc::{OfferError, SessionId};
+use crate::service::supervisor::{Supervised, Supervisor};
+use crate::state::Part;
 
 /// A request to the endpoint that takes longer is given up.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -65,6 +67,19 @@ struct Published {
     resource: Option<Uri>,
 }
 
+impl Supervised for WhipTask {
+    fn part(&self) -> Part {
+        Part::Whip
+    }
+
+    fn run(
+        &mut self,
+        shutdown: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + '_ {
+        self.publishing(shutdown)
+    }
+}
+
 /// Everything the WHIP task needs.
 pub struct WhipTask {
     pub settings: WhipSettings,
@@ -73,12 +88,18 @@ pub struct WhipTask {
 }
 
 impl WhipTask {
-    /// Starts publishing on `tracker`; runs until `shutdown`, then ends the session.
-    pub fn spawn(self, tracker: &TaskTracker, shutdown: CancellationToken) {
-        tracker.spawn(self.run(shutdown));
+    /// Starts publishing on `tracker`, supervised (a panic starts publishing again);
+    /// runs until `shutdown`, then ends the session.
+    pub fn spawn(
+        self,
+        tracker: &TaskTracker,
+        supervisor: &Supervisor,
+        shutdown: CancellationToken,
+    ) {
+        supervisor.spawn(tracker, self, shutdown);
     }
 
-    async fn run(self, shutdown: CancellationToken) {
+    async fn publishing(&self, shutdown: CancellationToken) {
         let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
         loop {
             let started = Instant::now();

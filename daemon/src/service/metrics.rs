@@ -181,6 +181,9 @@ pub struct Metrics {
     pub relay_send_errors: Counter,
     /// The picture doors, indexed like [`Door::ALL`] (see [`Metrics::door`]).
     pub doors: [DoorMetrics; Door::ALL.len()],
+    /// Panics of each supervised task, indexed like [`Part::ALL`] (only [`Part::TASKS`]
+    /// count).
+    pub task_panics: [Counter; Part::ALL.len()],
 }
 
 impl Metrics {
@@ -440,6 +443,18 @@ impl Metrics {
                 "focusd_fault{{part=\"{}\"}} {}",
                 part.name(),
                 u8::from(failing)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP focusd_task_panics_total Panics of each supervised task (each one restarted).\n# TYPE focusd_task_panics_total counter"
+        );
+        for part in Part::TASKS {
+            let _ = writeln!(
+                out,
+                "focusd_task_panics_total{{task=\"{}\"}} {}",
+                part.name(),
+                self.task_panics[part.index()].get()
             );
         }
         let _ = writeln!(

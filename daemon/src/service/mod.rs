@@ -2,8 +2,10 @@
 //!
 //! * [`sd_notify`]: readiness, the watchdog and the status line for systemd;
 //! * [`metrics`]: the counters behind `/metrics` and MQTT stats;
-//! * [`procfs`]: the process's CPU and memory, from `/proc`.
+//! * [`procfs`]: the process's CPU and memory, from `/proc`;
+//! * [`supervisor`]: long-running tasks restarted when they panic, and reported.
 
 pub mod metrics;
 pub mod procfs;
 pub mod sd_notify;
+pub mod supervisor;

@@ -43,7 +43,8 @@ pub fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// A part of the pipeline whose device failed.
+/// A part of the daemon that failed and is being retried: a device of the pipeline, or a
+/// long-running task that panicked and was restarted (see `service::supervisor`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -54,11 +55,47 @@ pub enum Part {
     ContextEncoder,
     /// The source track's encoder.
     SourceEncoder,
+    /// The WebRTC server: the hub task that drives every viewer's session.
+    Webrtc,
+    /// The HTTP server's accept loop.
+    Http,
+    /// The MQTT client.
+    Mqtt,
+    /// The relay door (RTP to Janus).
+    Relay,
+    /// The WHIP door.
+    Whip,
+    /// The RTSP door's feeders (encoded tracks into GStreamer's RTSP server).
+    Rtsp,
+    /// The task that turns counters into the state's rates.
+    Rates,
 }
 
 impl Part {
     /// Every part.
-    pub const ALL: [Part; 3] = [Part::Source, Part::ContextEncoder, Part::SourceEncoder];
+    pub const ALL: [Part; 10] = [
+        Part::Source,
+        Part::ContextEncoder,
+        Part::SourceEncoder,
+        Part::Webrtc,
+        Part::Http,
+        Part::Mqtt,
+        Part::Relay,
+        Part::Whip,
+        Part::Rtsp,
+        Part::Rates,
+    ];
+
+    /// The parts that are supervised tasks (a panic restarts them).
+    pub const TASKS: [Part; 7] = [
+        Part::Webrtc,
+        Part::Http,
+        Part::Mqtt,
+        Part::Relay,
+        Part::Whip,
+        Part::Rtsp,
+        Part::Rates,
+    ];
 
     /// The name in the state JSON, metrics and `/healthz`.
     pub fn name(self) -> &'static str {
@@ -66,7 +103,28 @@ impl Part {
             Part::Source => "source",
             Part::ContextEncoder => "context_encoder",
             Part::SourceEncoder => "source_encoder",
+            Part::Webrtc => "webrtc",
+            Part::Http => "http",
+            Part::Mqtt => "mqtt",
+            Part::Relay => "relay",
+            Part::Whip => "whip",
+            Part::Rtsp => "rtsp",
+            Part::Rates => "rates",
         }
+    }
+
+    /// Its position in [`Part::ALL`], for per-part counters.
+    pub fn index(self) -> usize {
+        // Every variant is in ALL (the test below checks it).
+        Part::ALL
+            .iter()
+            .position(|p| *p == self)
+            .expect("in Part::ALL")
+    }
+
+    /// The part named `name` ([`Part::name`]).
+    pub fn from_name(name: &str) -> Option<Part> {
+        Part::ALL.into_iter().find(|p| p.name() == name)
     }
 }
 
@@ -377,6 +435,17 @@ impl Control {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_part_has_a_place_and_a_name() {
+        for (i, p) in Part::ALL.into_iter().enumerate() {
+            assert_eq!(p.index(), i);
+            assert_eq!(Part::from_name(p.name()), Some(p));
+            let json = serde_json::to_string(&p).unwrap();
+            assert_eq!(json, format!("\"{}\"", p.name()));
+        }
+        assert!(Part::TASKS.iter().all(|t| Part::ALL.contains(t)));
+    }
 
     #[test]
     fn a_fault_is_kept_until_recovered_and_notified_when_it_changes() {

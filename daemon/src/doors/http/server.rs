@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, Response, StatusCode, header};
+use futures_util::FutureExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -29,6 +30,8 @@ use tower::ServiceExt;
 use super::connections::{Admission, ConnId, Connections};
 use crate::config::HttpSettings;
 use crate::service::metrics::Metrics;
+use crate::service::supervisor::Supervised;
+use crate::state::Part;
 
 /// How long in-flight requests get to finish at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
@@ -244,9 +247,24 @@ pub struct Server {
     pub metrics: Arc<Metrics>,
 }
 
+/// Supervised: a panic of the accept loop restarts it on the same listener, with a new
+/// connection table (the connections it had go on until they close).
+impl Supervised for Server {
+    fn part(&self) -> Part {
+        Part::Http
+    }
+
+    fn run(
+        &mut self,
+        shutdown: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + '_ {
+        self.serve(shutdown)
+    }
+}
+
 impl Server {
     /// Serves until `shutdown`, then gives requests in progress [`SHUTDOWN_GRACE`].
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn serve(&mut self, shutdown: CancellationToken) {
         let shared = SharedRef(Arc::new(Mutex::new(Shared {
             table: Connections::new(
                 self.limits.max_connections,
@@ -345,8 +363,41 @@ async fn serve_connection(
 ) {
     // Answers are small and latency matters more than packets.
     let _ = stream.set_nodelay(true);
+    // A handler that panics ends its connection, not the server; the connection's place
+    // in the table is given back below either way.
+    let served = std::panic::AssertUnwindSafe(serve_stream(
+        stream, tls, router, &shared, id, &close, &shutdown, &metrics,
+    ))
+    .catch_unwind()
+    .await;
+    if let Err(panic) = served {
+        metrics.task_panics[Part::Http.index()].inc();
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!("an HTTP connection's handler panicked: {why}; the connection was closed");
+    }
+    let mut s = shared.lock();
+    s.table.close(id);
+    s.closers.remove(&id);
+}
+
+/// Serves one connection's requests, over TLS when there is an acceptor.
+#[allow(clippy::too_many_arguments)]
+async fn serve_stream(
+    stream: TcpStream,
+    tls: Option<TlsAcceptor>,
+    router: Router,
+    shared: &SharedRef,
+    id: ConnId,
+    close: &CancellationToken,
+    shutdown: &CancellationToken,
+    metrics: &Arc<Metrics>,
+) {
     match tls {
-        None => serve_io(stream, router, &shared, id, &close, &shutdown, &metrics).await,
+        None => serve_io(stream, router, shared, id, close, shutdown, metrics).await,
         Some(acceptor) => {
             // The handshake counts as idle time: it must finish within the header
             // timeout like any request's headers.
@@ -362,13 +413,10 @@ async fn serve_connection(
                 }).ok(),
             };
             if let Some(io) = handshake {
-                serve_io(io, router, &shared, id, &close, &shutdown, &metrics).await;
+                serve_io(io, router, shared, id, close, shutdown, metrics).await;
             }
         }
     }
-    let mut s = shared.lock();
-    s.table.close(id);
-    s.closers.remove(&id);
 }
 
 fn sleep_until(deadline: Option<Instant>) -> tokio::time::Sleep {

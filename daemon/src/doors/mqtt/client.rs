@@ -23,11 +23,12 @@ use tokio_util::task::TaskTracker;
 
 use super::session::{Kind, Out, Session};
 use super::telemetry::Telemetry;
+use crate::backoff::Backoff;
 use crate::config::MqttSettings;
-use crate::doors::backoff::Backoff;
 use crate::service::metrics::Metrics;
+use crate::service::supervisor::{Supervised, Supervisor};
 use crate::state::protocol::{Info, Topics};
-use crate::state::{Control, unix_ms};
+use crate::state::{Control, Part, unix_ms};
 
 /// Requests rumqttc may hold before `try_*` refuses more.
 const QUEUE: usize = 64;
@@ -64,32 +65,54 @@ pub struct MqttTask {
 }
 
 impl MqttTask {
-    /// Checks the TLS files and starts the task on `tracker`; it runs until `shutdown`,
-    /// then publishes `stopped` and disconnects.
+    /// Checks the TLS files and starts the task on `tracker`, supervised (a panic starts
+    /// it again with a new connection); it runs until `shutdown`, then publishes `stopped`
+    /// and disconnects.
     pub fn spawn(
         self,
         tracker: &TaskTracker,
+        supervisor: &Supervisor,
         shutdown: CancellationToken,
     ) -> Result<(), MqttError> {
         let options = options(&self.settings, &self.device_id)?;
-        let (client, eventloop) = AsyncClient::new(options, QUEUE);
-        let topics = Topics::new(&self.settings.prefix, &self.device_id);
-        let session = Session::new(
-            topics,
-            &self.info,
-            self.settings.stats_interval,
-            self.settings.home_assistant,
-        );
         tracing::info!(broker = %self.settings.broker, id = %self.device_id, "MQTT: connecting");
-        tracker.spawn(run(
-            self,
-            client,
-            eventloop,
-            session,
-            tracker.clone(),
-            shutdown,
-        ));
+        let service = MqttService {
+            task: self,
+            options,
+            tracker: tracker.clone(),
+        };
+        supervisor.spawn(tracker, service, shutdown);
         Ok(())
+    }
+}
+
+/// The MQTT task under supervision: each run connects afresh.
+struct MqttService {
+    task: MqttTask,
+    /// The client's options, checked once at start.
+    options: MqttOptions,
+    /// Where the connection task of each run is spawned.
+    tracker: TaskTracker,
+}
+
+impl Supervised for MqttService {
+    fn part(&self) -> Part {
+        Part::Mqtt
+    }
+
+    fn run(
+        &mut self,
+        shutdown: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + '_ {
+        let (client, eventloop) = AsyncClient::new(self.options.clone(), QUEUE);
+        let t = &self.task;
+        let session = Session::new(
+            Topics::new(&t.settings.prefix, &t.device_id),
+            &t.info,
+            t.settings.stats_interval,
+            t.settings.home_assistant,
+        );
+        run(t, client, eventloop, session, &self.tracker, shutdown)
     }
 }
 
@@ -270,11 +293,11 @@ async fn connection(
 }
 
 async fn run(
-    task: MqttTask,
+    task: &MqttTask,
     client: AsyncClient,
     eventloop: EventLoop,
     mut session: Session,
-    tracker: TaskTracker,
+    tracker: &TaskTracker,
     shutdown: CancellationToken,
 ) {
     let MqttTask {
@@ -285,6 +308,8 @@ async fn run(
     } = task;
     let (tx, mut net) = mpsc::channel(QUEUE);
     let stop = CancellationToken::new();
+    // A run that panics takes its connection with it.
+    let _stop_on_drop = stop.clone().drop_guard();
     tracker.spawn(connection(
         eventloop,
         session.topics().cmd.clone(),
@@ -293,7 +318,7 @@ async fn run(
         stop.clone(),
     ));
     let mut changes = control.subscribe();
-    let mut telemetry = Telemetry::new(Instant::now(), &metrics);
+    let mut telemetry = Telemetry::new(Instant::now(), metrics);
     let mut failures = 0u32;
     // The picture doors' settings as last published.
     let mut published_streams = control.streams();
@@ -314,19 +339,19 @@ async fn run(
                     failures = 0;
                     metrics.mqtt_connects.inc();
                     let outs = session.connected(Instant::now(), &control.snapshot());
-                    send(&client, &mut session, &metrics, outs);
+                    send(&client, &mut session, metrics, outs);
                     published_streams = control.streams();
                     let outs = session.streams(&published_streams, true);
-                    send(&client, &mut session, &metrics, outs);
+                    send(&client, &mut session, metrics, outs);
                 }
                 Net::Command(payload) => {
-                    let outs = session.command(Instant::now(), &payload, &control);
-                    send(&client, &mut session, &metrics, outs);
+                    let outs = session.command(Instant::now(), &payload, control);
+                    send(&client, &mut session, metrics, outs);
                 }
                 Net::Streams(payload) => {
-                    let outs = session.streams_command(&payload, &control);
+                    let outs = session.streams_command(&payload, control);
                     published_streams = control.streams();
-                    send(&client, &mut session, &metrics, outs);
+                    send(&client, &mut session, metrics, outs);
                 }
                 Net::Lost { error, retry_in } => {
                     session.disconnected();
@@ -347,24 +372,24 @@ async fn run(
                 if streams != published_streams {
                     published_streams = streams;
                     let outs = session.streams(&streams, false);
-                    send(&client, &mut session, &metrics, outs);
+                    send(&client, &mut session, metrics, outs);
                 }
             }
             _ = tokio::time::sleep_until(wake.into()) => {}
         }
         let now = Instant::now();
         let outs = session.poll(now, &control.snapshot(), unix_ms());
-        send(&client, &mut session, &metrics, outs);
+        send(&client, &mut session, metrics, outs);
         if session.stats_due(now) {
-            let stats = telemetry.stats(now, &control, &metrics, metrics.mqtt_dropped.get());
+            let stats = telemetry.stats(now, control, metrics, metrics.mqtt_dropped.get());
             let out = session.stats(&stats);
-            send(&client, &mut session, &metrics, vec![out]);
+            send(&client, &mut session, metrics, vec![out]);
         }
     }
     // Clean shutdown: `stopped`, then DISCONNECT (so the broker does not send the will).
     if session.is_connected() {
         let out = session.stopping();
-        send(&client, &mut session, &metrics, vec![out]);
+        send(&client, &mut session, metrics, vec![out]);
         let _ = client.try_disconnect();
         let sent = tokio::time::timeout(STOP_GRACE, async {
             while let Some(report) = net.recv().await {

@@ -29,8 +29,9 @@ use tokio_util::task::TaskTracker;
 pub use self::stream::{MTU, PAYLOAD_TYPE, RtpStream};
 use crate::config::RelaySettings;
 use crate::service::metrics::Metrics;
-use crate::state::Control;
+use crate::service::supervisor::{Supervised, Supervisor};
 use crate::state::protocol::ViewerMessage;
+use crate::state::{Control, Part};
 use crate::video::signals::{Claim, Demand, KeyframeRequests};
 use crate::video::track::{EncodedFrame, Track, TrackMap};
 
@@ -85,6 +86,7 @@ impl RelayTask {
     pub async fn spawn(
         self,
         tracker: &TaskTracker,
+        supervisor: &Supervisor,
         shutdown: CancellationToken,
     ) -> Result<(), RelayError> {
         let epoch = Instant::now();
@@ -130,7 +132,12 @@ impl RelayTask {
             control: self.control,
             metrics: self.metrics,
         };
-        tracker.spawn(relay.run(self.frames, self.hub, shutdown));
+        let service = RelayService {
+            relay,
+            frames: self.frames,
+            hub: self.hub,
+        };
+        supervisor.spawn(tracker, service, shutdown);
         Ok(())
     }
 }
@@ -167,6 +174,27 @@ fn random_bytes() -> [u8; 10] {
     bytes
 }
 
+/// The relay under supervision: its sockets and streams (sequence numbers go on) and the
+/// queues between the encoders and the hub outlive a panic.
+struct RelayService {
+    relay: Relay,
+    frames: mpsc::Receiver<EncodedFrame>,
+    hub: mpsc::Sender<EncodedFrame>,
+}
+
+impl Supervised for RelayService {
+    fn part(&self) -> Part {
+        Part::Relay
+    }
+
+    fn run(
+        &mut self,
+        shutdown: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + '_ {
+        self.relay.run(&mut self.frames, &self.hub, shutdown)
+    }
+}
+
 struct Relay {
     outlets: TrackMap<Option<Outlet>>,
     /// The state stream's socket and destination.
@@ -179,9 +207,9 @@ struct Relay {
 
 impl Relay {
     async fn run(
-        mut self,
-        mut frames: mpsc::Receiver<EncodedFrame>,
-        hub: mpsc::Sender<EncodedFrame>,
+        &mut self,
+        frames: &mut mpsc::Receiver<EncodedFrame>,
+        hub: &mpsc::Sender<EncodedFrame>,
         shutdown: CancellationToken,
     ) {
         let mut reports = tokio::time::interval(REPORT_INTERVAL);

@@ -19,8 +19,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::doors::http::auth::Gate;
+use crate::service::supervisor::Supervisor;
 use crate::state::Control;
 use crate::video::signals::{Demand, KeyframeRequests};
 use crate::video::taps::EncodedTaps;
@@ -60,6 +62,9 @@ pub struct RtspDoor {
     /// Whether the door is open (`/api/streams`): when it closes, new clients are
     /// refused 503 and the media playing end.
     pub control: Arc<Control>,
+    /// Runs each media's feeder (restarted if it panics) on `tracker`.
+    pub supervisor: Supervisor,
+    pub tracker: TaskTracker,
 }
 
 impl RtspDoor {

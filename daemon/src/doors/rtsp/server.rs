@@ -1,5 +1,5 @@
 //! GStreamer's RTSP server on a GLib main loop of its own thread, one shared media per
-//! track, each fed by a tokio task from the track's tap.
+//! track, each fed by a supervised tokio task from the track's tap.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{RtspDoor, RtspError};
 use crate::doors::http::auth::Gate;
-use crate::state::Control;
+use crate::service::supervisor::Supervised;
+use crate::state::{Control, Part};
 use crate::video::track::Track;
 
 /// Each track's pipeline: the encoded access units in, RTP out. `h264parse` puts SPS and
@@ -105,54 +106,82 @@ fn configure(
     let done = shutdown.child_token();
     let on_unprepared = done.clone();
     media.connect_unprepared(move |_| on_unprepared.cancel());
-    let door = door.clone();
-    runtime.spawn(async move {
-        let _claim = door.demand.claim(track);
-        let mut frames = door.taps.subscribe(track);
-        door.keyframes[track].request(Instant::now());
-        let mut awaiting_keyframe = true;
-        tracing::debug!(track = track.name(), "RTSP media started");
-        loop {
-            let frame = tokio::select! {
-                _ = done.cancelled() => break,
-                f = frames.recv() => f,
-            };
-            let frame = match frame {
-                Ok(f) => f,
-                Err(RecvError::Lagged(n)) => {
-                    tracing::debug!(
-                        track = track.name(),
-                        lost = n,
-                        "RTSP fell behind; waiting for a keyframe"
-                    );
-                    awaiting_keyframe = true;
-                    door.keyframes[track].request(Instant::now());
-                    continue;
-                }
-                Err(RecvError::Closed) => break,
-            };
-            if !door.control.streams().rtsp.enabled {
-                // Closed: the clients are told the stream ended.
-                let _ = appsrc.end_of_stream();
-                break;
-            }
-            if awaiting_keyframe && !frame.keyframe {
+    let feeder = Feeder {
+        track,
+        door: door.clone(),
+        appsrc,
+    };
+    // The tracker and the supervisor belong to the runtime: enter it from GLib's thread.
+    let _entered = runtime.enter();
+    door.supervisor.spawn(&door.tracker, feeder, done);
+}
+
+/// Feeds one track's shared media from its tap, until the media goes (`done`).
+struct Feeder {
+    track: Track,
+    door: Arc<RtspDoor>,
+    appsrc: AppSrc,
+}
+
+impl Supervised for Feeder {
+    fn part(&self) -> Part {
+        Part::Rtsp
+    }
+
+    fn run(
+        &mut self,
+        done: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + '_ {
+        feed(self.track, &self.door, &self.appsrc, done)
+    }
+}
+
+async fn feed(track: Track, door: &RtspDoor, appsrc: &AppSrc, done: CancellationToken) {
+    let _claim = door.demand.claim(track);
+    let mut frames = door.taps.subscribe(track);
+    door.keyframes[track].request(Instant::now());
+    let mut awaiting_keyframe = true;
+    tracing::debug!(track = track.name(), "RTSP media started");
+    loop {
+        let frame = tokio::select! {
+            _ = done.cancelled() => break,
+            f = frames.recv() => f,
+        };
+        let frame = match frame {
+            Ok(f) => f,
+            Err(RecvError::Lagged(n)) => {
+                tracing::debug!(
+                    track = track.name(),
+                    lost = n,
+                    "RTSP fell behind; waiting for a keyframe"
+                );
+                awaiting_keyframe = true;
+                door.keyframes[track].request(Instant::now());
                 continue;
             }
-            awaiting_keyframe = false;
-            let mut buffer = gst::Buffer::from_slice(frame.data.clone());
-            if !frame.keyframe
-                && let Some(b) = buffer.get_mut()
-            {
-                b.set_flags(gst::BufferFlags::DELTA_UNIT);
-            }
-            // Flushing or end of stream: the media is going away.
-            if appsrc.push_buffer(buffer).is_err() {
-                break;
-            }
+            Err(RecvError::Closed) => break,
+        };
+        if !door.control.streams().rtsp.enabled {
+            // Closed: the clients are told the stream ended.
+            let _ = appsrc.end_of_stream();
+            break;
         }
-        tracing::debug!(track = track.name(), "RTSP media ended");
-    });
+        if awaiting_keyframe && !frame.keyframe {
+            continue;
+        }
+        awaiting_keyframe = false;
+        let mut buffer = gst::Buffer::from_slice(frame.data.clone());
+        if !frame.keyframe
+            && let Some(b) = buffer.get_mut()
+        {
+            b.set_flags(gst::BufferFlags::DELTA_UNIT);
+        }
+        // Flushing or end of stream: the media is going away.
+        if appsrc.push_buffer(buffer).is_err() {
+            break;
+        }
+    }
+    tracing::debug!(track = track.name(), "RTSP media ended");
 }
 
 /// Access for RTSP: while the door is open, Basic credentials with any user name and an

@@ -241,6 +241,10 @@ impl SendOffer {
     /// Takes the peer's answer: the session, ready for the hub to admit. Its commands
     /// channel, were one opened, could only watch.
     pub fn accept(mut self, answer: &str) -> Result<Admission, OfferError> {
+        sdp::check_ice(answer).map_err(|e| match e {
+            OfferError::Malformed(why) => OfferError::Malformed(format!("answer: {why}")),
+            other => other,
+        })?;
         let answer = SdpAnswer::from_sdp_string(answer)
             .map_err(|e| OfferError::Malformed(format!("answer: {e}")))?;
         self.rtc

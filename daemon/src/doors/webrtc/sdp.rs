@@ -1,5 +1,6 @@
-//! SDP checks and edits around str0m: what the offer must contain, what the browser's
-//! mDNS candidates need, and the track ids the answer announces.
+//! SDP checks and edits around str0m: what the offer must contain, what of it the ICE
+//! agent may be handed, what the browser's mDNS candidates need, and the track ids the
+//! answer announces.
 
 use str0m::change::SdpOffer;
 
@@ -7,6 +8,20 @@ use super::OfferError;
 
 /// Largest SDP offer accepted, in bytes (browsers send 3–8 KiB).
 pub const MAX_SDP_BYTES: usize = 64 * 1024;
+
+/// Longest SDP line accepted, in bytes. The longest lines real peers send (Chromium's
+/// `a=fmtp`, GStreamer's `a=ssrc`) stay under 200.
+pub const MAX_SDP_LINE_BYTES: usize = 1024;
+
+/// Most `a=candidate` lines accepted in one SDP: each remote candidate becomes ICE
+/// candidate pairs and connectivity checks (a browser sends a handful, non-trickle).
+pub const MAX_CANDIDATES: usize = 64;
+
+/// RFC 8839's bounds: `ice-ufrag` is 4–256 ice-chars, `ice-pwd` 22–256. str0m's ICE
+/// agent writes the ufrag into the STUN USERNAME it answers with (at most 513 bytes,
+/// RFC 8489), and a longer one made it panic and take the WebRTC server down.
+const UFRAG_CHARS: std::ops::RangeInclusive<usize> = 4..=256;
+const PWD_CHARS: std::ops::RangeInclusive<usize> = 22..=256;
 
 /// An offer that passed the checks, ready for str0m.
 #[derive(Debug)]
@@ -29,6 +44,7 @@ pub fn check_offer(sdp: &str) -> Result<CheckedOffer, OfferError> {
     if !sdp.trim_start().starts_with("v=0") {
         return Err(OfferError::Malformed("SDP must start with v=0".into()));
     }
+    check_ice(sdp)?;
     let mut cleaned = String::with_capacity(sdp.len());
     let mut video_mids = Vec::new();
     let mut in_video = false;
@@ -59,6 +75,156 @@ pub fn check_offer(sdp: &str) -> Result<CheckedOffer, OfferError> {
     let offer = SdpOffer::from_sdp_string(&cleaned)
         .map_err(|e| OfferError::Malformed(one_line(&e.to_string())))?;
     Ok(CheckedOffer { offer, video_mids })
+}
+
+/// Checks what an SDP (an offer, or a WHIP endpoint's answer) hands to the ICE agent and
+/// the DTLS handshake, before str0m sees it: line lengths, `ice-ufrag` and `ice-pwd` (RFC
+/// 8839 §5.4), each `a=candidate` (§5.1) and `a=fingerprint` (RFC 8122).
+pub fn check_ice(sdp: &str) -> Result<(), OfferError> {
+    let bad = |what: String| Err(OfferError::Malformed(what));
+    let mut candidates = 0;
+    for (n, line) in sdp.lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        if let Some(ufrag) = line.strip_prefix("a=ice-ufrag:") {
+            check_ice_chars("ice-ufrag", ufrag, UFRAG_CHARS)?;
+        } else if let Some(pwd) = line.strip_prefix("a=ice-pwd:") {
+            check_ice_chars("ice-pwd", pwd, PWD_CHARS)?;
+        } else if let Some(candidate) = line.strip_prefix("a=candidate:") {
+            candidates += 1;
+            if candidates > MAX_CANDIDATES {
+                return bad(format!("more than {MAX_CANDIDATES} candidates"));
+            }
+            check_candidate(candidate)?;
+        } else if let Some(fingerprint) = line.strip_prefix("a=fingerprint:") {
+            check_fingerprint(fingerprint)?;
+        }
+        if line.len() > MAX_SDP_LINE_BYTES {
+            return bad(format!(
+                "line {} is {} bytes long (at most {MAX_SDP_LINE_BYTES})",
+                n + 1,
+                line.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// ice-char = ALPHA / DIGIT / "+" / "/".
+fn is_ice_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '+' || c == '/'
+}
+
+fn check_ice_chars(
+    name: &str,
+    value: &str,
+    len: std::ops::RangeInclusive<usize>,
+) -> Result<(), OfferError> {
+    let value = value.trim_end();
+    if !len.contains(&value.len()) {
+        return Err(OfferError::Malformed(format!(
+            "a={name} is {} characters long (RFC 8839: {} to {})",
+            value.len(),
+            len.start(),
+            len.end()
+        )));
+    }
+    if let Some(c) = value.chars().find(|c| !is_ice_char(*c)) {
+        return Err(OfferError::Malformed(format!(
+            "a={name} holds {c:?} (RFC 8839: letters, digits, + and / only)"
+        )));
+    }
+    Ok(())
+}
+
+/// `<foundation> <component> <transport> <priority> <address> <port> typ <type> ...`:
+/// foundation 1–32 ice-chars, component 1–3 digits (1–256), priority 1–10 digits (a u32),
+/// a port, one of the four types; what follows are name-value pairs.
+fn check_candidate(candidate: &str) -> Result<(), OfferError> {
+    let bad = |why: &str| {
+        Err(OfferError::Malformed(format!(
+            "a=candidate: {why} in `{}`",
+            candidate.chars().take(80).collect::<String>()
+        )))
+    };
+    let fields: Vec<&str> = candidate.split_ascii_whitespace().collect();
+    let [
+        foundation,
+        component,
+        transport,
+        priority,
+        address,
+        port,
+        typ,
+        kind,
+        rest @ ..,
+    ] = fields.as_slice()
+    else {
+        return bad("fewer than 8 fields");
+    };
+    if foundation.is_empty() || foundation.len() > 32 || !foundation.chars().all(is_ice_char) {
+        return bad("the foundation is not 1 to 32 ice-chars");
+    }
+    if !(1..=3).contains(&component.len())
+        || !component
+            .parse::<u16>()
+            .is_ok_and(|c| (1..=256).contains(&c))
+    {
+        return bad("the component id is not 1 to 256");
+    }
+    if transport.is_empty()
+        || !transport
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        return bad("the transport is not a token");
+    }
+    if priority.len() > 10 || priority.parse::<u32>().is_err() {
+        return bad("the priority is not a 32-bit number");
+    }
+    if address.is_empty()
+        || !address
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".:-".contains(c))
+    {
+        return bad("the address is neither an IP address nor a host name");
+    }
+    if port.parse::<u16>().is_err() {
+        return bad("the port is not 0 to 65535");
+    }
+    if *typ != "typ" || !["host", "srflx", "prflx", "relay"].contains(kind) {
+        return bad("no `typ host|srflx|prflx|relay`");
+    }
+    if rest.len() % 2 != 0 {
+        return bad("an extension name without a value");
+    }
+    Ok(())
+}
+
+/// `<hash-func> <hex pairs joined by :>`: at most SHA-512's 64 bytes.
+fn check_fingerprint(fingerprint: &str) -> Result<(), OfferError> {
+    let bad = || {
+        Err(OfferError::Malformed(
+            "a=fingerprint is not `<hash> XX:XX:...` of at most 64 bytes".into(),
+        ))
+    };
+    let Some((hash, hex)) = fingerprint.trim_end().split_once(' ') else {
+        return bad();
+    };
+    if hash.is_empty()
+        || hash.len() > 16
+        || !hash.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        return bad();
+    }
+    let pairs: Vec<&str> = hex.split(':').collect();
+    if pairs.len() > 64
+        || !pairs
+            .iter()
+            .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
+    {
+        return bad();
+    }
+    Ok(())
 }
 
 fn is_mdns_candidate(line: &str) -> bool {
@@ -169,6 +335,123 @@ mod tests {
         let err = check_offer(garbage).unwrap_err();
         assert!(matches!(err, OfferError::Malformed(_)), "{err:?}");
         assert!(!err.to_string().contains('\n'));
+    }
+
+    /// Chromium's offer with `line` in place of the first line starting with `prefix`.
+    fn with_line(prefix: &str, line: &str) -> String {
+        let mut done = false;
+        CHROME_OFFER
+            .lines()
+            .map(|l| {
+                if !done && l.starts_with(prefix) {
+                    done = true;
+                    line.to_string()
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\r\n")
+    }
+
+    #[test]
+    fn refuses_what_the_ice_agent_must_not_be_handed() {
+        // The fuzzer's case: a 40,017-character ufrag made str0m's ICE agent panic.
+        let long = format!("a=ice-ufrag:{}", "a".repeat(40_017));
+        let cases = [
+            (
+                "a=ice-ufrag:",
+                long.as_str(),
+                "a=ice-ufrag is 40017 characters long",
+            ),
+            (
+                "a=mid:",
+                &*format!("a=mid:0\r\na=x-long:{}", "x".repeat(2000)),
+                "bytes long",
+            ),
+            (
+                "a=ice-ufrag:",
+                &*format!("a=ice-ufrag:{}", "u".repeat(257)),
+                "ice-ufrag",
+            ),
+            ("a=ice-ufrag:", "a=ice-ufrag:abc", "ice-ufrag"),
+            ("a=ice-ufrag:", "a=ice-ufrag:ab;cd", "ice-ufrag"),
+            ("a=ice-pwd:", "a=ice-pwd:short", "ice-pwd"),
+            (
+                "a=ice-pwd:",
+                &*format!("a=ice-pwd:{}", "p".repeat(257)),
+                "ice-pwd",
+            ),
+            (
+                "a=fingerprint:",
+                "a=fingerprint:sha-256 zz:00",
+                "fingerprint",
+            ),
+            (
+                "a=fingerprint:",
+                &*format!("a=fingerprint:sha-256 {}", ["AB"; 65].join(":")),
+                "fingerprint",
+            ),
+            (
+                "a=mid:",
+                "a=candidate:1 1 udp 2122260223 127.0.0.1 9",
+                "candidate",
+            ),
+            (
+                "a=mid:",
+                &*format!(
+                    "a=candidate:{} 1 udp 1 127.0.0.1 9 typ host",
+                    "f".repeat(33)
+                ),
+                "foundation",
+            ),
+            (
+                "a=mid:",
+                "a=candidate:1 999 udp 1 127.0.0.1 9 typ host",
+                "component",
+            ),
+            (
+                "a=mid:",
+                "a=candidate:1 1 udp 99999999999 127.0.0.1 9 typ host",
+                "priority",
+            ),
+            (
+                "a=mid:",
+                "a=candidate:1 1 udp 1 127.0.0.1 70000 typ host",
+                "port",
+            ),
+            (
+                "a=mid:",
+                "a=candidate:1 1 udp 1 127.0.0.1 9 typ other",
+                "typ",
+            ),
+            (
+                "a=mid:",
+                "a=candidate:1 1 udp 1 127.0.0.1 9 typ host generation",
+                "extension",
+            ),
+        ];
+        for (prefix, line, says) in cases {
+            let sdp = with_line(prefix, line);
+            let err = check_offer(&sdp).expect_err(line);
+            let text = err.to_string();
+            assert!(matches!(err, OfferError::Malformed(_)), "{text}");
+            assert!(text.contains(says), "{line:.60}: {text}");
+            assert!(text.len() < 200, "one short line: {text}");
+        }
+        let many = (0..=MAX_CANDIDATES)
+            .map(|i| format!("a=candidate:{i} 1 udp 1 127.0.0.1 {} typ host", 1000 + i))
+            .collect::<Vec<_>>()
+            .join("\r\n");
+        let err = check_offer(&with_line("a=mid:", &format!("a=mid:0\r\n{many}"))).unwrap_err();
+        assert!(err.to_string().contains("candidates"), "{err}");
+        // The bounds themselves pass.
+        let edge = with_line(
+            "a=ice-ufrag:",
+            &format!("a=ice-ufrag:{}", "u+/9".repeat(64)),
+        );
+        check_offer(&edge).unwrap();
+        check_offer(&with_line("a=ice-ufrag:", "a=ice-ufrag:u+/9")).unwrap();
     }
 
     #[test]

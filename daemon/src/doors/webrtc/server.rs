@@ -15,9 +15,10 @@ use super::reflexive::Reflexive;
 use super::{Admission, Hub, HubEvent, HubSettings, Negotiator, OfferError, SendOffer, SessionId};
 use crate::config::WebRtcSettings;
 use crate::service::metrics::{Metrics, Refusal};
+use crate::service::supervisor::{Supervised, Supervisor};
 use crate::state::command::{Access, Command};
 use crate::state::protocol::{RoiEvent, ViewerMessage};
-use crate::state::{Control, unix_ms};
+use crate::state::{Control, Part, unix_ms};
 use crate::video::signals::{Demand, EncoderTargets, KeyframeRequests};
 use crate::video::track::EncodedFrame;
 
@@ -181,10 +182,12 @@ struct Datagram {
 }
 
 impl HubTask {
-    /// Starts the hub task and one reader task per socket on `tracker`.
+    /// Starts the hub task (supervised: a panic restarts it with no sessions) and one
+    /// reader task per socket on `tracker`.
     pub fn spawn(
         self,
         tracker: &TaskTracker,
+        supervisor: &Supervisor,
         shutdown: CancellationToken,
     ) -> std::io::Result<WebRtcHandle> {
         let (req_tx, req_rx) = mpsc::channel(32);
@@ -224,19 +227,22 @@ impl HubTask {
             self.bounds.initial_estimate_kbps(),
         )
         .map_err(std::io::Error::other)?;
+        let hub_settings = HubSettings {
+            max_viewers: self.settings.max_viewers,
+            bounds: self.bounds,
+            adaptive: self.settings.adaptive_delivery,
+            keep_configured_rates: self.keep_configured_rates,
+        };
         let hub = Hub::new(
-            HubSettings {
-                max_viewers: self.settings.max_viewers,
-                bounds: self.bounds,
-                adaptive: self.settings.adaptive_delivery,
-                keep_configured_rates: self.keep_configured_rates,
-            },
+            hub_settings,
             self.metrics.clone(),
-            self.demand,
+            self.demand.clone(),
             Instant::now(),
         );
         let driver = Driver {
             hub,
+            hub_settings,
+            demand: self.demand,
             sockets,
             control: self.control,
             keyframes: self.keyframes,
@@ -245,7 +251,12 @@ impl HubTask {
             targets: self.targets,
             metrics: self.metrics,
         };
-        tracker.spawn(driver.run(req_rx, dgram_rx, self.frames, shutdown));
+        let inputs = Inputs {
+            requests: req_rx,
+            datagrams: dgram_rx,
+            frames: self.frames,
+        };
+        supervisor.spawn(tracker, HubService { driver, inputs }, shutdown);
         Ok(WebRtcHandle {
             requests: req_tx,
             negotiator: Arc::new(negotiator),
@@ -253,8 +264,53 @@ impl HubTask {
     }
 }
 
+/// The hub task under supervision: the driver, and the queues that feed it, which keep
+/// their consumer across a restart.
+struct HubService {
+    driver: Driver,
+    inputs: Inputs,
+}
+
+/// What the hub task receives.
+struct Inputs {
+    requests: mpsc::Receiver<Request>,
+    datagrams: mpsc::Receiver<Datagram>,
+    frames: mpsc::Receiver<EncodedFrame>,
+}
+
+impl Supervised for HubService {
+    fn part(&self) -> Part {
+        Part::Webrtc
+    }
+
+    fn run(
+        &mut self,
+        shutdown: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + '_ {
+        self.driver.run(&mut self.inputs, shutdown)
+    }
+
+    /// A hub that panicked may be anywhere in a session's state: it starts again empty.
+    /// Its viewers see their connection fail and reconnect, as after a network loss.
+    fn reset(&mut self) {
+        let d = &mut self.driver;
+        d.hub = Hub::new(
+            d.hub_settings,
+            d.metrics.clone(),
+            d.demand.clone(),
+            Instant::now(),
+        );
+        d.end_watchers.clear();
+        d.control.set_viewers(0);
+    }
+}
+
 struct Driver {
     hub: Hub,
+    /// What a new hub is made of after a panic.
+    hub_settings: HubSettings,
+    /// Where the hub's viewers claim the tracks.
+    demand: Demand,
     sockets: Vec<(SocketAddr, Arc<UdpSocket>)>,
     control: Arc<Control>,
     keyframes: KeyframeRequests,
@@ -267,13 +323,12 @@ struct Driver {
 }
 
 impl Driver {
-    async fn run(
-        mut self,
-        mut requests: mpsc::Receiver<Request>,
-        mut datagrams: mpsc::Receiver<Datagram>,
-        mut frames: mpsc::Receiver<EncodedFrame>,
-        shutdown: CancellationToken,
-    ) {
+    async fn run(&mut self, inputs: &mut Inputs, shutdown: CancellationToken) {
+        let Inputs {
+            requests,
+            datagrams,
+            frames,
+        } = inputs;
         let mut changes = self.control.subscribe();
         let mut last_push = Instant::now();
         let mut push_pending = false;

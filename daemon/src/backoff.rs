@@ -1,4 +1,5 @@
-//! Capped exponential backoff with jitter, for the doors that reconnect (MQTT, WHIP).
+//! Capped exponential backoff with jitter: for the doors that reconnect (MQTT, WHIP) and
+//! the supervisor that restarts a task that panicked.
 
 use std::time::Duration;
 

@@ -2,11 +2,13 @@
 //! [`focusd_board::probe`]), for the configuration the flags and `--config` give. Text for
 //! people, JSON (`--json`) for scripts.
 //!
-//! Exit status: 0, also when it finds problems (they are in the report, each with its fix);
-//! 2 when the configuration cannot be read.
+//! Exit status: 0, also when it finds problems (they are in the report, each with its fix)
+//! and when the reader of stdout goes away; 2 when the configuration cannot be read; 1 when
+//! stdout fails otherwise.
 
 use std::process::ExitCode;
 
+use crate::cli::stdout::{self, outln};
 use crate::config::{Flags, ProbeFlags, Settings};
 
 /// Probes the machine and prints the report.
@@ -19,12 +21,15 @@ pub fn run(flags: &Flags, probe: &ProbeFlags) -> ExitCode {
         }
     };
     let report = focusd_board::probe::probe(&settings.source, &settings.video.encoder);
-    if probe.json {
+    let printed = if probe.json {
         // Plain data (strings, numbers, lists): serializing cannot fail.
         let json = serde_json::to_string_pretty(&report).expect("the report serializes");
-        println!("{json}");
+        outln!("{json}")
     } else {
-        print!("{report}");
+        stdout::write(format_args!("{report}"))
+    };
+    match printed {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => e.exit("focusd probe"),
     }
-    ExitCode::SUCCESS
 }

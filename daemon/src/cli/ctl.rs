@@ -4,14 +4,15 @@
 //! * `watch [ID]`: state, stats, events and availability as they arrive;
 //! * `mode ID MODE`, `rect ID X1 Y1 X2 Y2`: send a command and wait for its `cmd/result`.
 //!
-//! Exit status: 0 done, 1 refused by the device or no answer in time, 2 bad usage or
-//! configuration.
+//! Exit status: 0 done (also when the reader of stdout goes away: `watch` then stops), 1
+//! refused by the device or no answer in time, 2 bad usage or configuration.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeFilter};
 
+use crate::cli::stdout::{StdoutError, outln};
 use crate::config::{self, CtlAction, CtlFlags, FileConfig, MqttSettings};
 use crate::state::command::{Command, Mode, Rect, RectChange};
 use crate::state::protocol::{CommandResult, Info, Topics};
@@ -26,6 +27,9 @@ pub enum CtlError {
     /// The device refused, did not answer, or the broker is unreachable (exit status 1).
     #[error("{0}")]
     Failed(String),
+    /// Stdout could not be written: quietly 0 when its reader went away, else 1.
+    #[error(transparent)]
+    Output(#[from] StdoutError),
 }
 
 impl CtlError {
@@ -33,6 +37,7 @@ impl CtlError {
         match self {
             CtlError::Usage(_) => 2,
             CtlError::Failed(_) => 1,
+            CtlError::Output(e) => e.exit_code(),
         }
     }
 }
@@ -191,7 +196,7 @@ async fn send(
         }
         let _ = client.disconnect().await;
         return if result.ok {
-            println!("{id}: ok ({} ms)", started.elapsed().as_millis());
+            outln!("{id}: ok ({} ms)", started.elapsed().as_millis())?;
             Ok(())
         } else {
             Err(CtlError::Failed(format!(
@@ -234,23 +239,26 @@ async fn list(settings: &MqttSettings, timeout: Duration) -> Result<(), CtlError
     }
     let _ = client.disconnect().await;
     if devices.is_empty() {
-        println!("no devices under `{p}/` on {}", settings.broker);
+        outln!("no devices under `{p}/` on {}", settings.broker)?;
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<20} {:<10} {:<16} {:<10} viewer",
-        "id", "available", "board", "encoder"
-    );
+        "id",
+        "available",
+        "board",
+        "encoder"
+    )?;
     for (id, d) in &devices {
         let field = |f: fn(&Info) -> &str| d.info.as_ref().map_or("-", f);
-        println!(
+        outln!(
             "{:<20} {:<10} {:<16} {:<10} {}",
             id,
             d.available.as_deref().unwrap_or("-"),
             field(|i| &i.board),
             field(|i| &i.encoder),
             field(|i| &i.viewer_url)
-        );
+        )?;
     }
     Ok(())
 }
@@ -272,7 +280,7 @@ async fn watch(settings: &MqttSettings, id: Option<&str>) -> Result<(), CtlError
             _ = term.recv() => return Ok(()),
             next = next_publish(&mut eventloop, Duration::from_secs(3600)) => {
                 if let Some((topic, payload)) = next? {
-                    println!("{topic} {}", String::from_utf8_lossy(&payload));
+                    outln!("{topic} {}", String::from_utf8_lossy(&payload))?;
                 }
             }
         }
