@@ -512,16 +512,23 @@ impl Supervised for Rates {
 }
 
 async fn rates(control: &Control, metrics: &Metrics, shutdown: CancellationToken) {
-    let mut last = (Instant::now(), 0u64, TrackMap::<u64>::default());
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // From the counters as they are now: a restarted task must not count since the start.
+    let counters = || {
+        (
+            Instant::now(),
+            metrics.frames_captured.get(),
+            TrackMap::from_fn(|t| metrics.track(t).bytes.get()),
+        )
+    };
+    let mut last = counters();
+    let second = Duration::from_secs(1);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + second, second);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
-        let now = Instant::now();
-        let frames = metrics.frames_captured.get();
-        let bytes = TrackMap::from_fn(|t| metrics.track(t).bytes.get());
+        let (now, frames, bytes) = counters();
         let dt = now.duration_since(last.0).as_secs_f64().max(1e-3);
         let kbps =
             |t: Track| ((bytes[t] - last.2[t]) as f64 * 8.0 / 1000.0 / dt * 10.0).round() / 10.0;

@@ -646,6 +646,53 @@ fn ctl_ends_quietly_when_the_reader_of_its_stdout_goes_away() {
     }
 }
 
+/// The MQTT task panics (the test hook injects it 1 s into its first run): it is counted,
+/// restarted with a new connection that publishes the registration again, and obeys
+/// commands as before.
+#[test]
+fn an_mqtt_task_that_panics_reconnects_and_obeys() {
+    let dir = TempDir::new("mqtt-panic");
+    let broker = Mosquitto::start(dir.path(), "");
+    let mut w = Watcher::connect(broker.port, &["focusd/cam-r/#"]);
+    let conf = dir.path().join("cam-r.toml");
+    std::fs::write(&conf, format!("[mqtt]\nurl = \"{}\"\n", broker.url())).unwrap();
+    let bin =
+        Binary::under_test(env!("CARGO_BIN_EXE_focusd")).with_env("FOCUSD_TEST_PANIC", "mqtt@1");
+    let d = DaemonProcess::start(
+        &bin,
+        dir.path(),
+        &[
+            "--config",
+            conf.to_str().unwrap(),
+            "--device-id",
+            "cam-r",
+            "--source",
+            "test",
+            "--size",
+            "320x240",
+        ],
+    );
+    let patience = bin.patience(5 * SECOND);
+    w.wait_for("focusd/cam-r/info", patience, |_| true);
+    // Registered twice: once per connection.
+    w.wait_for("focusd/cam-r/info", patience + 2 * SECOND, |_| true);
+    assert_eq!(
+        metric(d.addr, "focusd_task_panics_total{task=\"mqtt\"}"),
+        1.0
+    );
+    assert!(metric(d.addr, "focusd_mqtt_connects_total") >= 2.0);
+    w.publish("focusd/cam-r/cmd", r#"{"mode":"LOW","id":"after-panic"}"#);
+    w.wait_for("focusd/cam-r/cmd/result", patience, |m| {
+        m.payload.contains("after-panic") && m.payload.contains("\"ok\":true")
+    });
+    let now = state(
+        http::request(d.addr, "GET", "/api/state", None, b"")
+            .unwrap()
+            .body,
+    );
+    assert_eq!(now.mode, Mode::Low);
+}
+
 #[test]
 fn mqtts_with_a_private_ca_and_a_client_certificate() {
     let dir = TempDir::new("mqtt-tls");

@@ -424,3 +424,91 @@ fn a_viewer_that_closes_normally_leaves_no_error_in_the_log() {
         "a normal close logged an error:\n{log}"
     );
 }
+
+/// A panic in the WebRTC server, the HTTP server's accept loop and the rates task (the
+/// test hook `FOCUSD_TEST_PANIC` injects one into each first run): the daemon survives,
+/// each panic is counted and a fault in the state and `/healthz` (503) until the restarted
+/// task has run 10 s, and a viewer of the restarted WebRTC server reconnects, as after a
+/// network loss.
+#[test]
+fn a_task_that_panics_is_reported_and_restarted_and_its_viewers_reconnect() {
+    use focusd_testkit::receiver::{Receiver, ReceiverOptions};
+    let dir = TempDir::new("supervised");
+    let bin = Binary::under_test(env!("CARGO_BIN_EXE_focusd"))
+        .with_env("FOCUSD_TEST_PANIC", "webrtc@4,http@4,rates@4");
+    let d = focusd_testkit::process::DaemonProcess::start(
+        &bin,
+        dir.path(),
+        &["--source", "test", "--size", "640x360"],
+    );
+    let patience = |s: u64| bin.patience(Duration::from_secs(s));
+    let before = Receiver::connect(d.addr, ReceiverOptions::default()).unwrap();
+    let (_, receiving) = before.wait_for(patience(3), |s| s.tracks[0].decoded >= 10);
+    assert!(
+        receiving,
+        "a viewer before the panics: {:?}",
+        before.stats()
+    );
+    let panics = |task: &str| {
+        metric(
+            d.addr,
+            &format!("focusd_task_panics_total{{task=\"{task}\"}}"),
+        )
+    };
+    let end = Instant::now() + patience(8);
+    while ["webrtc", "http", "rates"].iter().any(|t| panics(t) < 1.0) {
+        assert!(Instant::now() < end, "panics not counted:\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Reported: each a fault, /healthz says which, the log says why.
+    let health = http::request(d.addr, "GET", "/healthz", None, b"").unwrap();
+    let health_text = String::from_utf8_lossy(&health.body).into_owned();
+    assert_eq!(health.status, 503, "{health_text}");
+    for task in ["webrtc", "http", "rates"] {
+        assert!(
+            health_text.contains(&format!("{task}: the task panicked and was restarted")),
+            "{health_text}"
+        );
+    }
+    let state = http::request(d.addr, "GET", "/api/state", None, b"").unwrap();
+    let state: serde_json::Value = serde_json::from_slice(&state.body).unwrap();
+    let mut faulted: Vec<&str> = state["faults"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["part"].as_str().unwrap())
+        .collect();
+    faulted.sort_unstable();
+    assert_eq!(faulted, ["http", "rates", "webrtc"], "{state}");
+    // The restarted rates count from their restart, not from the start.
+    let fps = state["fps"].as_f64().unwrap();
+    assert!(fps <= 40.0, "{state}");
+    let log = d.log();
+    assert!(
+        log.contains("task panicked: FOCUSD_TEST_PANIC: injected panic in the webrtc task"),
+        "{log}"
+    );
+    // The old viewer's session went with the hub; a new one is admitted and served.
+    let decoded = before.stats().tracks[0].decoded;
+    let after = Receiver::connect(d.addr, ReceiverOptions::default()).unwrap();
+    let (seen, served) = after.wait_for(patience(3), |s| s.tracks[0].decoded >= 10);
+    assert!(served, "a viewer after the restart: {seen:?}");
+    assert!(
+        before.stats().tracks[0].decoded <= decoded + 2,
+        "the old session was gone with the hub that panicked"
+    );
+    assert_eq!(metric(d.addr, "focusd_viewers"), 1.0);
+    // Healthy again once the restarted tasks have run for 10 s.
+    let end = Instant::now() + patience(14);
+    loop {
+        let h = http::request(d.addr, "GET", "/healthz", None, b"").unwrap();
+        if h.status == 200 {
+            break;
+        }
+        assert!(Instant::now() < end, "{}", String::from_utf8_lossy(&h.body));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for task in ["webrtc", "http", "rates"] {
+        assert_eq!(panics(task), 1.0, "{task} panicked once, restarted once");
+    }
+}

@@ -30,6 +30,8 @@ pub struct Binary {
     files: Option<u64>,
     /// Whether it is given the kit's token (else it finds or makes its own).
     kit_token: bool,
+    /// More environment for every run.
+    env: Vec<(String, String)>,
 }
 
 impl Binary {
@@ -77,6 +79,7 @@ impl Binary {
             deb_arch,
             files: None,
             kit_token: true,
+            env: Vec::new(),
         }
     }
 
@@ -95,6 +98,7 @@ impl Binary {
             path,
             files: None,
             kit_token: true,
+            env: Vec::new(),
             runner: Vec::new(),
             deb_arch: native_deb_arch(),
         })
@@ -122,7 +126,14 @@ impl Binary {
         if self.kit_token {
             c.env("FOCUSD_TOKEN", http::TEST_TOKEN);
         }
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c
+    }
+
+    /// The same binary, run with `name=value` in its environment.
+    pub fn with_env(mut self, name: &str, value: &str) -> Binary {
+        self.env.push((name.to_string(), value.to_string()));
+        self
     }
 
     /// The same binary without the kit's token: it reads or generates its own (give it a

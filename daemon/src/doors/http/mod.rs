@@ -25,10 +25,10 @@ use crate::doors::pictures::{self, Pictures};
 use crate::doors::webrtc::OfferError;
 use crate::doors::webrtc::server::WebRtcHandle;
 use crate::service::metrics::Metrics;
-use crate::state::Control;
 use crate::state::command::{Access, Command};
 use crate::state::protocol::WebRtcConfig;
 use crate::state::streams::StreamsPatch;
+use crate::state::{Control, Part};
 use crate::video::signals::Liveness;
 
 /// Largest request body accepted.
@@ -186,30 +186,35 @@ fn utf8(bytes: Bytes) -> Result<String, Reject> {
         .map_err(|_| Reject::new(StatusCode::BAD_REQUEST, "body is not UTF-8"))
 }
 
+/// 200 while frames are captured and no supervised task is settling after a panic; else
+/// 503 with why (`no frame for 4.2 s; source: capture failed: ...`).
 async fn healthz(State(s): State<AppState>) -> Response {
     let stalled = match (s.liveness.since_last_beat(), s.liveness.stuck_encoder()) {
-        (Some(age), _) if age < Duration::from_secs(2) => {
-            return (StatusCode::OK, "ok\n").into_response();
-        }
-        (_, Some((track, age))) => format!(
+        (Some(age), _) if age < Duration::from_secs(2) => None,
+        (_, Some((track, age))) => Some(format!(
             "the {} encoder has not come back for {:.1} s",
             track.name(),
             age.as_secs_f64()
-        ),
-        (Some(age), None) => format!("no frame for {:.1} s", age.as_secs_f64()),
-        (None, None) => "no frame captured yet".to_string(),
+        )),
+        (Some(age), None) => Some(format!("no frame for {:.1} s", age.as_secs_f64())),
+        (None, None) => Some("no frame captured yet".to_string()),
     };
-    // Why, when a device is failing: `no frame for 4.2 s; source: capture failed: ...`.
-    let reasons: String = s
-        .control
-        .snapshot()
-        .faults
-        .iter()
-        .map(|f| format!("; {}: {} ({} failures)", f.part.name(), f.error, f.failures))
+    let faults = s.control.snapshot().faults;
+    let restarted = faults.iter().any(|f| Part::TASKS.contains(&f.part));
+    if stalled.is_none() && !restarted {
+        return (StatusCode::OK, "ok\n").into_response();
+    }
+    let reasons: Vec<String> = stalled
+        .into_iter()
+        .chain(
+            faults
+                .iter()
+                .map(|f| format!("{}: {} ({} failures)", f.part.name(), f.error, f.failures)),
+        )
         .collect();
     (
         StatusCode::SERVICE_UNAVAILABLE,
-        format!("{stalled}{reasons}\n"),
+        format!("{}\n", reasons.join("; ")),
     )
         .into_response()
 }
