@@ -30,6 +30,13 @@ type BadRequest = (
     &'static str,
 );
 
+/// Chromium's offer with a 40,017-character `a=ice-ufrag` in its first section.
+fn long_ufrag_offer() -> Vec<u8> {
+    let chrome = include_str!("data/chrome-offer.sdp");
+    let long = format!("a=ice-ufrag:{}", "a".repeat(40_017));
+    chrome.replacen("a=ice-ufrag:abcd", &long, 1).into_bytes()
+}
+
 #[test]
 fn bad_requests_get_clear_errors_while_viewers_keep_receiving() {
     let d = TestDaemon::start(&["--source", "test", "--size", "640x360"]);
@@ -124,6 +131,24 @@ fn bad_requests_get_clear_errors_while_viewers_keep_receiving() {
             AUDIO_ONLY.as_bytes().to_vec(),
             400,
             "no video",
+        ),
+        // An HTTP fuzz's find: a 40,017-character ufrag made str0m's ICE agent panic and
+        // took the WebRTC server down for every viewer after.
+        (
+            "POST",
+            "/offer",
+            Some("application/sdp"),
+            long_ufrag_offer(),
+            400,
+            "a=ice-ufrag is 40017 characters long",
+        ),
+        (
+            "POST",
+            "/whep",
+            Some("application/sdp"),
+            long_ufrag_offer(),
+            400,
+            "a=ice-ufrag is 40017 characters long",
         ),
         (
             "DELETE",

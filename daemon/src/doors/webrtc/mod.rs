@@ -7,6 +7,8 @@
 //! before they reach it, by a [`Negotiator`] on the caller's task.
 
 pub mod delivery;
+#[cfg(test)]
+mod fuzz;
 mod hub;
 mod negotiate;
 mod peer;

@@ -17,11 +17,16 @@ pub const MAX_SDP_LINE_BYTES: usize = 1024;
 /// candidate pairs and connectivity checks (a browser sends a handful, non-trickle).
 pub const MAX_CANDIDATES: usize = 64;
 
-/// RFC 8839's bounds: `ice-ufrag` is 4–256 ice-chars, `ice-pwd` 22–256. str0m's ICE
-/// agent writes the ufrag into the STUN USERNAME it answers with (at most 513 bytes,
-/// RFC 8489), and a longer one made it panic and take the WebRTC server down.
-const UFRAG_CHARS: std::ops::RangeInclusive<usize> = 4..=256;
+/// RFC 8839 lets `ice-ufrag` be 4–256 ice-chars and `ice-pwd` 22–256. str0m's ICE agent
+/// writes the peer's ufrag, a colon and its own 16-character ufrag into the USERNAME of
+/// its checks, and panics on a USERNAME over 128 bytes (`is` 0.12's STUN encoder): a
+/// longer ufrag took the whole WebRTC server down. So a ufrag is 4–111 characters here;
+/// real peers send 4 (Chromium) to 32 (GStreamer).
+const UFRAG_CHARS: std::ops::RangeInclusive<usize> = 4..=(STUN_USERNAME_MAX - 1 - LOCAL_UFRAG);
 const PWD_CHARS: std::ops::RangeInclusive<usize> = 22..=256;
+/// The longest USERNAME str0m's STUN encoder writes, and the length of its own ufrag.
+const STUN_USERNAME_MAX: usize = 128;
+const LOCAL_UFRAG: usize = 16;
 
 /// An offer that passed the checks, ready for str0m.
 #[derive(Debug)]
@@ -122,7 +127,7 @@ fn check_ice_chars(
     let value = value.trim_end();
     if !len.contains(&value.len()) {
         return Err(OfferError::Malformed(format!(
-            "a={name} is {} characters long (RFC 8839: {} to {})",
+            "a={name} is {} characters long (here {} to {})",
             value.len(),
             len.start(),
             len.end()
@@ -448,7 +453,7 @@ mod tests {
         // The bounds themselves pass.
         let edge = with_line(
             "a=ice-ufrag:",
-            &format!("a=ice-ufrag:{}", "u+/9".repeat(64)),
+            &format!("a=ice-ufrag:{}u+/", "u+/9".repeat(27)),
         );
         check_offer(&edge).unwrap();
         check_offer(&with_line("a=ice-ufrag:", "a=ice-ufrag:u+/9")).unwrap();
