@@ -372,11 +372,7 @@ async fn serve_connection(
     .await;
     if let Err(panic) = served {
         metrics.task_panics[Part::Http.index()].inc();
-        let why = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
+        let why = crate::service::supervisor::panic_message(panic.as_ref());
         tracing::error!("an HTTP connection's handler panicked: {why}; the connection was closed");
     }
     let mut s = shared.lock();

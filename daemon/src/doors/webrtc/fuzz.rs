@@ -8,14 +8,19 @@
 //! panic inside the WebRTC server's task). Mutations replace an attribute's value (ICE
 //! first: ufrag, pwd, candidates, fingerprints), drop, repeat or swap lines, cut the text
 //! or change a byte. `FOCUSD_FUZZ_CASES` sets how many cases a run tries (default 2000,
-//! about a second here); each failure is shrunk to a small offer and printed.
+//! about a second here), `FOCUSD_FUZZ_SEED` which ones (a number, or `random`; fixed by
+//! default so that CI is not red by chance); each failure is shrunk and printed.
+//!
+//! Found so far: a ufrag of 112–256 characters panics str0m's ICE agent (now refused
+//! by [`super::sdp`]); an offer with a byte changed in a GStreamer offer's payload types
+//! trips an assertion in str0m's SDP handling (now refused by the negotiator's guard).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
+use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use str0m::ice::{StunMessage, TransId};
 
 use super::delivery::Bounds;
@@ -329,11 +334,23 @@ fn mutated_offers_never_panic_and_are_refused_in_one_line() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(2000);
     let negotiator = test_negotiator(true);
-    let mut runner = TestRunner::new(Config {
+    // The same cases every run unless asked (CI must not go red by chance); a developer
+    // explores with FOCUSD_FUZZ_SEED=random, or any number.
+    let seed: u64 = match std::env::var("FOCUSD_FUZZ_SEED").as_deref() {
+        Ok("random") => getrandom::u64().expect("randomness"),
+        Ok(n) => n.parse().expect("FOCUSD_FUZZ_SEED is a number or `random`"),
+        Err(_) => 0x_f0c5_d0ff,
+    };
+    let mut seed_bytes = [0u8; 32];
+    seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    let config = Config {
         cases,
         failure_persistence: None,
         ..Config::default()
-    });
+    };
+    let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes);
+    let mut runner = TestRunner::new_with_rng(config, rng);
+    println!("FOCUSD_FUZZ_SEED={seed}");
     let strategy = (0..SEEDS.len() + 1, prop::collection::vec(mutation(), 1..5));
     let long = long_ufrag_offer();
     let (admitted, refused) = (std::cell::Cell::new(0u32), std::cell::Cell::new(0u32));

@@ -127,14 +127,17 @@ impl Negotiator {
         offer: &str,
         access: Access,
     ) -> Result<Admission, OfferError> {
-        let checked = sdp::check_offer(offer)?;
-        let mut rtc = self.rtc(now);
-        let answer = rtc.sdp_api().accept_offer(checked.offer).map_err(|e| {
-            OfferError::Malformed(e.to_string().lines().next().unwrap_or("").to_string())
+        let (video_mids, mut rtc, answer) = refuse_panics("the offer", || {
+            let checked = sdp::check_offer(offer)?;
+            let mut rtc = self.rtc(now);
+            let answer = rtc.sdp_api().accept_offer(checked.offer).map_err(|e| {
+                OfferError::Malformed(e.to_string().lines().next().unwrap_or("").to_string())
+            })?;
+            Ok((checked.video_mids, rtc, answer))
         })?;
 
         let mut tracks: TrackMap<Option<Outgoing>> = TrackMap::default();
-        for (track, mid) in Track::ALL.iter().zip(&checked.video_mids) {
+        for (track, mid) in Track::ALL.iter().zip(&video_mids) {
             let mid = Mid::from(mid.as_str());
             let Some(pt) = Peer::h264_pt(&mut rtc, mid) else {
                 continue;
@@ -245,12 +248,14 @@ impl SendOffer {
             OfferError::Malformed(why) => OfferError::Malformed(format!("answer: {why}")),
             other => other,
         })?;
-        let answer = SdpAnswer::from_sdp_string(answer)
-            .map_err(|e| OfferError::Malformed(format!("answer: {e}")))?;
-        self.rtc
-            .sdp_api()
-            .accept_answer(self.pending, answer)
-            .map_err(|e| OfferError::Malformed(format!("answer: {e}")))?;
+        let (rtc, pending) = (&mut self.rtc, self.pending);
+        refuse_panics("the answer", move || {
+            let answer = SdpAnswer::from_sdp_string(answer)
+                .map_err(|e| OfferError::Malformed(format!("answer: {e}")))?;
+            rtc.sdp_api()
+                .accept_answer(pending, answer)
+                .map_err(|e| OfferError::Malformed(format!("answer: {e}")))
+        })?;
         let mut tracks: TrackMap<Option<Outgoing>> = TrackMap::default();
         for track in Track::ALL {
             let mid = self.mids[track];
@@ -275,6 +280,23 @@ impl SendOffer {
             low_latency_playout: self.low_latency_playout,
         })
     }
+}
+
+/// Runs str0m's handling of a peer's SDP, a panic inside it (the property test in
+/// `fuzz.rs` found offers that trip its assertions) becoming a refusal of that SDP: the
+/// half-made session is thrown away, and the caller answers 400.
+fn refuse_panics<T>(
+    what: &str,
+    handle: impl FnOnce() -> Result<T, OfferError>,
+) -> Result<T, OfferError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(handle)).unwrap_or_else(|panic| {
+        let why = crate::service::supervisor::panic_message(panic.as_ref());
+        tracing::warn!("{what} made the WebRTC stack panic: {why}");
+        Err(OfferError::Malformed(format!(
+            "{what} made the WebRTC stack fail: {}",
+            why.chars().take(120).collect::<String>()
+        )))
+    })
 }
 
 /// An negotiator on one loopback candidate, for the hub's tests and these.
