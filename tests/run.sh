@@ -174,12 +174,20 @@ kill -STOP -- "-$boards_job" 2>/dev/null || true
 step "tests: x86_64 unit and end-to-end"
 tests cargo test --release --locked --no-fail-fast --workspace "${features[@]}" \
   --lib --bins --test binary --test backends
-# The test binaries just built; cargo names them, the newest of each is this build's.
-newest() { ls -t target/release/deps/"$1"-* | grep -v '\.d$' | head -n 1; }
+# The path of this build's test binary NAME, as cargo reports it (the newest file of that
+# name may be another build's: the featureless board build makes a `backends` too, with
+# none of the V4L2 tests).
+test_binary() {
+  cargo test --release --locked --workspace "${features[@]}" --no-run --message-format=json 2>/dev/null |
+    /usr/bin/python3 -c 'import json, sys
+for m in map(json.loads, sys.stdin):
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == sys.argv[1] and "test" in m["target"]["kind"]:
+        print(m["executable"])' "$1" | head -n 1
+}
 # The end-to-end tests one topic (module) at a time: a topic's tests run in parallel with
 # each other, never beside another topic's (Chromium behind a 1 Mbit/s link next to the
 # model detector's footage missed its frame counts).
-end_to_end=$(newest end_to_end)
+end_to_end=$(test_binary end_to_end)
 for topic in $("$end_to_end" --list --format terse | sed -n 's/::.*: test$//p' | sort -u); do
   tests "$end_to_end" "$topic::"
 done
@@ -188,7 +196,7 @@ step "tests: V4L2 capture against real drivers (vivid, an MJPEG webcam) in a VM"
 not_run=()
 if [ -n "${vm_job:-}" ]; then
   wait "$vm_job" || { cat "$tmp/v4l2vm.log"; status=1; }
-  tests bash tests/v4l2vm.sh "$(newest backends)" "$(newest end_to_end)"
+  tests bash tests/v4l2vm.sh "$(test_binary backends)" "$end_to_end"
 else
   not_run+=("V4L2 device tests: no VM tool at $v4l2vm (set V4L2VM)")
 fi

@@ -434,8 +434,13 @@ fn a_viewer_that_closes_normally_leaves_no_error_in_the_log() {
 fn a_task_that_panics_is_reported_and_restarted_and_its_viewers_reconnect() {
     use focusd_testkit::receiver::{Receiver, ReceiverOptions};
     let dir = TempDir::new("supervised");
-    let bin = Binary::under_test(env!("CARGO_BIN_EXE_focusd"))
-        .with_env("FOCUSD_TEST_PANIC", "webrtc@4,http@4,rates@4");
+    // Late enough for the first viewer to be watching (under qemu too).
+    let native = Binary::under_test(env!("CARGO_BIN_EXE_focusd"));
+    let at = if native.is_emulated() { 20 } else { 4 };
+    let bin = native.with_env(
+        "FOCUSD_TEST_PANIC",
+        &format!("webrtc@{at},http@{at},rates@{at}"),
+    );
     let d = focusd_testkit::process::DaemonProcess::start(
         &bin,
         dir.path(),
@@ -455,7 +460,7 @@ fn a_task_that_panics_is_reported_and_restarted_and_its_viewers_reconnect() {
             &format!("focusd_task_panics_total{{task=\"{task}\"}}"),
         )
     };
-    let end = Instant::now() + patience(8);
+    let end = Instant::now() + patience(8) + Duration::from_secs(at);
     while ["webrtc", "http", "rates"].iter().any(|t| panics(t) < 1.0) {
         assert!(Instant::now() < end, "panics not counted:\n{}", d.log());
         std::thread::sleep(Duration::from_millis(50));
