@@ -173,7 +173,7 @@ kill -STOP -- "-$boards_job" 2>/dev/null || true
 
 step "tests: x86_64 unit and end-to-end"
 tests cargo test --release --locked --no-fail-fast --workspace "${features[@]}" \
-  --lib --bins --test binary --test backends
+  --lib --test binary --test backends
 # The path of this build's test binary NAME, as cargo reports it (the newest file of that
 # name may be another build's: the featureless board build makes a `backends` too, with
 # none of the V4L2 tests).
