@@ -61,8 +61,7 @@ fn registration_availability_state_and_stats() {
     let avail = w.wait_for("focusd/cam-a/available", 5 * SECOND, |_| true);
     assert_eq!(avail.payload, "online");
     assert!(avail.retain);
-    let mut w = Watcher::connect(broker.port, &["focusd/cam-a/info", "focusd/cam-a/state"]);
-    let info = w.wait_for("focusd/cam-a/info", 5 * SECOND, |m| m.retain);
+    let info = broker.retained("focusd/cam-a/info", 5 * SECOND);
     let info: Info = serde_json::from_str(&info.payload).expect("info as the contract says");
     assert_eq!(info.id, "cam-a");
     assert_eq!(info.name, "Front door");
@@ -82,7 +81,7 @@ fn registration_availability_state_and_stats() {
     assert_eq!(info.tracks.context.fps, 30.0);
     assert_eq!(info.modes, Mode::ALL);
     assert!(!info.board.is_empty());
-    let state = w.wait_for("focusd/cam-a/state", 5 * SECOND, |m| m.retain);
+    let state = broker.retained("focusd/cam-a/state", 5 * SECOND);
     let state: State = serde_json::from_str(&state.payload).expect("the state JSON");
     assert_eq!(state.mode, Mode::High);
 
@@ -178,9 +177,7 @@ fn a_command_over_mqtt_changes_the_video_the_retained_state_and_the_other_doors(
     w.wait_for("focusd/cam-b/state", 2 * SECOND, |m| {
         state(&m.payload).mode == Mode::High
     });
-    let later = Watcher::connect(broker.port, &["focusd/cam-b/state"])
-        .wait_for("focusd/cam-b/state", 2 * SECOND, |m| m.retain)
-        .payload;
+    let later = broker.retained("focusd/cam-b/state", 2 * SECOND).payload;
     assert_eq!(state(&later).mode, Mode::High, "retained state follows");
     assert!(
         viewer
@@ -199,7 +196,7 @@ fn malformed_and_oversized_commands_are_refused_and_change_nothing() {
         broker.port,
         &["focusd/cam-c/cmd/result", "focusd/cam-c/state"],
     );
-    w.wait_for("focusd/cam-c/state", 5 * SECOND, |m| m.retain);
+    broker.retained("focusd/cam-c/state", 5 * SECOND);
     let big = format!(
         r#"{{"mode":"HIGH","id":"big","pad":"{}"}}"#,
         "x".repeat(5000)
@@ -252,7 +249,7 @@ fn the_picture_doors_open_and_close_over_mqtt_as_over_http() {
         &["focusd/cam-s/streams", "focusd/cam-s/cmd/result"],
     );
     let doors = |payload: &str| -> serde_json::Value { serde_json::from_str(payload).unwrap() };
-    let m = w.wait_for("focusd/cam-s/streams", 5 * SECOND, |m| m.retain);
+    let m = broker.retained("focusd/cam-s/streams", 5 * SECOND);
     assert_eq!(doors(&m.payload)["mjpeg"]["enabled"], true);
 
     w.publish("focusd/cam-s/streams/set", r#"{"mjpeg":{"enabled":false}}"#);
@@ -432,9 +429,7 @@ fn sigkill_leaves_the_last_will_and_sigterm_says_stopped() {
     });
     assert_eq!(last.payload, "stopped", "clean exit, not the will");
     // And it stays retained as `stopped`.
-    let retained = Watcher::connect(broker.port, &["focusd/cam-t/available"])
-        .wait_for("focusd/cam-t/available", 2 * SECOND, |m| m.retain)
-        .payload;
+    let retained = broker.retained("focusd/cam-t/available", 2 * SECOND).payload;
     assert_eq!(retained, "stopped");
 }
 

@@ -85,6 +85,25 @@ impl Mosquitto {
         }
     }
 
+    /// The retained message on `topic`, as a console that connects now gets it: a new
+    /// subscriber each try until one is handed a retained message, for at most `within`.
+    /// (A subscriber that came before the publish gets it live, without the retain flag,
+    /// so waiting for the flag on a subscriber made before the daemon registered races.)
+    pub fn retained(&self, topic: &str, within: Duration) -> Message {
+        let end = Instant::now() + within;
+        let mut seen = Vec::new();
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            let mut w = Watcher::connect(self.port, &[topic]);
+            // The broker sends what it retains right after the SUBACK.
+            match w.next(left.min(Duration::from_millis(200))) {
+                Some(m) if m.retain => return m,
+                Some(m) => seen.push(m.payload.chars().take(80).collect::<String>()),
+                None => {}
+            }
+        }
+        panic!("nothing retained on {topic} within {within:?}; saw live {seen:#?}");
+    }
+
     /// `mqtt://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
