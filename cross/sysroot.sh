@@ -4,13 +4,15 @@
 # the host gets no foreign-architecture packages (installing libc6:arm64 on the host makes
 # qemu-user hang). Also qemu-user's library prefix for running the result.
 # Usage: cross/sysroot.sh ARCH DIR      (ARCH: arm64 | armhf; needs mmdebstrap and the
-#                                        network; ~20 s and 400 MB each; another Debian
+#                                        network; ~25 s and 420 MB each; another Debian
 #                                        mirror: FOCUSD_DEBIAN_MIRROR=URL)
 # A DIR this script made for the same packages is kept as it is.
 set -euo pipefail
 [ $# -eq 2 ] || { echo "usage: cross/sysroot.sh ARCH DIR" >&2; exit 2; }
 arch=$1 dir=$2
-packages=(libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev)
+# The base plugins (videotestsrc, videoconvert, appsink...) too: the unit tests of the
+# gstreamer feature run under qemu-user against the board's GStreamer.
+packages=(libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev gstreamer1.0-plugins-base)
 want="bookworm $arch ${packages[*]} 1"
 if [ "$(cat "$dir/.focusd-sysroot" 2>/dev/null)" = "$want" ]; then
   exit 0

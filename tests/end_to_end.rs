@@ -10,6 +10,7 @@ mod aiortc;
 mod browser;
 mod gstreamer;
 mod http;
+mod libcamera;
 mod pictures;
 mod roi;
 mod rtsp_server;

@@ -50,6 +50,10 @@ gst-inspect-1.0 x264enc >/dev/null 2>&1 ||
     gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav)
 /usr/bin/python3 -c 'import gi; gi.require_version("GstRtspServer", "1.0")' 2>/dev/null ||
   need+=(python3-gi python3-gst-1.0 gir1.2-gst-rtsp-server-1.0)
+# libcamera and its GStreamer element for the vimc camera in the VM (the VM mounts this
+# machine's filesystem); `cam` to look at it by hand.
+gst-inspect-1.0 libcamerasrc >/dev/null 2>&1 ||
+  need+=(libcamera-tools libcamera-ipa gstreamer1.0-libcamera)
 [ -x /usr/lib/chromium/chromium ] || need+=(chromium)
 command -v node >/dev/null || need+=(nodejs npm)
 /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
@@ -112,8 +116,10 @@ setsid bash -c "$lowest" lowest bash -c '
   # board crate differs, its disabled.rs stand-ins.
   bash cross/build.sh "$@"
   cargo build --release --locked "${flags[@]}" -p focusd-board --lib
-  # The unit-test binaries and their dev-dependencies, off the critical path.
-  cargo test --release --locked "${flags[@]}" --features focusd/v4l2,focusd/v4l2-m2m -p focusd-board -p focusd --lib --no-run
+  # The unit-test binaries and their dev-dependencies, off the critical path, with the
+  # packaged build'"'"'s features: with fewer (no GStreamer, whose glib changes smallvec'"'"'s
+  # features), tract and a hundred crates under it were compiled a second time (529 s).
+  cargo test --release --locked "${flags[@]}" --features focusd/v4l2,focusd/v4l2-m2m,focusd/gstreamer -p focusd-board -p focusd --lib --no-run
   echo "boards built in $SECONDS s (background)"
 ' boards "$boards_dir" "${boards[@]}" >"$tmp/boards.log" 2>&1 &
 boards_job=$!
@@ -192,11 +198,11 @@ for topic in $("$end_to_end" --list --format terse | sed -n 's/::.*: test$//p' |
   tests "$end_to_end" "$topic::"
 done
 
-step "tests: V4L2 capture against real drivers (vivid, an MJPEG webcam) in a VM"
+step "tests: V4L2 capture against real drivers (vivid, an MJPEG webcam), libcamera on vimc, in a VM"
 not_run=()
 if [ -n "${vm_job:-}" ]; then
   wait "$vm_job" || { cat "$tmp/v4l2vm.log"; status=1; }
-  tests bash tests/v4l2vm.sh "$(test_binary backends)" "$end_to_end"
+  tests bash tests/v4l2vm.sh "$(test_binary backends)" "$end_to_end" target/release/focusd
 else
   not_run+=("V4L2 device tests: no VM tool at $v4l2vm (set V4L2VM)")
 fi
@@ -223,8 +229,13 @@ if wait "$boards_job"; then
     # As the boards were built: their environment (it names only their targets), and not
     # the x86 build's wrapper.
     focusd_cross_env "$boards_dir/sysroot" "${boards[@]}"
-    tests env -u RUSTC_WORKSPACE_WRAPPER CARGO_TARGET_DIR="$boards_dir" \
-      cargo test --release --locked --no-fail-fast --target "$target" --features focusd/v4l2,focusd/v4l2-m2m -p focusd-board -p focusd --lib
+    # They link the board's GStreamer: qemu takes every library from its sysroot, and
+    # GStreamer scans its plugins in-process (no aarch64 plugin scanner to exec).
+    case $arch in arm64) qemu=qemu-aarch64-static ;; armhf) qemu=qemu-arm-static ;; esac
+    runner_var=CARGO_TARGET_$(tr 'a-z-' 'A-Z_' <<<"$target")_RUNNER
+    tests env -u RUSTC_WORKSPACE_WRAPPER CARGO_TARGET_DIR="$boards_dir" GST_REGISTRY_FORK=no \
+      "$runner_var=$qemu -L $PWD/$boards_dir/sysroot/$arch" \
+      cargo test --release --locked --no-fail-fast --target "$target" --features focusd/v4l2,focusd/v4l2-m2m,focusd/gstreamer -p focusd-board -p focusd --lib
     step "tests: $target binary and package tests (smoke, sd_notify, exit codes, .deb) under qemu-user"
     # The packaged binary links the board's GStreamer: qemu takes libraries from its sysroot.
     FOCUSD_TARGET=$target FOCUSD_BINARY=$PWD/$boards_dir/$target/release/focusd \

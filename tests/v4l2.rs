@@ -6,12 +6,13 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use focusd::state::Part;
 use focusd_testkit::TestDaemon;
 use focusd_testkit::process::metric;
 use focusd_testkit::receiver::{Receiver, ReceiverOptions};
+use focusd_testkit::wait::{eventually, seen};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -36,27 +37,6 @@ fn vivid() -> PathBuf {
 fn run(cmd: &str, args: &[&str]) {
     let status = Command::new(cmd).args(args).status().unwrap();
     assert!(status.success(), "{cmd} {args:?}");
-}
-
-/// Polls `check` until it holds or `WAIT` passes; `check` says what it saw when not.
-fn eventually(what: &str, mut check: impl FnMut() -> Result<(), String>) {
-    let end = Instant::now() + WAIT;
-    loop {
-        match check() {
-            Ok(()) => return,
-            Err(saw) if Instant::now() >= end => panic!("{what}: not within {WAIT:?}: {saw}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
-}
-
-/// `Ok` when `holds`, else what was seen.
-fn seen(holds: bool, saw: impl std::fmt::Debug) -> Result<(), String> {
-    if holds {
-        Ok(())
-    } else {
-        Err(format!("{saw:?}"))
-    }
 }
 
 #[test]
@@ -87,13 +67,13 @@ fn a_camera_unplugged_and_back_while_a_viewer_watches() {
         &["-d", dev.to_str().unwrap(), "--set-ctrl", "disconnect=1"],
     );
     std::fs::rename(&dev, &away).unwrap();
-    eventually("the fault in the state", || {
+    eventually("the fault in the state", WAIT, || {
         let faults = d.state().faults;
         seen(faults.iter().any(|f| f.part == Part::Source), faults)
     });
     let fault = d.state().faults[0].clone();
     println!("fault: {fault:?}");
-    eventually("/healthz says why", || {
+    eventually("/healthz says why", WAIT, || {
         let h = d.get("/healthz");
         let body = String::from_utf8_lossy(&h.body).into_owned();
         seen(
@@ -103,7 +83,7 @@ fn a_camera_unplugged_and_back_while_a_viewer_watches() {
     });
     assert_eq!(metric(d.addr, "focusd_fault{part=\"source\"}"), 1.0);
     let retries = d.liveness().recovery_attempts();
-    eventually("reopen attempts go on (the watchdog is fed)", || {
+    eventually("reopen attempts go on (the watchdog is fed)", WAIT, || {
         let now = d.liveness().recovery_attempts();
         seen(now > retries + 1, now)
     });
@@ -118,7 +98,7 @@ fn a_camera_unplugged_and_back_while_a_viewer_watches() {
     };
     let before = (keyframes("context"), keyframes("source"));
     std::fs::rename(&away, &dev).unwrap();
-    eventually("the fault clears", || {
+    eventually("the fault clears", WAIT, || {
         let faults = d.state().faults;
         seen(faults.is_empty(), faults)
     });

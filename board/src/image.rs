@@ -285,8 +285,13 @@ macro_rules! plane_accessors {
     };
 }
 
-impl Plane<'_> {
+impl<'a> Plane<'a> {
     plane_accessors!();
+
+    /// The plane's bytes, for as long as the image is borrowed.
+    pub fn into_data(self) -> &'a [u8] {
+        self.data
+    }
 }
 
 impl<'a> PlaneMut<'a> {

@@ -11,6 +11,12 @@ use focusd::service::sd_notify::{self, Notifier};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
+    // libcamera's helper process (started by the daemon itself): before the flags, which
+    // do not know it.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(focusd_board::source::LIBCAMERA_HELPER) {
+        return ExitCode::from(focusd_board::source::run_libcamera_helper(&args[1..]));
+    }
     let flags = Flags::parse();
     let logs = tracing_subscriber::fmt()
         .with_env_filter(log_filter())

@@ -435,3 +435,52 @@ fn every_command_ends_quietly_when_the_reader_of_its_stdout_goes_away() {
         assert!(stderr.contains("cannot write to stdout"), "{stderr}");
     }
 }
+
+/// libcamera's helper process (`focusd __libcamera-capture`, started by the daemon for a
+/// libcamera camera): a bad request exits 2, a camera it cannot open exits 1, each with one
+/// line on stderr and nothing on stdout (where the daemon expects its pictures).
+#[test]
+fn the_libcamera_helper_refuses_bad_requests_and_missing_cameras_clearly() {
+    use std::io::Read;
+    let helper = |request: &str| -> (i32, String, usize) {
+        let mut child = Binary::under_test(env!("CARGO_BIN_EXE_focusd"))
+            .command()
+            .args([focusd_board::source::LIBCAMERA_HELPER, request])
+            // The daemon keeps its stdin open; its end ends the helper.
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("focusd runs");
+        let _stdin = child.stdin.take();
+        let (mut out, mut err) = (Vec::new(), String::new());
+        child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        let status = child.wait().unwrap();
+        (status.code().unwrap_or(-1), err, out.len())
+    };
+    let (code, err, out) = helper("{not json");
+    assert_eq!((code, out), (2, 0), "{err}");
+    let why = if cfg!(feature = "gstreamer") {
+        "bad request"
+    } else {
+        "--features gstreamer"
+    };
+    assert!(err.contains(why), "{err}");
+
+    let (code, err, out) =
+        helper(r#"{"id":"no such camera","size":[640,360],"fps":30.0,"lores_width":320}"#);
+    assert_eq!(out, 0, "nothing on stdout: {err}");
+    if cfg!(feature = "gstreamer") {
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("libcamera no such camera"), "{err}");
+    } else {
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("--features gstreamer"), "{err}");
+    }
+}

@@ -429,7 +429,9 @@ fn sigkill_leaves_the_last_will_and_sigterm_says_stopped() {
     });
     assert_eq!(last.payload, "stopped", "clean exit, not the will");
     // And it stays retained as `stopped`.
-    let retained = broker.retained("focusd/cam-t/available", 2 * SECOND).payload;
+    let retained = broker
+        .retained("focusd/cam-t/available", 2 * SECOND)
+        .payload;
     assert_eq!(retained, "stopped");
 }
 

@@ -12,6 +12,7 @@
 //! * [`pki`]: a private CA and certificates for the TLS tests; [`stun`]: a STUN server;
 //! * [`janus`]: a real Janus with a Streaming mountpoint for the relay door;
 //! * [`bench`]: the benchmark behind the `focusd-bench` binary;
+//! * [`wait::eventually`]: polls a check until it holds, saying what it last saw;
 //! * [`TempDir`], [`free_port`] and [`free_udp_pair`].
 //!
 //! It is not shipped: the daemon's library and binary do not depend on it.
@@ -28,6 +29,7 @@ pub mod pki;
 pub mod process;
 pub mod receiver;
 pub mod stun;
+pub mod wait;
 
 use std::path::{Path, PathBuf};
 

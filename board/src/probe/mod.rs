@@ -85,6 +85,8 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub l4t: Option<String>,
     pub backends: Vec<Backend>,
+    /// Cameras libcamera drives (empty without the GStreamer backend or `libcamerasrc`).
+    pub cameras: Vec<source::Camera>,
     /// V4L2 device nodes (empty when the V4L2 backend is not in this build).
     pub video_nodes: Vec<VideoNode>,
     pub encoders: Vec<EncoderInfo>,
@@ -215,6 +217,7 @@ fn probe_in(root: &Path, source: &SourceSpec, encoder: &EncoderSpec) -> Report {
         board_kind: board.kind(),
         l4t: l4t_release(root),
         backends: backends(),
+        cameras: source::libcamera_cameras(),
         video_nodes,
         encoders,
         source,
@@ -233,6 +236,16 @@ impl std::fmt::Display for Report {
         for b in &self.backends {
             let state = if b.enabled { "yes" } else { "no" };
             writeln!(f, "  {:<44} {state:<3} (feature {})", b.name, b.feature)?;
+        }
+        writeln!(f, "libcamera cameras:")?;
+        if self.cameras.is_empty() {
+            writeln!(f, "  none seen")?;
+        }
+        for c in &self.cameras {
+            writeln!(f, "  {}", c.spec)?;
+            if !c.modes.is_empty() {
+                writeln!(f, "    {}", c.modes.join(", "))?;
+            }
         }
         writeln!(f, "video devices:")?;
         if self.video_nodes.is_empty() {

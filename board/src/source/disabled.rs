@@ -31,30 +31,12 @@ pub(super) mod v4l2 {
     }
 }
 
-/// GStreamer capture, and libcamera through GStreamer's `libcamerasrc` (feature
-/// `gstreamer`).
+/// GStreamer capture (feature `gstreamer`).
 #[cfg(not(feature = "gstreamer"))]
 pub(super) mod gst {
     use std::path::Path;
 
-    use crate::source::{FrameSource, SourceError, SourceSpec};
-
-    /// The first libcamera camera on this machine: none without the backend.
-    pub(in crate::source) fn first_camera() -> Option<SourceSpec> {
-        None
-    }
-
-    pub(in crate::source) fn open_libcamera(
-        _id: Option<&str>,
-        _size: (u32, u32),
-        _fps: f64,
-        _lores_width: u32,
-    ) -> Result<Box<dyn FrameSource>, SourceError> {
-        Err(SourceError::NotEnabled {
-            backend: "libcamera (through GStreamer)",
-            feature: "gstreamer",
-        })
-    }
+    use crate::source::{FrameSource, SourceError};
 
     pub(in crate::source) fn open(_pipeline: &str) -> Result<Box<dyn FrameSource>, SourceError> {
         Err(SourceError::NotEnabled {
@@ -79,6 +61,40 @@ pub(super) mod gst {
     ) -> Result<Box<dyn FrameSource>, SourceError> {
         Err(SourceError::NotEnabled {
             backend: "GStreamer (RTSP)",
+            feature: "gstreamer",
+        })
+    }
+}
+
+/// libcamera through GStreamer's `libcamerasrc` (feature `gstreamer`).
+#[cfg(not(feature = "gstreamer"))]
+pub(super) mod libcamera {
+    use crate::source::{Camera, FrameSource, SourceError, SourceSpec};
+
+    /// The helper process: nothing to run without the backend.
+    pub(in crate::source) fn run_child(_args: &[String]) -> u8 {
+        eprintln!("focusd: libcamera is not in this build (rebuild with --features gstreamer)");
+        2
+    }
+
+    /// libcamera's cameras: none seen without the backend.
+    pub(in crate::source) fn cameras() -> Vec<Camera> {
+        Vec::new()
+    }
+
+    /// The first libcamera camera on this machine: none without the backend.
+    pub(in crate::source) fn first_camera() -> Option<SourceSpec> {
+        None
+    }
+
+    pub(in crate::source) fn open(
+        _id: Option<&str>,
+        _size: (u32, u32),
+        _fps: f64,
+        _lores_width: u32,
+    ) -> Result<Box<dyn FrameSource>, SourceError> {
+        Err(SourceError::NotEnabled {
+            backend: "libcamera (through GStreamer)",
             feature: "gstreamer",
         })
     }

@@ -1,7 +1,7 @@
 //! GStreamer sources (feature `gstreamer`): `gst:PIPELINE` ending in an appsink (a Jetson's
 //! CSI camera through `nvarguscamerasrc`, anything GStreamer opens), `rtsp://` cameras,
-//! files in any container and codec GStreamer decodes, and libcamera through
-//! `libcamerasrc`.
+//! files in any container and codec GStreamer decodes; and the pipeline runner that
+//! libcamera's cameras ([`super::libcamera`]) use too.
 //!
 //! Each is a pipeline ending in an `appsink` that keeps one buffer and drops older ones
 //! (the newest picture wins); a second appsink named [`LORES_SINK`] delivers the
@@ -23,7 +23,7 @@ use gstreamer_video::{VideoFormat, VideoFrameRef, VideoInfo};
 
 use crate::frame::CaptureTime;
 use crate::image::{Image, Layout, PixelFormat};
-use crate::source::{FrameSource, SourceError, SourceSpec};
+use crate::source::{FrameSource, SourceError};
 
 /// A source that delivers no picture for this long is treated as gone.
 pub const STALL: Duration = Duration::from_secs(3);
@@ -42,23 +42,6 @@ pub const LORES_SINK: &str = "lores";
 
 /// Slices of a wait for a picture, between looks at the bus for an error.
 const BUS_LOOK: Duration = Duration::from_millis(100);
-
-/// The first libcamera camera: GStreamer's device monitor, when `libcamerasrc` is
-/// installed, lists libcamera's cameras.
-pub(in crate::source) fn first_camera() -> Option<SourceSpec> {
-    init().ok()?;
-    gst::ElementFactory::find("libcamerasrc")?;
-    let monitor = gst::DeviceMonitor::new();
-    monitor.add_filter(Some("Video/Source"), None);
-    monitor.start().ok()?;
-    let found = monitor.devices().into_iter().find_map(|d| {
-        let props = d.properties()?;
-        let api = props.get::<String>("device.api").ok();
-        (api.as_deref() == Some("libcamera")).then(|| d.display_name().to_string())
-    });
-    monitor.stop();
-    found.map(|name| SourceSpec::Libcamera(Some(name)))
-}
 
 /// `gst:PIPELINE`: the user's pipeline; its appsink is made to take I420 or NV12.
 pub(in crate::source) fn open(pipeline: &str) -> Result<Box<dyn FrameSource>, SourceError> {
@@ -108,45 +91,6 @@ pub(in crate::source) fn open_rtsp(
         format!("rtsp {}", redact(url)),
         Playback::Live,
     )?))
-}
-
-/// libcamera through `libcamerasrc` (Raspberry Pi cameras): two streams from the ISP, the
-/// main picture at `size` and the low-resolution one `lores_width` wide, so the context
-/// track costs no software scaling.
-pub(in crate::source) fn open_libcamera(
-    id: Option<&str>,
-    size: (u32, u32),
-    fps: f64,
-    lores_width: u32,
-) -> Result<Box<dyn FrameSource>, SourceError> {
-    init()?;
-    if gst::ElementFactory::find("libcamerasrc").is_none() {
-        return Err(SourceError::Format(
-            "libcamerasrc is not installed (Raspberry Pi OS: sudo apt install gstreamer1.0-libcamera)"
-                .into(),
-        ));
-    }
-    Ok(Box::new(GstSource::launch(
-        &libcamera_pipeline(id, size, fps, lores_width),
-        format!("libcamera {}", id.unwrap_or("(first camera)")),
-        Playback::Live,
-    )?))
-}
-
-/// The `libcamerasrc` pipeline: its always pad gives the main stream, a requested pad the
-/// low-resolution one; the ISP scales both.
-fn libcamera_pipeline(id: Option<&str>, size: (u32, u32), fps: f64, lores_width: u32) -> String {
-    let name = id
-        .map(|id| format!(" camera-name=\"{}\"", id.replace('"', "")))
-        .unwrap_or_default();
-    let (lw, lh) = crate::scale::lores_size(size, lores_width);
-    let fps = (fps.round() as u32).max(1);
-    format!(
-        "libcamerasrc name=cam{name} \
-         cam.src ! video/x-raw,format=NV12,width={},height={},framerate={fps}/1 ! appsink name={MAIN_SINK} \
-         cam.src_0 ! video/x-raw,width={lw},height={lh} ! appsink name={LORES_SINK}",
-        size.0, size.1
-    )
 }
 
 /// The caps after `videoscale`: a size when asked, the formats focusd takes.
@@ -215,7 +159,7 @@ fn copy_sample(sample: &gst::Sample, image: &mut Image) -> Result<(), String> {
 
 /// What an end of stream means.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Playback {
+pub(super) enum Playback {
     /// A camera or a stream: the end is a failure (reopened with backoff).
     Live,
     /// A file: start again.
@@ -245,6 +189,21 @@ impl std::fmt::Debug for GstSource {
     }
 }
 
+/// The pipeline `description` says (`label` names it in errors), not started.
+pub(super) fn parse(description: &str, label: &str) -> Result<gst::Pipeline, SourceError> {
+    init()?;
+    let bad = |what: String| SourceError::Format(format!("{label}: {what}"));
+    let element = gst::parse::launch(description).map_err(|e| bad(e.to_string()))?;
+    match element.downcast::<gst::Pipeline>() {
+        Ok(p) => Ok(p),
+        Err(single) => {
+            let p = gst::Pipeline::new();
+            p.add(&single).map_err(|e| bad(e.to_string()))?;
+            Ok(p)
+        }
+    }
+}
+
 impl GstSource {
     /// Parses and starts `pipeline`, which ends in an appsink, and waits for its first
     /// picture to learn its size and format.
@@ -253,17 +212,17 @@ impl GstSource {
         description: String,
         playback: Playback,
     ) -> Result<Self, SourceError> {
-        init()?;
+        Self::start(parse(pipeline, &description)?, description, playback)
+    }
+
+    /// Starts `pipeline`, which ends in an appsink (two: [`MAIN_SINK`] and
+    /// [`LORES_SINK`]), and waits for its first picture to learn its size and format.
+    pub(super) fn start(
+        pipeline: gst::Pipeline,
+        description: String,
+        playback: Playback,
+    ) -> Result<Self, SourceError> {
         let bad = |what: String| SourceError::Format(format!("{description}: {what}"));
-        let element = gst::parse::launch(pipeline).map_err(|e| bad(e.to_string()))?;
-        let pipeline = match element.downcast::<gst::Pipeline>() {
-            Ok(p) => p,
-            Err(single) => {
-                let p = gst::Pipeline::new();
-                p.add(&single).map_err(|e| bad(e.to_string()))?;
-                p
-            }
-        };
         let sinks: Vec<AppSink> = pipeline
             .iterate_sinks()
             .into_iter()
@@ -462,25 +421,6 @@ impl FrameSource for GstSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn libcamera_asks_the_isp_for_both_pictures() {
-        let p = libcamera_pipeline(Some("imx708"), (1280, 720), 30.0, 320);
-        assert!(
-            p.starts_with("libcamerasrc name=cam camera-name=\"imx708\""),
-            "{p}"
-        );
-        assert!(
-            p.contains("cam.src ! video/x-raw,format=NV12,width=1280,height=720,framerate=30/1 ! appsink name=focusd"),
-            "{p}"
-        );
-        assert!(
-            p.contains("cam.src_0 ! video/x-raw,width=320,height=180 ! appsink name=lores"),
-            "{p}"
-        );
-        // What GStreamer parses (no libcamerasrc needed for the syntax).
-        assert!(!libcamera_pipeline(None, (640, 480), 25.0, 320).contains("camera-name"));
-    }
 
     #[test]
     fn passwords_stay_out_of_descriptions() {

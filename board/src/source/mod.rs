@@ -17,8 +17,12 @@ mod y4m;
 
 #[cfg(not(feature = "gstreamer"))]
 use disabled::gst;
+#[cfg(not(feature = "gstreamer"))]
+use disabled::libcamera;
 #[cfg(feature = "gstreamer")]
 pub mod gst;
+#[cfg(feature = "gstreamer")]
+pub mod libcamera;
 #[cfg(not(feature = "v4l2"))]
 use disabled::v4l2;
 #[cfg(feature = "v4l2")]
@@ -197,7 +201,7 @@ pub fn open(spec: &SourceSpec, wanted: Wanted) -> Result<Box<dyn FrameSource>, S
         SourceSpec::File(path) => gst::open_file(path, scale_file.then_some(size)),
         SourceSpec::Rtsp(url) => gst::open_rtsp(url, scale_file.then_some(size)),
         SourceSpec::V4l2(dev) => v4l2::open(dev, size, fps),
-        SourceSpec::Libcamera(id) => gst::open_libcamera(id.as_deref(), size, fps, lores_width),
+        SourceSpec::Libcamera(id) => libcamera::open(id.as_deref(), size, fps, lores_width),
         SourceSpec::Gst(pipeline) => gst::open(pipeline),
     }
 }
@@ -212,7 +216,7 @@ fn is_y4m(path: &std::path::Path) -> bool {
 /// first V4L2 camera (on a Pi, the ISP's V4L2 nodes are not cameras to open directly), else
 /// the test pattern.
 pub fn resolve_auto() -> (SourceSpec, String) {
-    if let Some(camera) = gst::first_camera() {
+    if let Some(camera) = libcamera::first_camera() {
         return (camera, "the first libcamera camera".into());
     }
     if let Some(camera) = v4l2::first_camera() {
@@ -231,6 +235,40 @@ pub fn resolve_auto() -> (SourceSpec, String) {
         format!("no camera found ({} not in this build)", missing.join(", "))
     };
     (SourceSpec::Test, reason)
+}
+
+/// A camera that libcamera drives, as `focusd probe` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Camera {
+    /// How `--source` names it: `libcamera:ID`.
+    #[serde(serialize_with = "crate::source::serialize_spec")]
+    pub spec: SourceSpec,
+    /// What it offers for video, e.g. `NV12 1280x720` or `RGB 48x48-4096x2160`.
+    pub modes: Vec<String>,
+}
+
+fn serialize_spec<S: serde::Serializer>(spec: &SourceSpec, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(spec)
+}
+
+/// The hidden subcommand that runs libcamera's helper process (`focusd
+/// __libcamera-capture REQUEST`, see [`libcamera`]): the daemon's `main` hands the
+/// arguments after it to [`run_libcamera_helper`].
+pub const LIBCAMERA_HELPER: &str = "__libcamera-capture";
+
+/// The binary that runs libcamera's helper, when not the running one (a test binary that
+/// embeds the daemon has no such subcommand): the path of a `focusd` binary.
+pub const LIBCAMERA_HELPER_ENV: &str = "FOCUSD_LIBCAMERA_HELPER";
+
+/// Runs libcamera's helper process with the arguments after [`LIBCAMERA_HELPER`];
+/// returns its exit status (2 when this build has no libcamera).
+pub fn run_libcamera_helper(args: &[String]) -> u8 {
+    libcamera::run_child(args)
+}
+
+/// The cameras libcamera drives (none without the GStreamer backend or `libcamerasrc`).
+pub fn libcamera_cameras() -> Vec<Camera> {
+    libcamera::cameras()
 }
 
 /// Every V4L2 device node and what it is to focusd (none without the V4L2 backend).
