@@ -9,7 +9,7 @@
 # tests, the packages, the systemd boot and the benchmark run the same binaries. The boards'
 # build runs in the background at the lowest priority (in target/boards/, so that neither
 # build waits for the other's lock) and fills the cores the x86 steps leave idle; the
-# benchmark runs alone at the end.
+# benchmark runs beside its end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=cross/env.sh
@@ -220,6 +220,12 @@ fi
 
 kill -CONT -- "-$boards_job" 2>/dev/null || true
 
+# The bench beside the boards' build, which takes only what the bench leaves idle (its
+# lowest priority): the figures are informational here (the README's come from long
+# quiet runs), and the build is most of what is left.
+step "benchmark (short; figures only, no pass/fail; the boards' build beside it at the lowest priority)"
+target/release/focusd-bench --seconds 2 --viewers 8 --footage tests/.media/vtest.y4m
+
 step "waiting for the boards' build (background since the start; paused during the tests)"
 if wait "$boards_job"; then
   tail -n 3 "$tmp/boards.log"
@@ -247,9 +253,6 @@ else
   echo "the boards' build failed: their tests did not run"
   status=1
 fi
-
-step "benchmark (short; figures only, no pass/fail)"
-target/release/focusd-bench --seconds 2 --viewers 8 --footage tests/.media/vtest.y4m
 
 step "summary"
 passed=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) if ($(i+1) ~ /^passed;?$/) s += $i } END { print s + 0 }' "$log")

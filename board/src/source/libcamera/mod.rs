@@ -266,14 +266,15 @@ fn negotiate(
     fps: f64,
     lores_width: u32,
 ) -> Result<GstSource, SourceError> {
-    gst::init().map_err(|e| SourceError::Format(format!("GStreamer cannot start: {e}")))?;
-    if gst::ElementFactory::find("libcamerasrc").is_none() {
-        return Err(SourceError::Format(
-            "libcamerasrc is not installed (Raspberry Pi OS: sudo apt install gstreamer1.0-libcamera)"
-                .into(),
-        ));
-    }
     let camera = id.unwrap_or("(first camera)");
+    gst::init().map_err(|e| {
+        SourceError::Format(format!("libcamera {camera}: GStreamer cannot start: {e}"))
+    })?;
+    if gst::ElementFactory::find("libcamerasrc").is_none() {
+        return Err(SourceError::Format(format!(
+            "libcamera {camera}: libcamerasrc is not installed (Raspberry Pi OS: sudo apt install gstreamer1.0-libcamera)"
+        )));
+    }
     let formats = formats_of(id);
     let mut refusals = Vec::new();
     // 1 and 2: exactly what focusd takes, when the camera offers NV12 (or is not listed,
