@@ -185,13 +185,7 @@ fn the_vimc_camera_streams_both_tracks_and_survives_going_away() {
         let faults = d.state().faults;
         seen(faults.is_empty(), faults)
     });
-    let decoded = r.stats().tracks.each_ref().map(|t| t.decoded);
-    let (s, ok) = r.wait_for(WAIT, |s| {
-        s.tracks
-            .iter()
-            .zip(decoded)
-            .all(|(t, before)| t.decoded >= before + 5)
-    });
+    let (s, ok) = r.wait_for_more_decoded(5, WAIT);
     assert!(
         ok,
         "pictures resume: {:?}",
@@ -220,13 +214,7 @@ fn the_vimc_camera_streams_both_tracks_and_survives_going_away() {
         let now = helper_pids();
         seen(now.iter().any(|&p| p != helper), now)
     });
-    let decoded = r.stats().tracks.each_ref().map(|t| t.decoded);
-    let (s, ok) = r.wait_for(WAIT, |s| {
-        s.tracks
-            .iter()
-            .zip(decoded)
-            .all(|(t, before)| t.decoded >= before + 5)
-    });
+    let (s, ok) = r.wait_for_more_decoded(5, WAIT);
     assert!(
         ok,
         "pictures resume after the helper died: {:?}",

@@ -102,13 +102,7 @@ fn a_camera_unplugged_and_back_while_a_viewer_watches() {
         let faults = d.state().faults;
         seen(faults.is_empty(), faults)
     });
-    let decoded = r.stats().tracks.each_ref().map(|t| t.decoded);
-    let (s, ok) = r.wait_for(WAIT, |s| {
-        s.tracks
-            .iter()
-            .zip(decoded)
-            .all(|(t, before)| t.decoded >= before + 5)
-    });
+    let (s, ok) = r.wait_for_more_decoded(5, WAIT);
     assert!(
         ok,
         "pictures resume: {:?}",

@@ -290,6 +290,18 @@ impl Receiver {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+
+    /// Waits until each track decoded `more` pictures than it had now (pictures resume
+    /// after a camera came back), for at most `timeout`; as [`Self::wait_for`].
+    pub fn wait_for_more_decoded(&self, more: u64, timeout: Duration) -> (ReceiverStats, bool) {
+        let before = self.stats().tracks.each_ref().map(|t| t.decoded);
+        self.wait_for(timeout, |s| {
+            s.tracks
+                .iter()
+                .zip(before)
+                .all(|(t, before)| t.decoded >= before + more)
+        })
+    }
 }
 
 /// The offer as sent: behind a [`Netem`] without its candidate, so that the daemon can
