@@ -9,6 +9,7 @@ mod access;
 mod aiortc;
 mod browser;
 mod gstreamer;
+mod house;
 mod http;
 mod libcamera;
 mod pictures;

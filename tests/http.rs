@@ -37,20 +37,9 @@ fn long_ufrag_offer() -> Vec<u8> {
     chrome.replacen("a=ice-ufrag:abcd", &long, 1).into_bytes()
 }
 
-#[test]
-fn bad_requests_get_clear_errors_while_viewers_keep_receiving() {
-    let d = TestDaemon::start(&["--source", "test", "--size", "640x360"]);
-    let viewer = Receiver::connect(
-        d.addr,
-        ReceiverOptions {
-            decode: false,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    assert!(viewer.wait_for(WAIT, |s| s.tracks[0].frames > 5).1);
-
-    let cases: Vec<BadRequest> = vec![
+/// Bad offers on `/offer`: each refused with its status and the words of its reason.
+fn offer_cases() -> Vec<BadRequest> {
+    vec![
         (
             "POST",
             "/offer",
@@ -116,6 +105,22 @@ fn bad_requests_get_clear_errors_while_viewers_keep_receiving() {
             400,
             "UTF-8",
         ),
+        // An HTTP fuzz's find: a 40,017-character ufrag made str0m's ICE agent panic and
+        // took the WebRTC server down for every viewer after.
+        (
+            "POST",
+            "/offer",
+            Some("application/sdp"),
+            long_ufrag_offer(),
+            400,
+            "a=ice-ufrag is 40017 characters long",
+        ),
+    ]
+}
+
+/// Bad WHEP requests: offers, sessions that do not exist, trickle.
+fn whep_cases() -> Vec<BadRequest> {
+    vec![
         (
             "POST",
             "/whep",
@@ -131,16 +136,6 @@ fn bad_requests_get_clear_errors_while_viewers_keep_receiving() {
             AUDIO_ONLY.as_bytes().to_vec(),
             400,
             "no video",
-        ),
-        // An HTTP fuzz's find: a 40,017-character ufrag made str0m's ICE agent panic and
-        // took the WebRTC server down for every viewer after.
-        (
-            "POST",
-            "/offer",
-            Some("application/sdp"),
-            long_ufrag_offer(),
-            400,
-            "a=ice-ufrag is 40017 characters long",
         ),
         (
             "POST",
@@ -174,6 +169,12 @@ fn bad_requests_get_clear_errors_while_viewers_keep_receiving() {
             405,
             "trickle",
         ),
+    ]
+}
+
+/// Bad commands on `/api/command` (JSON errors), and a route that does not exist.
+fn api_cases() -> Vec<BadRequest> {
+    vec![
         (
             "POST",
             "/api/command",
@@ -271,7 +272,23 @@ fn bad_requests_get_clear_errors_while_viewers_keep_receiving() {
             "JSON object",
         ),
         ("GET", "/nope", None, vec![], 404, "not found"),
-    ];
+    ]
+}
+
+#[test]
+fn bad_requests_get_clear_errors_while_viewers_keep_receiving() {
+    let d = TestDaemon::start(&["--source", "test", "--size", "640x360"]);
+    let viewer = Receiver::connect(
+        d.addr,
+        ReceiverOptions {
+            decode: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(viewer.wait_for(WAIT, |s| s.tracks[0].frames > 5).1);
+
+    let cases = [offer_cases(), whep_cases(), api_cases()].concat();
     for (method, path, ct, body, status, reason) in cases {
         let r = http::request(d.addr, method, path, ct, &body).unwrap();
         let text = r.text();

@@ -132,6 +132,13 @@ fn the_vimc_camera_streams_both_tracks_and_survives_going_away() {
     );
     assert!(state.source.contains("640x360"), "{}", state.source);
 
+    let r = watch_the_bars(&d);
+    survive_the_camera_going_away(&d, &r);
+    survive_libcamera_crashing(&d, &r);
+}
+
+/// A viewer of `d`, once both tracks decode to vimc's colour bars.
+fn watch_the_bars(d: &TestDaemon) -> Receiver {
     let r = Receiver::connect(
         d.addr,
         ReceiverOptions {
@@ -153,7 +160,12 @@ fn the_vimc_camera_streams_both_tracks_and_survives_going_away() {
         shows_colour_bars(picture).unwrap_or_else(|saw| panic!("{name}: {saw}"));
         println!("{name}: bars {:?}", bars(picture));
     }
+    r
+}
 
+/// The camera goes (the driver unbound) and comes back: a fault while it is away,
+/// reopening all along, then pictures again with a keyframe first, on the same viewer.
+fn survive_the_camera_going_away(d: &TestDaemon, r: &Receiver) {
     // The camera goes: capture stalls, the fault shows, reopening goes on.
     let unbound = Unbound::new();
     eventually("the fault in the state and /healthz", WAIT, || {
@@ -201,9 +213,11 @@ fn the_vimc_camera_streams_both_tracks_and_survives_going_away() {
     assert!(keyframes("context") > before.0, "a keyframe on context");
     assert!(keyframes("source") > before.1, "a keyframe on source");
     assert_eq!(d.get("/healthz").status, 200);
+}
 
-    // libcamera crashing (its helper killed, as a segfault in libcamera ends it) is a
-    // capture failure, not the daemon's end: the helper is started again.
+/// The helper killed, as a segfault in libcamera ends it: a new one, the same viewer.
+fn survive_libcamera_crashing(d: &TestDaemon, r: &Receiver) {
+    // A capture failure, not the daemon's end: the helper is started again.
     let helper = helper_pid();
     let status = std::process::Command::new("kill")
         .args(["-KILL", &helper.to_string()])

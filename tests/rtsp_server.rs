@@ -8,18 +8,17 @@ use std::process::Command;
 
 use focusd::state::unix_ms;
 use focusd_board::stamp;
+use focusd_testkit::TestDaemon;
 use focusd_testkit::http::TEST_TOKEN;
-use focusd_testkit::{TestDaemon, free_port};
 
 fn daemon() -> (TestDaemon, String) {
-    let port = free_port();
     let d = TestDaemon::start_with_config(
-        &format!("[rtsp]\nport = {port}\n"),
+        "[rtsp]\nport = \"any\"\n",
         &["--source", "test", "--size", "640x360"],
     );
     let addr = d.rtsp_addr().expect("RTSP listens");
-    assert_eq!(addr.port(), port);
-    (d, format!("127.0.0.1:{port}"))
+    assert_ne!(addr.port(), 0, "the port the system picked");
+    (d, format!("127.0.0.1:{}", addr.port()))
 }
 
 /// ffprobe's `width,height,codec` of a URL's video (over TCP), or its error output.

@@ -167,14 +167,16 @@ step "build: x86_64 tests and binaries (release), linted: clippy -D warnings, wi
 # Every later x86 cargo command keeps this wrapper: it is part of the workspace crates'
 # fingerprints, and without it they would be compiled again.
 export RUSTC_WORKSPACE_WRAPPER=$PWD/tests/clippy-driver.sh
+# The test build makes the binaries too (the tests run them); `--bins` only confirms it:
+# the daemon's dependencies have the same features in both (see daemon/Cargo.toml).
 cargo test --release --locked --workspace "${features[@]}" --no-run
 cargo build --release --locked --workspace "${features[@]}" --bins
 # Without features only the board crate differs (its disabled.rs stand-ins, the pure-Rust
 # JPEG): built and linted the same way, on the dependencies just built.
 cargo build --release --locked -p focusd-board --lib --tests
 
-# The boards' build pauses while the x86 tests and the systemd boot run: timing-sensitive
-# tests (VISION's mask follows moving shapes) run on a quiet machine, as the bench does.
+# The boards' build pauses while the x86 tests run: timing-sensitive tests (VISION's mask
+# follows moving shapes) run on a quiet machine, as the bench does.
 kill -STOP -- "-$boards_job" 2>/dev/null || true
 
 step "tests: x86_64 unit and end-to-end"
@@ -198,6 +200,10 @@ for topic in $("$end_to_end" --list --format terse | sed -n 's/::.*: test$//p' |
   tests "$end_to_end" "$topic::"
 done
 
+# From here on the boards' build takes what the VM, the systemd boot and the bench leave
+# idle (their tests wait for devices, units and timers rather than compute).
+kill -CONT -- "-$boards_job" 2>/dev/null || true
+
 step "tests: V4L2 capture against real drivers (vivid, an MJPEG webcam), libcamera on vimc, in a VM"
 not_run=()
 if [ -n "${vm_job:-}" ]; then
@@ -218,7 +224,6 @@ else
   boot_failed=1 status=1
 fi
 
-kill -CONT -- "-$boards_job" 2>/dev/null || true
 
 # The bench beside the boards' build, which takes only what the bench leaves idle (its
 # lowest priority): the figures are informational here (the README's come from long

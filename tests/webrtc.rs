@@ -15,6 +15,7 @@ use focusd_testkit::netem::{Netem, Shape};
 use focusd_testkit::picture::{pattern_luma, psnr};
 use focusd_testkit::receiver::{ABANDONED_OFFER, Receiver, ReceiverOptions, ReceiverStats};
 use focusd_testkit::stun::StunServer;
+use focusd_testkit::wait::{eventually, seen};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -499,14 +500,14 @@ fn encoders_run_only_while_someone_watches() {
     let r = d.post("/whep", Some("application/sdp"), &offer);
     assert_eq!(r.status, 201, "{}", r.text());
     let location = r.header("location").expect("Location").to_string();
-    let deadline = std::time::Instant::now() + WAIT;
-    while encoded("context") == 0.0 || encoded("source") == 0.0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "both encoders start for a viewer still connecting"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually(
+        "both encoders start for a viewer still connecting",
+        WAIT,
+        || {
+            let encoded = (encoded("context"), encoded("source"));
+            seen(encoded.0 > 0.0 && encoded.1 > 0.0, encoded)
+        },
+    );
 
     let del = http::request(d.addr, "DELETE", &location, None, b"").unwrap();
     assert_eq!(del.status, 200);
@@ -528,18 +529,6 @@ fn encoders_run_only_while_someone_watches() {
         assert_eq!(t.decode_errors, 0, "it starts on a keyframe");
         println!("first frame after {:?}", t.first_frame);
     }
-}
-
-/// Waits up to `within` for `f` to hold, polling every 100 ms; whether it did.
-fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = std::time::Instant::now() + within;
-    while std::time::Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    f()
 }
 
 /// The levels the daemon's delivery policy gives its viewers now, the most first.
@@ -580,10 +569,10 @@ fn a_slow_viewer_gets_the_context_only_while_a_fast_one_keeps_everything() {
         },
     )
     .unwrap();
-    assert!(
-        eventually(Duration::from_secs(20), || one_full_one_without_source(&d)),
-        "the slow viewer is stepped down: {:?}",
-        d.state().delivery
+    eventually(
+        "the slow viewer stepped down",
+        Duration::from_secs(20),
+        || seen(one_full_one_without_source(&d), d.state().delivery),
     );
     // The encoders follow the fast viewer's estimate (on a busy machine even loopback's
     // estimate moves), not the slow one's, which would put the source at its floor.
@@ -596,15 +585,15 @@ fn a_slow_viewer_gets_the_context_only_while_a_fast_one_keeps_everything() {
     // Settled (what its link held when it was stepped down has drained: str0m's pacer
     // holds up to 2 s): the slow viewer gets context frames and no source media; the fast
     // one both.
-    let drained = eventually(Duration::from_secs(15), || {
-        slow.reset_counters();
-        std::thread::sleep(Duration::from_secs(1));
-        slow.stats().tracks[1].frames <= 3
-    });
-    assert!(
-        drained,
-        "the slow viewer's source stops: {:?}",
-        slow.stats()
+    eventually(
+        "the slow viewer's source stops",
+        Duration::from_secs(15),
+        || {
+            slow.reset_counters();
+            std::thread::sleep(Duration::from_secs(1));
+            let stats = slow.stats();
+            seen(stats.tracks[1].frames <= 3, stats)
+        },
     );
     slow.reset_counters();
     fast.reset_counters();
@@ -642,11 +631,15 @@ fn a_slow_viewer_gets_the_context_only_while_a_fast_one_keeps_everything() {
     assert!(steps("context_only") + steps("context_half_rate") >= 1.0);
 
     net.set_shape(Shape::CLEAN);
-    assert!(
-        eventually(Duration::from_secs(30), || levels(&d)
-            == [LinkLevel::Full, LinkLevel::Full]),
-        "the slow viewer is stepped back up once its link recovers: {:?}",
-        d.state().delivery
+    eventually(
+        "the slow viewer stepped back up once its link recovers",
+        Duration::from_secs(30),
+        || {
+            seen(
+                levels(&d) == [LinkLevel::Full, LinkLevel::Full],
+                d.state().delivery,
+            )
+        },
     );
     let before = slow.stats().tracks[1].frames;
     assert!(
@@ -668,24 +661,28 @@ fn a_viewer_below_the_context_gets_every_other_context_frame() {
     let fast = Receiver::connect(d.addr, ReceiverOptions::default()).unwrap();
     let net = Arc::new(Netem::start(Shape::capped(500)).unwrap());
     let slow = Receiver::connect(d.addr, ReceiverOptions::through(&net)).unwrap();
-    assert!(
-        eventually(Duration::from_secs(25), || levels(&d)
-            == [LinkLevel::Full, LinkLevel::ContextHalfRate]),
-        "the slow viewer is stepped down to the context at half rate: {:?}",
-        d.state().delivery
+    eventually(
+        "the slow viewer stepped down to the context at half rate",
+        Duration::from_secs(25),
+        || {
+            let want = [LinkLevel::Full, LinkLevel::ContextHalfRate];
+            seen(levels(&d) == want, d.state().delivery)
+        },
     );
     // Its link flooded until then: settled once a second passes without a decoding error
     // or a late frame.
-    let settled = eventually(Duration::from_secs(20), || {
-        slow.reset_counters();
-        std::thread::sleep(Duration::from_secs(1));
-        let s = &slow.stats().tracks[0];
-        s.decode_errors == 0 && s.decoded > 0 && s.latencies_ms.iter().all(|&ms| ms < 250)
-    });
-    assert!(
-        settled,
-        "the slow viewer's link settles: {:?}",
-        slow.stats()
+    eventually(
+        "the slow viewer's link settles",
+        Duration::from_secs(20),
+        || {
+            slow.reset_counters();
+            std::thread::sleep(Duration::from_secs(1));
+            let stats = slow.stats();
+            let s = &stats.tracks[0];
+            let settled =
+                s.decode_errors == 0 && s.decoded > 0 && s.latencies_ms.iter().all(|&ms| ms < 250);
+            seen(settled, &stats)
+        },
     );
     slow.reset_counters();
     fast.reset_counters();
@@ -731,13 +728,14 @@ fn the_encoders_follow_a_single_viewers_link() {
     let viewer = Receiver::connect(d.addr, ReceiverOptions::through(&net)).unwrap();
     // Once its estimate has settled (on the way it may dip below what leaves the
     // context its whole rate beside the source's floor).
-    assert!(
-        eventually(Duration::from_secs(20), || {
+    eventually(
+        "the encoders down to the link, the context keeping its rate",
+        Duration::from_secs(20),
+        || {
             let s = d.state().delivery;
-            s.target_kbps.source + s.target_kbps.context < 1000 && s.target_kbps.context == 300
-        }),
-        "the encoders come down to the link, the context keeping its rate: {:?}",
-        d.state().delivery
+            let down = s.target_kbps.source + s.target_kbps.context < 1000;
+            seen(down && s.target_kbps.context == 300, s)
+        },
     );
     let delivery = d.state().delivery;
     assert_eq!(levels(&d), [LinkLevel::Full], "{delivery:?}");
@@ -877,11 +875,10 @@ fn the_relay_gets_rtp_and_reports_and_its_absence_costs_the_viewers_nothing() {
     let r = Receiver::connect(d.addr, ReceiverOptions::through(&link)).expect("a viewer connects");
     let (s, ok) = r.wait_for(WAIT, |s| s.tracks[0].decoded >= 30);
     assert!(ok, "the context decodes with the relay gone: {s:?}");
-    assert!(
-        eventually(WAIT, || levels(&d) == vec![LinkLevel::ContextOnly]),
-        "the slow viewer is sent the context only: {:?}",
-        levels(&d)
-    );
+    eventually("the slow viewer sent the context only", WAIT, || {
+        let levels = levels(&d);
+        seen(levels == vec![LinkLevel::ContextOnly], levels)
+    });
     let target = |t: &str| d.metric(&format!("focusd_encoder_target_kbps{{track=\"{t}\"}}"));
     assert_eq!((target("context"), target("source")), (300.0, 2500.0));
     let relayed = || d.metric("focusd_relay_frames_total{track=\"source\"}");

@@ -8,12 +8,25 @@
 //!   low-resolution picture so the pipeline scales only when the source cannot;
 //! * [`encode::VideoEncoder`] turns pictures into H.264 access units, pipelined as hardware
 //!   is (openh264 in software; hardware encoders join behind features);
-//! * [`probe::Board`] says at run time what board this is, so nothing is decided at build time.
+//! * [`probe::Board`] says at run time what board this is, so nothing is decided at build time;
+//!   [`devices`] lists the V4L2 device nodes the backends and `probe` look at.
 //!
 //! Frames live in a [`frame::FramePool`] so that steady-state capture allocates nothing.
 //! A backend that is not compiled in is still present with the same API, answering
 //! "not enabled in this build" (see [`source::SourceError::NotEnabled`]).
+//!
+//! ## Layers
+//! Each module uses only the modules on the lines below its own (`tests/house.rs` keeps
+//! it so, and that no folder's modules import each other in a circle), top first:
+//! ```text
+//! probe                                what this machine has, what `auto` takes
+//! encode                               pictures to H.264
+//! source                               where pictures come from
+//! devices, frame, jpeg, scale, stamp   device nodes, frames, JPEG, scaling, the stamp
+//! image                                4:2:0 pictures in the layouts cameras use
+//! ```
 
+pub mod devices;
 pub mod encode;
 pub mod frame;
 pub mod image;

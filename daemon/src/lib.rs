@@ -9,24 +9,54 @@
 //!
 //! ## Shape
 //! ```text
-//! source ─► capture ─► context encoder ─┐ (relay: RTP ─► Janus ─► its viewers)
-//!              │    ─► source encoder ───┼─► hub (sans-IO, str0m) ─► every viewer
-//!              └──► ROI detector ─► Control ◄── HTTP · DataChannel · MQTT
+//! source ─► capture ─► [slot] ─► context encoder ─────────┐
+//!              │    ─► [slot] ─► mask ─► source encoder ───┼─► hub queue ─► [relay] ─► hub ─► viewers
+//!              │                                           └─► taps ─► RTSP
+//!              ├──► picture feed ─► snapshot · MJPEG · WebSockets
+//!              └──► [slot] ─► ROI detector ─► Control ◄── HTTP · DataChannel · MQTT
 //! ```
-//! The modules follow it, one folder a stage:
-//! * [`video`]: the threads that capture, shape and encode; nothing there waits for a
-//!   viewer.
-//! * [`roi`]: the detectors that find the region of interest, on their own thread.
-//! * [`state`]: [`state::Control`], the one owner of mode, rectangle, ROI and counters,
-//!   and [`state::command`], the one command schema all doors share.
-//! * [`doors`]: HTTP ([`doors::http`]: the routes, who may call them, and the server
-//!   that holds each connection to its limits), the viewers ([`doors::webrtc`]: a
-//!   sans-IO hub and the server that drives it), the fleet broker ([`doors::mqtt`]) and
-//!   a relay or an SFU that fan the tracks out past one board ([`doors::relay`],
-//!   [`doors::whip`]);
-//!   [`cli::ctl`] is the fleet console on the broker's other side.
-//! * [`service`]: readiness and the watchdog for systemd, metrics, `/proc` readings.
-//! * [`config`]: flags and the TOML file, resolved into [`config::Settings`].
+//! Where each stage lives:
+//! * capture, shaping by mode and encoding: [`video`] (its threads never wait for a
+//!   viewer);
+//! * from one encoding to every consumer: [`fanout`] (the hub queue, the taps, the picture
+//!   feed), then each viewer's own pacing in [`doors::webrtc`]'s hub;
+//! * perception, the detectors and the tracker that find the region of interest:
+//!   [`roi`], on its own thread;
+//! * state: [`state::Control`], the one owner of mode, rectangle, ROI and counters, and
+//!   [`state::command`] and [`state::protocol`], the one command schema and the wire
+//!   messages every door shares;
+//! * the ways in and out: [`doors`]: HTTP ([`doors::http`]: the routes, who may call them,
+//!   the server that holds each connection to its limits), the viewers
+//!   ([`doors::webrtc`]: a sans-IO hub and the server that drives it), the fleet broker
+//!   ([`doors::mqtt`]), RTSP, the picture doors, and a relay or an SFU that fan the tracks
+//!   out past one board ([`doors::relay`], [`doors::whip`]);
+//! * the service: [`service`]: the pulse, readiness and the watchdog for systemd, metrics,
+//!   the task supervisor, `/proc` readings;
+//! * configuration: [`config`]: flags and the TOML file, resolved into
+//!   [`config::Settings`];
+//! * the commands beside the daemon: [`cli`] (`probe`, `token`, and `ctl`, the fleet
+//!   console on the broker's other side).
+//!
+//! New rooms go where their layer is: an alert rule engine (sans-IO, fed ROI tracks and
+//! time) is a module of its own between [`roi`] and [`doors`], its webhooks and MQTT
+//! events in [`doors`]; the web console's API routes in [`doors::http`], its app outside
+//! the crates (it is built with Node; the daemon never needs it).
+//!
+//! ## Layers
+//! Each module uses only the modules on the lines below its own (`tests/house.rs` keeps
+//! it so, and that no folder's modules import each other in a circle), top first:
+//! ```text
+//! cli             the commands beside the daemon
+//! doors           every way in and out
+//! roi             perception: detectors and tracker
+//! video           capture, masks, encoders
+//! fanout          one encoding to every consumer
+//! service         pulse, watchdog, metrics, supervisor
+//! config          flags and file, resolved
+//! state           Control, the command schema, the wire messages
+//! backoff, track  vocabulary: retry pacing, the two tracks
+//! ```
+//! The crate root ([`Daemon`]) wires them all and sits on top.
 //!
 //! Start it with [`Daemon::start`], stop it by cancelling the token you passed in.
 
@@ -34,9 +64,11 @@ pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod doors;
+pub mod fanout;
 pub mod roi;
 pub mod service;
 pub mod state;
+pub mod track;
 pub mod video;
 
 use std::net::{IpAddr, SocketAddr};
@@ -44,6 +76,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -57,17 +90,19 @@ use crate::doors::relay::{RelayError, RelayTask};
 use crate::doors::rtsp::{RtspDoor, RtspError};
 use crate::doors::webrtc::delivery::Bounds;
 use crate::doors::webrtc::reflexive;
-use crate::doors::webrtc::server::{HubTask, bind_sockets};
+use crate::doors::webrtc::server::{HubTask, WebRtcHandle, bind_sockets};
 use crate::doors::whip::WhipTask;
+use crate::fanout::{HubReceiver, HubSender};
+use crate::service::liveness::Liveness;
 use crate::service::metrics::Metrics;
 use crate::service::supervisor::{Supervised, Supervisor};
 use crate::state::command::Mode;
 use crate::state::protocol::{Info, TrackInfo, WebRtcConfig};
 use crate::state::{Bitrates, Control, Part};
-use crate::video::pipeline::{CaptureSpec, Pipeline, PipelineError, join_within};
-use crate::video::signals::Liveness;
+use crate::track::{Track, TrackMap};
+use crate::video::capture::CaptureSpec;
+use crate::video::pipeline::{Pipeline, PipelineError, join_within};
 use crate::video::slot::LatestSlot;
-use crate::video::track::{Track, TrackMap};
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -118,9 +153,6 @@ impl StartError {
 /// How long shutdown waits for the capture, encoder and ROI threads.
 pub const THREAD_GRACE: Duration = Duration::from_millis(700);
 
-/// Encoded frames waiting for the hub; beyond this the hub is behind and frames are shed.
-const HUB_QUEUE: usize = 16;
-
 /// A running daemon.
 #[derive(Debug)]
 pub struct Daemon {
@@ -142,212 +174,48 @@ pub struct Daemon {
 impl Daemon {
     /// Opens the source, binds the sockets and starts serving. Returns once the daemon is
     /// listening; it runs until `shutdown` is cancelled.
+    ///
+    /// In order: access (a bad token file or certificate is a configuration error found
+    /// before any device is opened), the video pipeline and the ROI detector, the viewers'
+    /// path (relay, WebRTC hub, WHIP), HTTP, RTSP, the rates and MQTT. Every task runs
+    /// under one supervisor and one tracker.
     pub async fn start(
         settings: Settings,
         shutdown: CancellationToken,
     ) -> Result<Daemon, StartError> {
         let metrics = Arc::new(Metrics::default());
-        // Access and TLS first: a bad token file or certificate is a configuration error
-        // found before any device is opened.
-        let advertised: Vec<String> = settings
-            .mqtt
-            .iter()
-            .filter_map(|m| m.advertise.clone())
-            .collect();
-        let (gate, generated) =
-            Gate::new(&settings.auth, &settings.http, &advertised, metrics.clone())?;
-        if generated {
-            tracing::info!(file = %settings.auth.token_file.display(), "generated an access token");
-        }
-        if !gate.enabled() {
-            tracing::warn!(
-                "[auth] mode = \"off\": anyone who reaches {} may watch and command this camera",
-                settings.listen
-            );
-        }
-        let gate = Arc::new(gate);
-        let tls = match &settings.http.tls {
-            Some((cert, key)) => Some(http::server::tls_acceptor(cert, key)?),
-            None => None,
-        };
+        let (gate, tls) = access(&settings, &metrics)?;
         let control = Arc::new(Control::new(
             settings.mode,
             settings.hybrid_rect,
             String::new(),
             String::new(),
         ));
-
-        let (frames_tx, frames_rx) = tokio::sync::mpsc::channel(HUB_QUEUE);
-        let detector_frames = Arc::new(LatestSlot::new());
-        let pipeline = Pipeline::start(
-            &CaptureSpec::from_settings(&settings),
-            &settings.video,
-            control.clone(),
-            metrics.clone(),
-            frames_tx,
-            detector_frames.clone(),
-            shutdown.clone(),
-        )?;
-        control.set_backends(
-            pipeline.encoder.clone(),
-            pipeline.encoder_reason.clone(),
-            pipeline.source.clone(),
-        );
-        let stamp_rows = if pipeline.has_stamp {
-            focusd_board::stamp::band_height(pipeline.lores_size.1)
-        } else {
-            0
-        };
-        let roi = roi::spawn(
-            settings.roi.clone(),
-            stamp_rows,
-            detector_frames,
-            control.clone(),
-            metrics.clone(),
-            settings.roi.fps.min(pipeline.fps),
-            shutdown.clone(),
-        )
-        .map_err(|e| StartError::Pipeline(PipelineError::Thread(e)))?;
-
+        let (frames, frames_rx) = fanout::hub_queue();
+        let (pipeline, roi) = video(&settings, &control, &metrics, frames, &shutdown)?;
         let tracker = TaskTracker::new();
-        let supervisor = Supervisor::new(control.clone(), metrics.clone());
-        // With a relay the frames pass through it on their way to the viewers.
-        let frames_rx = match &settings.relay {
-            Some(relay) => {
-                let (to_hub, frames_for_hub) = tokio::sync::mpsc::channel(HUB_QUEUE);
-                RelayTask {
-                    settings: relay.clone(),
-                    frames: frames_rx,
-                    hub: to_hub,
-                    keyframes: pipeline.keyframes.clone(),
-                    demand: pipeline.demand.clone(),
-                    keyframe_request_interval: settings.webrtc.keyframe_request_interval,
-                    control: control.clone(),
-                    metrics: metrics.clone(),
-                }
-                .spawn(&tracker, &supervisor, shutdown.clone())
-                .await?;
-                frames_for_hub
-            }
-            None => frames_rx,
+        let wiring = Wiring {
+            settings: &settings,
+            supervisor: Supervisor::new(control.clone(), metrics.clone()),
+            control,
+            metrics,
+            pipeline: &pipeline,
+            tracker: &tracker,
+            shutdown: &shutdown,
         };
-        let sockets = bind_sockets(settings.listen.ip(), settings.webrtc.udp_port)
-            .await
-            .map_err(StartError::Media)?;
-        let reflexive = reflexive::discover(
-            &sockets,
-            &settings.webrtc.advertise,
-            settings.webrtc.stun_server.as_deref(),
-        )
-        .await;
-        let webrtc = HubTask {
-            sockets,
-            reflexive,
-            settings: settings.webrtc.clone(),
-            bounds: Bounds {
-                context_kbps: settings.video.context_kbps,
-                source_kbps: settings.video.source_kbps,
-            },
-            targets: pipeline.targets.clone(),
-            frames: frames_rx,
-            control: control.clone(),
-            keyframes: pipeline.keyframes.clone(),
-            demand: pipeline.demand.clone(),
-            keep_configured_rates: settings.relay.is_some(),
-            metrics: metrics.clone(),
-        }
-        .spawn(&tracker, &supervisor, shutdown.clone())
-        .map_err(StartError::Media)?;
-
-        if let Some(whip) = &settings.whip {
-            WhipTask {
-                settings: whip.clone(),
-                webrtc: webrtc.clone(),
-            }
-            .spawn(&tracker, &supervisor, shutdown.clone());
-        }
-        let listener =
-            TcpListener::bind(settings.listen)
-                .await
-                .map_err(|source| StartError::Listen {
-                    addr: settings.listen,
-                    source,
-                })?;
-        let http_addr = listener.local_addr().map_err(|source| StartError::Listen {
-            addr: settings.listen,
-            source,
-        })?;
-        let router = http::router(
-            http::AppState {
-                control: control.clone(),
-                metrics: metrics.clone(),
-                webrtc,
-                liveness: pipeline.liveness.clone(),
-                body_timeout: settings.http.body_timeout,
-                webrtc_config: Arc::new(WebRtcConfig {
-                    ice_servers: settings.webrtc.ice_servers.clone(),
-                }),
-                pictures: Pictures::new(
-                    pipeline.pictures.clone(),
-                    control.clone(),
-                    metrics.clone(),
-                    pipeline.stamp_rows,
-                    pipeline.fps,
-                    shutdown.clone(),
-                ),
-            },
-            gate.clone(),
-        );
-        let mut limits = settings.http.clone();
-        http::server::fit_to_file_limit(&mut limits);
-        let server = Server {
-            listener,
-            tls,
-            router: router.clone(),
-            limits,
-            metrics: metrics.clone(),
-        };
-        supervisor.spawn(&tracker, server, shutdown.clone());
-        let rtsp_addr = match settings.rtsp.port {
-            0 => None,
-            _ if !cfg!(feature = "gstreamer") => None,
-            port => {
-                let door = RtspDoor {
-                    addr: SocketAddr::new(http_addr.ip(), port),
-                    taps: pipeline.taps.clone(),
-                    demand: pipeline.demand.clone(),
-                    keyframes: pipeline.keyframes.clone(),
-                    gate: gate.clone(),
-                    control: control.clone(),
-                    supervisor: supervisor.clone(),
-                    tracker: tracker.clone(),
-                };
-                match door.start(shutdown.clone()) {
-                    Ok(addr) => Some(addr),
-                    Err(e) if !settings.rtsp.configured => {
-                        tracing::warn!("{e}; RTSP is off ([rtsp] port sets another)");
-                        None
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        };
+        let webrtc = wiring.viewers(frames_rx).await?;
+        let (listener, http_addr) = listen(settings.listen).await?;
+        let router = wiring.http(listener, tls, webrtc, gate.clone());
+        let rtsp_addr = wiring.rtsp(http_addr, &gate)?;
         let rates = Rates {
-            control: control.clone(),
-            metrics: metrics.clone(),
+            control: wiring.control.clone(),
+            metrics: wiring.metrics.clone(),
         };
-        supervisor.spawn(&tracker, rates, shutdown.clone());
-        if let Some(mqtt) = &settings.mqtt {
-            let info = registration(&settings, mqtt, &pipeline, http_addr);
-            MqttTask {
-                settings: mqtt.clone(),
-                device_id: settings.device_id.clone(),
-                info,
-                control: control.clone(),
-                metrics: metrics.clone(),
-            }
-            .spawn(&tracker, &supervisor, shutdown.clone())?;
-        }
+        wiring.supervisor.spawn(&tracker, rates, shutdown.clone());
+        wiring.mqtt(http_addr)?;
+        let Wiring {
+            control, metrics, ..
+        } = wiring;
         tracker.close();
         tracing::info!(%http_addr, source = %pipeline.source, tls = settings.http.tls.is_some(), "focusd serving");
         Ok(Daemon {
@@ -407,6 +275,251 @@ impl Daemon {
     }
 }
 
+/// The access rules (the token, generated on first start) and the TLS acceptor.
+fn access(
+    settings: &Settings,
+    metrics: &Arc<Metrics>,
+) -> Result<(Arc<Gate>, Option<TlsAcceptor>), StartError> {
+    let advertised: Vec<String> = settings
+        .mqtt
+        .iter()
+        .filter_map(|m| m.advertise.clone())
+        .collect();
+    let (gate, generated) =
+        Gate::new(&settings.auth, &settings.http, &advertised, metrics.clone())?;
+    if generated {
+        tracing::info!(file = %settings.auth.token_file.display(), "generated an access token");
+    }
+    if !gate.enabled() {
+        tracing::warn!(
+            "[auth] mode = \"off\": anyone who reaches {} may watch and command this camera",
+            settings.listen
+        );
+    }
+    let tls = match &settings.http.tls {
+        Some((cert, key)) => Some(http::server::tls_acceptor(cert, key)?),
+        None => None,
+    };
+    Ok((Arc::new(gate), tls))
+}
+
+/// The video pipeline, encoding into `frames`, and the ROI detector's thread beside it.
+fn video(
+    settings: &Settings,
+    control: &Arc<Control>,
+    metrics: &Arc<Metrics>,
+    frames: HubSender,
+    shutdown: &CancellationToken,
+) -> Result<(Pipeline, std::thread::JoinHandle<()>), StartError> {
+    let detector_frames = Arc::new(LatestSlot::new());
+    let pipeline = Pipeline::start(
+        &CaptureSpec::from_settings(settings),
+        &settings.video,
+        control.clone(),
+        metrics.clone(),
+        frames,
+        detector_frames.clone(),
+        shutdown.clone(),
+    )?;
+    control.set_backends(
+        pipeline.encoder.clone(),
+        pipeline.encoder_reason.clone(),
+        pipeline.source.clone(),
+    );
+    let stamp_rows = if pipeline.has_stamp {
+        focusd_board::stamp::band_height(pipeline.lores_size.1)
+    } else {
+        0
+    };
+    let roi = roi::spawn(
+        settings.roi.clone(),
+        stamp_rows,
+        detector_frames,
+        control.clone(),
+        metrics.clone(),
+        settings.roi.fps.min(pipeline.fps),
+        shutdown.clone(),
+    )
+    .map_err(|e| StartError::Pipeline(PipelineError::Thread(e)))?;
+    Ok((pipeline, roi))
+}
+
+/// The HTTP listener and the address it is bound to (the port chosen with port 0).
+async fn listen(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let failed = |source| StartError::Listen { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(failed)?;
+    let bound = listener.local_addr().map_err(failed)?;
+    Ok((listener, bound))
+}
+
+/// What every door started by [`Daemon::start`] shares.
+struct Wiring<'a> {
+    settings: &'a Settings,
+    control: Arc<Control>,
+    metrics: Arc<Metrics>,
+    /// Runs every door's task and restarts it when it panics.
+    supervisor: Supervisor,
+    pipeline: &'a Pipeline,
+    tracker: &'a TaskTracker,
+    shutdown: &'a CancellationToken,
+}
+
+impl Wiring<'_> {
+    /// The viewers' path: the relay (when configured) on the hub queue, the WebRTC hub
+    /// behind it, and the WHIP publisher on the hub.
+    async fn viewers(&self, frames: HubReceiver) -> Result<WebRtcHandle, StartError> {
+        let (settings, pipeline) = (self.settings, self.pipeline);
+        let frames = match &settings.relay {
+            Some(relay) => {
+                let (to_hub, frames_for_hub) = fanout::hub_queue();
+                RelayTask {
+                    settings: relay.clone(),
+                    frames,
+                    hub: to_hub,
+                    keyframes: pipeline.keyframes.clone(),
+                    demand: pipeline.demand.clone(),
+                    keyframe_request_interval: settings.webrtc.keyframe_request_interval,
+                    control: self.control.clone(),
+                    metrics: self.metrics.clone(),
+                }
+                .spawn(self.tracker, &self.supervisor, self.shutdown.clone())
+                .await?;
+                frames_for_hub
+            }
+            None => frames,
+        };
+        let sockets = bind_sockets(settings.listen.ip(), settings.webrtc.udp_port)
+            .await
+            .map_err(StartError::Media)?;
+        let reflexive = reflexive::discover(
+            &sockets,
+            &settings.webrtc.advertise,
+            settings.webrtc.stun_server.as_deref(),
+        )
+        .await;
+        let webrtc = HubTask {
+            sockets,
+            reflexive,
+            settings: settings.webrtc.clone(),
+            bounds: Bounds {
+                context_kbps: settings.video.context_kbps,
+                source_kbps: settings.video.source_kbps,
+            },
+            targets: pipeline.targets.clone(),
+            frames,
+            control: self.control.clone(),
+            keyframes: pipeline.keyframes.clone(),
+            demand: pipeline.demand.clone(),
+            keep_configured_rates: settings.relay.is_some(),
+            metrics: self.metrics.clone(),
+        }
+        .spawn(self.tracker, &self.supervisor, self.shutdown.clone())
+        .map_err(StartError::Media)?;
+        if let Some(whip) = &settings.whip {
+            WhipTask {
+                settings: whip.clone(),
+                webrtc: webrtc.clone(),
+            }
+            .spawn(self.tracker, &self.supervisor, self.shutdown.clone());
+        }
+        Ok(webrtc)
+    }
+
+    /// The HTTP server on `listener`; returns its routes (for the watchdog's probe).
+    fn http(
+        &self,
+        listener: TcpListener,
+        tls: Option<TlsAcceptor>,
+        webrtc: WebRtcHandle,
+        gate: Arc<Gate>,
+    ) -> axum::Router {
+        let (settings, pipeline) = (self.settings, self.pipeline);
+        let router = http::router(
+            http::AppState {
+                control: self.control.clone(),
+                metrics: self.metrics.clone(),
+                webrtc,
+                liveness: pipeline.liveness.clone(),
+                body_timeout: settings.http.body_timeout,
+                webrtc_config: Arc::new(WebRtcConfig {
+                    ice_servers: settings.webrtc.ice_servers.clone(),
+                }),
+                pictures: Pictures::new(
+                    pipeline.pictures.clone(),
+                    self.control.clone(),
+                    self.metrics.clone(),
+                    pipeline.stamp_rows,
+                    pipeline.fps,
+                    self.shutdown.clone(),
+                ),
+            },
+            gate,
+        );
+        let mut limits = settings.http.clone();
+        http::server::fit_to_file_limit(&mut limits);
+        let server = Server {
+            listener,
+            tls,
+            router: router.clone(),
+            limits,
+            metrics: self.metrics.clone(),
+        };
+        self.supervisor
+            .spawn(self.tracker, server, self.shutdown.clone());
+        router
+    }
+
+    /// The RTSP door on the HTTP address's IP, when configured and in this build; where
+    /// it listens. A port taken is an error only when the port was configured.
+    fn rtsp(
+        &self,
+        http_addr: SocketAddr,
+        gate: &Arc<Gate>,
+    ) -> Result<Option<SocketAddr>, StartError> {
+        let port = match self.settings.rtsp.port {
+            None => return Ok(None),
+            Some(_) if !cfg!(feature = "gstreamer") => return Ok(None),
+            Some(port) => port,
+        };
+        let pipeline = self.pipeline;
+        let door = RtspDoor {
+            addr: SocketAddr::new(http_addr.ip(), port),
+            taps: pipeline.taps.clone(),
+            demand: pipeline.demand.clone(),
+            keyframes: pipeline.keyframes.clone(),
+            gate: gate.clone(),
+            control: self.control.clone(),
+            supervisor: self.supervisor.clone(),
+            tracker: self.tracker.clone(),
+        };
+        match door.start(self.shutdown.clone()) {
+            Ok(addr) => Ok(Some(addr)),
+            Err(e) if !self.settings.rtsp.configured => {
+                tracing::warn!("{e}; RTSP is off ([rtsp] port sets another)");
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The MQTT client, when a broker is configured, registering the daemon as reached at
+    /// `http_addr`.
+    fn mqtt(&self, http_addr: SocketAddr) -> Result<(), StartError> {
+        let Some(mqtt) = &self.settings.mqtt else {
+            return Ok(());
+        };
+        MqttTask {
+            settings: mqtt.clone(),
+            device_id: self.settings.device_id.clone(),
+            info: registration(self.settings, mqtt, self.pipeline, http_addr),
+            control: self.control.clone(),
+            metrics: self.metrics.clone(),
+        }
+        .spawn(self.tracker, &self.supervisor, self.shutdown.clone())?;
+        Ok(())
+    }
+}
+
 /// The MQTT registration: who this device is and where a viewer or console reaches it.
 fn registration(
     settings: &Settings,
@@ -451,24 +564,6 @@ fn registration(
             source: track(pipeline.main_size, settings.video.source_kbps),
         },
         modes: Mode::ALL.to_vec(),
-    }
-}
-
-/// The viewer's URL for a daemon listening on `listen`, with the access token in its
-/// fragment (never sent to a server, kept by the page) when there is one.
-pub fn viewer_url(listen: SocketAddr, tls: bool, token: Option<&str>) -> String {
-    let ip = listen.ip();
-    let host = if ip.is_loopback() || ip.is_unspecified() {
-        "localhost".to_string()
-    } else if ip.is_ipv6() {
-        format!("[{ip}]")
-    } else {
-        ip.to_string()
-    };
-    let scheme = if tls { "https" } else { "http" };
-    match token {
-        Some(t) => format!("{scheme}://{host}:{}/#token={t}", listen.port()),
-        None => format!("{scheme}://{host}:{}/", listen.port()),
     }
 }
 

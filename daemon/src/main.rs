@@ -80,12 +80,13 @@ fn main() -> ExitCode {
         });
         let tls = settings.http.tls.is_some();
         let daemon = focusd::Daemon::start(settings, shutdown.clone()).await?;
-        let url = focusd::viewer_url(daemon.http_addr(), tls, None);
+        let url = focusd::doors::http::viewer_url(daemon.http_addr(), tls, None);
         if std::env::var_os("JOURNAL_STREAM").is_some() && daemon.token().is_some() {
             // The journal is read by more people than the token is meant for.
             tracing::info!("viewer at {url} (the link with its token: sudo focusd token)");
         } else {
-            let url = focusd::viewer_url(daemon.http_addr(), tls, daemon.token().as_deref());
+            let url =
+                focusd::doors::http::viewer_url(daemon.http_addr(), tls, daemon.token().as_deref());
             tracing::info!("viewer at {url}");
         }
         let reporter = tokio::spawn(sd_notify::report(

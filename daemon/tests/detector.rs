@@ -2,10 +2,11 @@
 //! line and the daemon keeps serving with the motion detector in its place.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use focusd_testkit::TempDir;
 use focusd_testkit::process::{Binary, DaemonProcess, metric};
+use focusd_testkit::wait::{eventually, seen};
 
 fn testdata(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -46,16 +47,18 @@ fn falls_back_to_motion(model: &Path, reason: &str) {
     assert!(line.contains(reason), "says why ({reason}): {line}");
     assert_eq!(metric(d.addr, "focusd_detector_fallback_total"), 1.0);
     // Motion runs instead: the test pattern's moving shapes become ROI boxes.
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
-        let roi = state(d.addr)["roi"].clone();
-        if roi.as_array().is_some_and(|r| !r.is_empty()) {
-            assert_eq!(roi[0]["label"], "motion");
-            break;
-        }
-        assert!(Instant::now() < end, "no motion ROI after the fallback");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let roi = eventually(
+        "a motion ROI after the fallback",
+        Duration::from_secs(10),
+        || {
+            let roi = state(d.addr)["roi"].clone();
+            match roi.as_array().is_some_and(|r| !r.is_empty()) {
+                true => Ok(roi),
+                false => Err(roi.to_string()),
+            }
+        },
+    );
+    assert_eq!(roi[0]["label"], "motion");
     let health = focusd_testkit::http::request(d.addr, "GET", "/healthz", None, b"").unwrap();
     assert_eq!(health.status, 200);
 }
@@ -109,11 +112,10 @@ fn default_model_runs_and_reports_its_load_time() {
     let cfg = config(dir.path(), "kind = \"model\"");
     let d = DaemonProcess::start(&bin, dir.path(), &["--config", &cfg, "--source", "test"]);
     d.wait_for_log("ROI detector: model", Duration::from_secs(20));
-    let end = Instant::now() + Duration::from_secs(10);
-    while metric(d.addr, "focusd_detector_runs_total") < 3.0 {
-        assert!(Instant::now() < end, "the model detector runs");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually("the model detector runs", Duration::from_secs(10), || {
+        let runs = metric(d.addr, "focusd_detector_runs_total");
+        seen(runs >= 3.0, runs)
+    });
     assert!(metric(d.addr, "focusd_detector_busy_microseconds_total") > 0.0);
     assert_eq!(metric(d.addr, "focusd_detector_fallback_total"), 0.0);
     // The test pattern's shapes are not people: motion proposes, the model finds no one.

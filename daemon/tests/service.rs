@@ -14,6 +14,7 @@ use focusd_testkit::TempDir;
 use focusd_testkit::http;
 use focusd_testkit::notify::{NotifySocket, pings, served_addr};
 use focusd_testkit::process::{Binary, Reaped, metric, sigterm};
+use focusd_testkit::wait::{eventually, seen};
 
 /// Writer of a live y4m stream into a FIFO, which can be paused (the camera stalls).
 struct Camera {
@@ -151,21 +152,19 @@ fn ready_after_the_first_frame_watchdog_only_while_frames_flow_stopping_on_sigte
     let silent = manager.collect(watchdog * 3);
     assert_eq!(pings(&silent), 0, "pings while stalled: {silent:?}");
     // /healthz turns 503 once no frame came for 2 s.
-    let end = Instant::now() + bin.patience(Duration::from_secs(3));
-    loop {
-        let health = http::request(addr, "GET", "/healthz", None, b"").unwrap();
-        if health.status == 503 {
+    let body = eventually(
+        "/healthz 503 while stalled",
+        bin.patience(Duration::from_secs(3)),
+        || {
+            let health = http::request(addr, "GET", "/healthz", None, b"").unwrap();
             let body = String::from_utf8_lossy(&health.body).into_owned();
-            assert!(body.starts_with("no frame for"), "{body}");
-            break;
-        }
-        assert!(
-            Instant::now() < end,
-            "healthz still {} while stalled",
-            health.status
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+            match health.status {
+                503 => Ok(body),
+                status => Err(format!("{status} {body}")),
+            }
+        },
+    );
+    assert!(body.starts_with("no frame for"), "{body}");
 
     // It recovers: pings resume and the status says so.
     camera.set(FLOWING);
@@ -460,11 +459,14 @@ fn a_task_that_panics_is_reported_and_restarted_and_its_viewers_reconnect() {
             &format!("focusd_task_panics_total{{task=\"{task}\"}}"),
         )
     };
-    let end = Instant::now() + patience(8) + Duration::from_secs(at);
-    while ["webrtc", "http", "rates"].iter().any(|t| panics(t) < 1.0) {
-        assert!(Instant::now() < end, "panics not counted:\n{}", d.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually(
+        "the panics counted",
+        patience(8) + Duration::from_secs(at),
+        || {
+            let counted = ["webrtc", "http", "rates"].map(panics);
+            seen(counted.iter().all(|&n| n >= 1.0), (counted, d.log()))
+        },
+    );
     // Reported: each a fault, /healthz says which, the log says why.
     let health = http::request(d.addr, "GET", "/healthz", None, b"").unwrap();
     let health_text = String::from_utf8_lossy(&health.body).into_owned();
@@ -496,23 +498,18 @@ fn a_task_that_panics_is_reported_and_restarted_and_its_viewers_reconnect() {
     // The old viewer's session went with the hub; a new one is admitted and served.
     let decoded = before.stats().tracks[0].decoded;
     let after = Receiver::connect(d.addr, ReceiverOptions::default()).unwrap();
-    let (seen, served) = after.wait_for(patience(3), |s| s.tracks[0].decoded >= 10);
-    assert!(served, "a viewer after the restart: {seen:?}");
+    let (stats, served) = after.wait_for(patience(3), |s| s.tracks[0].decoded >= 10);
+    assert!(served, "a viewer after the restart: {stats:?}");
     assert!(
         before.stats().tracks[0].decoded <= decoded + 2,
         "the old session was gone with the hub that panicked"
     );
     assert_eq!(metric(d.addr, "focusd_viewers"), 1.0);
     // Healthy again once the restarted tasks have run for 10 s.
-    let end = Instant::now() + patience(14);
-    loop {
+    eventually("healthy again", patience(14), || {
         let h = http::request(d.addr, "GET", "/healthz", None, b"").unwrap();
-        if h.status == 200 {
-            break;
-        }
-        assert!(Instant::now() < end, "{}", String::from_utf8_lossy(&h.body));
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        seen(h.status == 200, String::from_utf8_lossy(&h.body))
+    });
     for task in ["webrtc", "http", "rates"] {
         assert_eq!(panics(task), 1.0, "{task} panicked once, restarted once");
     }

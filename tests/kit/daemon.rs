@@ -54,7 +54,7 @@ impl TestDaemon {
         // RTSP only where a test configures it: the default port is one for the whole
         // machine, and the tests run side by side.
         if !settings.rtsp.configured {
-            settings.rtsp.port = 0;
+            settings.rtsp.port = None;
         }
         let tls = settings.http.tls.is_some();
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -125,14 +125,13 @@ impl TestDaemon {
     /// Waits until the `/metrics` line starting `line_start` reads at least `at_least`;
     /// panics after `within`, saying what was awaited.
     pub fn wait_for_metric(&self, line_start: &str, at_least: f64, within: Duration, what: &str) {
-        let deadline = std::time::Instant::now() + within;
-        while self.metric(line_start) < at_least {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{what}: {line_start} < {at_least}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::wait::eventually(what, within, || {
+            let now = self.metric(line_start);
+            crate::wait::seen(
+                now >= at_least,
+                format!("{line_start} is {now} < {at_least}"),
+            )
+        });
     }
 
     /// `GET /api/state`, read as the contract's state JSON.
@@ -146,7 +145,7 @@ impl TestDaemon {
     }
 
     /// The pipeline's pulse: frames encoded, attempts to reopen a failed device.
-    pub fn liveness(&self) -> focusd::video::signals::Liveness {
+    pub fn liveness(&self) -> focusd::service::liveness::Liveness {
         // Present from start until stop, which consumes `self`.
         self.daemon.as_ref().expect("running").liveness().clone()
     }

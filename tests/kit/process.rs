@@ -306,15 +306,13 @@ impl DaemonProcess {
 
     /// Waits up to `within` for a log line containing `text`; returns the whole log.
     pub fn wait_for_log(&self, text: &str, within: Duration) -> String {
-        let end = Instant::now() + within;
-        loop {
+        crate::wait::eventually(&format!("`{text}` in the log"), within, || {
             let log = self.log();
-            if log.contains(text) {
-                return log;
+            match log.contains(text) {
+                true => Ok(log),
+                false => Err(format!("the log:\n{log}")),
             }
-            assert!(Instant::now() < end, "no `{text}` in the log:\n{log}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        })
     }
 
     /// SIGTERM, then the exit status and how long it took; panics after `within`.

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 /// How often [`eventually`] looks again.
-const POLL: Duration = Duration::from_millis(100);
+const POLL: Duration = Duration::from_millis(25);
 
 /// Polls `check` until it holds, for at most `within`; panics naming `what` and what
 /// `check` last saw when it never does. `check` returns what it saw as the error.

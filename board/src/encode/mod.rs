@@ -283,17 +283,26 @@ pub fn resolve_auto() -> (EncoderSpec, String) {
     (EncoderSpec::OpenH264, reason.into())
 }
 
+/// An encoder focusd can use here.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct EncoderInfo {
+    /// As `--encoder` takes it.
+    pub spec: String,
+    /// What it is and its limits.
+    pub about: String,
+}
+
 /// The hardware encoders this build finds here.
-pub fn hardware_encoders() -> Vec<crate::probe::EncoderInfo> {
+pub fn hardware_encoders() -> Vec<EncoderInfo> {
     let mut found: Vec<_> = v4l2m2m::find()
-        .map(|device| crate::probe::EncoderInfo {
+        .map(|device| EncoderInfo {
             about: v4l2m2m::describe(&device),
             spec: EncoderSpec::V4l2M2m(Some(device)).to_string(),
         })
         .into_iter()
         .collect();
     if gst::has_element(JETSON_ENCODER) {
-        found.push(crate::probe::EncoderInfo {
+        found.push(EncoderInfo {
             spec: EncoderSpec::Gst(JETSON_ENCODER.into()).to_string(),
             about: "NVIDIA's hardware H.264 encoder through GStreamer (Jetson Orin NX / AGX)"
                 .into(),

@@ -4,12 +4,13 @@
 
 mod board;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Serialize;
 
 pub use self::board::{Board, l4t_release};
-use crate::encode::{self, EncoderSpec};
+use crate::devices::VideoNode;
+use crate::encode::{self, EncoderInfo, EncoderSpec};
 use crate::source::{self, SourceSpec};
 
 /// A backend and whether this build has it.
@@ -42,29 +43,6 @@ pub fn backends() -> Vec<Backend> {
             enabled: cfg!(feature = "v4l2-m2m"),
         },
     ]
-}
-
-/// One V4L2 device node and what it is to focusd.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct VideoNode {
-    pub path: PathBuf,
-    /// The driver's name (`uvcvideo`, `bcm2835-codec`, `vivid`).
-    pub driver: String,
-    /// The device's name (`HD Pro Webcam C920`).
-    pub card: String,
-    /// A camera focusd can read: its modes, e.g. `MJPG 1280x720@30`.
-    pub modes: Vec<String>,
-    /// Why it is not a camera focusd reads (an encoder, an ISP node, unreadable).
-    pub note: Option<String>,
-}
-
-/// An encoder focusd can use here.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct EncoderInfo {
-    /// As `--encoder` takes it.
-    pub spec: String,
-    /// What it is and its limits.
-    pub about: String,
 }
 
 /// What `auto` would take, and why.
@@ -116,23 +94,6 @@ fn missing_encoder(board: &Board) -> String {
             "{name} has a hardware H.264 encoder but no V4L2 node offers it (bcm2835-codec is /dev/video11: is the bcm2835_codec module loaded? ls /dev/video1*); openh264 is used"
         ),
     }
-}
-
-/// The `/dev/videoN` nodes, by number: where V4L2 cameras and codecs are.
-pub fn dev_video_nodes() -> Vec<PathBuf> {
-    let Ok(dir) = std::fs::read_dir("/dev") else {
-        return Vec::new();
-    };
-    let mut nodes: Vec<(u32, PathBuf)> = dir
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let n = name.strip_prefix("video")?.parse().ok()?;
-            Some((n, e.path()))
-        })
-        .collect();
-    nodes.sort();
-    nodes.into_iter().map(|(_, p)| p).collect()
 }
 
 /// Probes the machine. `source` and `encoder` are the configured specs: `auto` is resolved

@@ -15,7 +15,7 @@ pub(super) mod v4l2 {
     }
 
     /// V4L2 device nodes: none seen without the backend.
-    pub(in crate::source) fn video_nodes() -> Vec<crate::probe::VideoNode> {
+    pub(in crate::source) fn video_nodes() -> Vec<crate::devices::VideoNode> {
         Vec::new()
     }
 

@@ -272,7 +272,7 @@ pub fn libcamera_cameras() -> Vec<Camera> {
 }
 
 /// Every V4L2 device node and what it is to focusd (none without the V4L2 backend).
-pub fn video_nodes() -> Vec<crate::probe::VideoNode> {
+pub fn video_nodes() -> Vec<crate::devices::VideoNode> {
     v4l2::video_nodes()
 }
 

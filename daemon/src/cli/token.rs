@@ -57,7 +57,8 @@ pub fn run(flags: &Flags, rotate: bool) -> ExitCode {
     if rotate {
         eprintln!("clients holding the old token are refused from now on");
     }
-    let url = crate::viewer_url(settings.listen, settings.http.tls.is_some(), Some(&token));
+    let url =
+        crate::doors::http::viewer_url(settings.listen, settings.http.tls.is_some(), Some(&token));
     match print(&token, &url) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => e.exit("focusd token"),

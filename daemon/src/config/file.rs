@@ -12,7 +12,7 @@ use focusd_board::source::SourceSpec;
 use serde::{Deserialize, Deserializer};
 
 use super::{ConfigError, DetectorKind, bad};
-use crate::doors::mqtt::Broker;
+use crate::config::Broker;
 use crate::state::command::{Mode, Rect};
 use crate::state::protocol::IceServer;
 
@@ -106,7 +106,9 @@ pub struct FileConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RtspFile {
-    pub port: Option<u16>,
+    /// A number (0 turns RTSP off) or `"any"` (a free port the system picks): read as any
+    /// value so that a wrong one is told in the resolver's words.
+    pub port: Option<toml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]

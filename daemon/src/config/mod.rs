@@ -5,16 +5,19 @@
 //! * [`flags`]: the command line (clap);
 //! * [`file`]: the TOML schema, each value of its own type, and reading the file;
 //! * [`resolve`]: one resolver per section, flags over the file over defaults;
-//! * [`settings`]: what comes out.
+//! * [`settings`]: what comes out;
+//! * [`broker`]: `mqtt://` and `mqtts://` broker URLs.
 //!
 //! Precedence: command-line flag, then config file, then built-in default. Every error is
 //! one line naming its key (exit status 2).
 
+pub mod broker;
 pub mod file;
 pub mod flags;
 pub mod resolve;
 pub mod settings;
 
+pub use broker::Broker;
 pub use file::{FileConfig, MqttFile, read_file};
 pub use flags::{CtlAction, CtlFlags, Flags, ProbeFlags, Subcmd, TokenFlags};
 pub use resolve::resolve_mqtt;
@@ -76,18 +79,24 @@ mod tests {
     #[test]
     fn rtsp_is_on_by_default_and_a_configured_port_needs_the_rtsp_server() {
         let s = Settings::default();
-        assert_eq!((s.rtsp.port, s.rtsp.configured), (8554, false));
+        assert_eq!((s.rtsp.port, s.rtsp.configured), (Some(8554), false));
         let off = settings(&[], "[rtsp]\nport = 0\n").unwrap();
-        assert_eq!((off.rtsp.port, off.rtsp.configured), (0, true));
-        let set = settings(&[], "[rtsp]\nport = 9554\n");
-        if cfg!(feature = "gstreamer") {
-            assert_eq!(set.unwrap().rtsp.port, 9554);
-        } else {
-            let e = set.unwrap_err();
-            assert_eq!(e.key, "rtsp.port");
-            assert!(e.to_string().contains("--features gstreamer"), "{e}");
+        assert_eq!((off.rtsp.port, off.rtsp.configured), (None, true));
+        for (toml, port) in [("9554", 9554), ("\"any\"", 0)] {
+            let set = settings(&[], &format!("[rtsp]\nport = {toml}\n"));
+            if cfg!(feature = "gstreamer") {
+                assert_eq!(set.unwrap().rtsp.port, Some(port));
+            } else {
+                let e = set.unwrap_err();
+                assert_eq!(e.key, "rtsp.port");
+                assert!(e.to_string().contains("--features gstreamer"), "{e}");
+            }
         }
-        assert!(settings(&[], "[rtsp]\nport = 70000\n").is_err());
+        for bad in ["70000", "-1", "\"8554\"", "true"] {
+            let e = settings(&[], &format!("[rtsp]\nport = {bad}\n")).unwrap_err();
+            assert_eq!(e.key, "rtsp.port", "{bad}");
+            assert!(e.to_string().contains("0 (off) or \"any\""), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use clap::Parser;
 use focusd_board::encode::EncoderSpec;
 use focusd_board::source::SourceSpec;
 
@@ -16,10 +17,28 @@ use super::settings::DEFAULT_RTSP_PORT;
 use super::{
     AuthMode, AuthSettings, ConfigError, DetectorKind, FileConfig, Flags, HttpSettings,
     MqttSettings, RelaySettings, RoiSettings, RtspSettings, Settings, VideoSettings,
-    WebRtcSettings, WhipSettings, bad,
+    WebRtcSettings, WhipSettings, bad, read_file,
 };
-use crate::doors::mqtt::Broker;
+use crate::config::Broker;
 use crate::state::command::{Mode, Rect};
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings::resolve(&Flags::parse_from(["focusd"]), FileConfig::default())
+            .expect("the built-in defaults are valid")
+    }
+}
+
+impl Settings {
+    /// Reads the config file named by `flags` (if any) and resolves.
+    pub fn load(flags: &Flags) -> Result<Settings, ConfigError> {
+        let file = match &flags.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        Settings::resolve(flags, file)
+    }
+}
 
 impl Settings {
     /// Resolves flags over file values over defaults, section by section.
@@ -168,16 +187,31 @@ fn relay(file: RelayFile) -> Result<Option<RelaySettings>, ConfigError> {
     }
 }
 
-/// `[rtsp]`: a configured port needs a build with the RTSP server.
+/// `[rtsp]`: a port, `0` (off) or `"any"`; a port other than off needs a build with the
+/// RTSP server.
 fn rtsp(file: RtspFile) -> Result<RtspSettings, ConfigError> {
-    if file.port.is_some_and(|p| p != 0) && !cfg!(feature = "gstreamer") {
+    let port = match &file.port {
+        None => Some(DEFAULT_RTSP_PORT),
+        Some(toml::Value::Integer(0)) => None,
+        Some(toml::Value::String(word)) if word == "any" => Some(0),
+        Some(value) => match value.as_integer().map(u16::try_from) {
+            Some(Ok(port)) => Some(port),
+            _ => {
+                return bad(
+                    "rtsp.port",
+                    format!("{value} is not a port: 1 to 65535, 0 (off) or \"any\""),
+                );
+            }
+        },
+    };
+    if port.is_some() && file.port.is_some() && !cfg!(feature = "gstreamer") {
         return bad(
             "rtsp.port",
             "RTSP is not enabled in this build (rebuild with --features gstreamer), or set 0",
         );
     }
     Ok(RtspSettings {
-        port: file.port.unwrap_or(DEFAULT_RTSP_PORT),
+        port,
         configured: file.port.is_some(),
     })
 }

@@ -5,12 +5,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
 use focusd_board::encode::EncoderSpec;
 use focusd_board::source::SourceSpec;
 
-use super::{ConfigError, FileConfig, Flags, read_file};
-use crate::doors::mqtt::Broker;
+use crate::config::Broker;
 use crate::state::command::{Mode, Rect};
 use crate::state::protocol::IceServer;
 
@@ -57,8 +55,9 @@ pub struct Settings {
 /// The RTSP door (`[rtsp]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RtspSettings {
-    /// TCP port on the HTTP address's IP; 0: off.
-    pub port: u16,
+    /// TCP port on the HTTP address's IP: `None` is off (`port = 0`), `Some(0)` a free
+    /// port the system picks (`port = "any"`; [`crate::Daemon::rtsp_addr`] tells which).
+    pub port: Option<u16>,
     /// Whether the port was configured: then a port that cannot be listened on stops the
     /// daemon; the default one only turns RTSP off, with a warning.
     pub configured: bool,
@@ -256,23 +255,5 @@ impl std::str::FromStr for DetectorKind {
             .into_iter()
             .find(|k| k.as_str() == s)
             .ok_or_else(|| format!("unknown kind `{s}`: use motion, model or off"))
-    }
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings::resolve(&Flags::parse_from(["focusd"]), FileConfig::default())
-            .expect("the built-in defaults are valid")
-    }
-}
-
-impl Settings {
-    /// Reads the config file named by `flags` (if any) and resolves.
-    pub fn load(flags: &Flags) -> Result<Settings, ConfigError> {
-        let file = match &flags.config {
-            Some(path) => read_file(path)?,
-            None => FileConfig::default(),
-        };
-        Settings::resolve(flags, file)
     }
 }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::state::streams::Door;
 use crate::state::{LinkLevel, Part, State};
-use crate::video::track::{Track, TrackMap};
+use crate::track::{Track, TrackMap};
 
 /// A monotonically increasing counter.
 #[derive(Debug, Default)]

@@ -23,8 +23,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::doors::http::server::HttpProbe;
-use crate::video::signals::Liveness;
+use crate::service::liveness::Liveness;
 
 /// Why the notification environment cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -230,12 +229,20 @@ const READY_POLL: Duration = Duration::from_millis(5);
 /// Without a watchdog, how often to look for a stall worth a status line.
 const STATUS_POLL: Duration = Duration::from_secs(2);
 
+/// A part of the daemon that the watchdog pings for besides the pipeline, checked once
+/// ready at each tick: its HTTP (`doors::http::server::HttpProbe`). Called from the task
+/// that runs [`report`] only; a check must end within the time it is given.
+pub trait Probe: Send {
+    /// Checks once, giving the part `within` to answer; `Err` says why it does not.
+    fn check(&mut self, within: Duration) -> impl Future<Output = Result<(), String>> + Send;
+}
+
 /// Reports a running daemon to the service manager until `shutdown`, then says
 /// `STOPPING=1`. `serving` is the status line once ready (e.g. the viewer's address).
 pub async fn report(
     notifier: Notifier,
     liveness: Liveness,
-    mut http: HttpProbe,
+    mut http: impl Probe,
     serving: String,
     shutdown: CancellationToken,
 ) {

@@ -8,7 +8,7 @@ use tokio::sync::watch;
 
 use crate::state::command::{Command, Mode, Rect, RectChange};
 use crate::state::streams::{Streams, StreamsPatch};
-use crate::video::track::TrackMap;
+use crate::track::TrackMap;
 
 /// One region of interest, in percent of the frame.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::state::command::Mode;
 use crate::state::{Bitrates, RoiBox, State};
-use crate::video::track::TrackMap;
+use crate::track::TrackMap;
 
 /// Daemon to viewer on the `commands` DataChannel.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -5,7 +5,7 @@ use focusd_board::image::{Image, PixelRect};
 
 use crate::state::Shaping;
 use crate::state::command::{Mode, Rect};
-use crate::video::track::Track;
+use crate::track::Track;
 
 /// Keep rectangles are grown to whole 16x16 macroblocks, so the encoder sees clean black
 /// blocks and ringing never leaks into them.

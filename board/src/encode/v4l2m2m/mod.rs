@@ -45,7 +45,7 @@ const CODED_BUFFER_SIZE: u32 = 512 * 1024;
 
 /// The first V4L2 M2M H.264 encoder on this machine.
 pub(in crate::encode) fn find() -> Option<PathBuf> {
-    crate::probe::dev_video_nodes()
+    crate::devices::dev_video_nodes()
         .into_iter()
         .find(|path| session::is_encoder(path, H264))
 }

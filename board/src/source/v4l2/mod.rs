@@ -47,12 +47,12 @@ const MAX_BAD_IN_A_ROW: u32 = 30;
 const NEEDS_LIBCAMERA: [&str; 4] = ["unicam", "bcm2835-isp", "rp1-cfe", "pispbe"];
 
 /// Every V4L2 device node and what it is to focusd.
-pub fn video_nodes() -> Vec<crate::probe::VideoNode> {
+pub fn video_nodes() -> Vec<crate::devices::VideoNode> {
     use v4l::capability::Flags;
-    crate::probe::dev_video_nodes()
+    crate::devices::dev_video_nodes()
         .into_iter()
         .map(|path| {
-            let mut node = crate::probe::VideoNode {
+            let mut node = crate::devices::VideoNode {
                 path: path.clone(),
                 driver: String::new(),
                 card: String::new(),
@@ -99,7 +99,7 @@ pub fn video_nodes() -> Vec<crate::probe::VideoNode> {
 /// The first V4L2 node on this machine that is a camera focusd can read: single-planar
 /// capture, not memory-to-memory, not an ISP node, offering a format this backend reads.
 pub(in crate::source) fn first_camera() -> Option<SourceSpec> {
-    crate::probe::dev_video_nodes()
+    crate::devices::dev_video_nodes()
         .into_iter()
         .find(|path| is_camera(path))
         .map(SourceSpec::V4l2)

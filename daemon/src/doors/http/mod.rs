@@ -10,6 +10,7 @@ pub mod auth;
 pub mod connections;
 pub mod server;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,18 +25,36 @@ use serde::Deserialize;
 use crate::doors::pictures::{self, Pictures};
 use crate::doors::webrtc::OfferError;
 use crate::doors::webrtc::server::WebRtcHandle;
+use crate::service::liveness::Liveness;
 use crate::service::metrics::Metrics;
 use crate::state::command::{Access, Command};
 use crate::state::protocol::WebRtcConfig;
 use crate::state::streams::StreamsPatch;
 use crate::state::{Control, Part};
-use crate::video::signals::Liveness;
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The viewer page, embedded in the binary.
 const VIEWER_HTML: &str = include_str!("../../../assets/viewer.html");
+
+/// The viewer's URL for a daemon listening on `listen`, with the access token in its
+/// fragment (never sent to a server, kept by the page) when there is one.
+pub fn viewer_url(listen: SocketAddr, tls: bool, token: Option<&str>) -> String {
+    let ip = listen.ip();
+    let host = if ip.is_loopback() || ip.is_unspecified() {
+        "localhost".to_string()
+    } else if ip.is_ipv6() {
+        format!("[{ip}]")
+    } else {
+        ip.to_string()
+    };
+    let scheme = if tls { "https" } else { "http" };
+    match token {
+        Some(t) => format!("{scheme}://{host}:{}/#token={t}", listen.port()),
+        None => format!("{scheme}://{host}:{}/", listen.port()),
+    }
+}
 
 /// Shared by every handler.
 #[derive(Clone)]

@@ -30,6 +30,7 @@ use tower::ServiceExt;
 use super::connections::{Admission, ConnId, Connections};
 use crate::config::HttpSettings;
 use crate::service::metrics::Metrics;
+use crate::service::sd_notify::Probe;
 use crate::service::supervisor::Supervised;
 use crate::state::Part;
 
@@ -134,7 +135,7 @@ impl HttpProbe {
 
     /// Checks once, giving the routes `within` to answer; `Err` says why HTTP does not
     /// answer.
-    pub async fn check(&mut self, within: Duration) -> Result<(), String> {
+    async fn answers(&mut self, within: Duration) -> Result<(), String> {
         let taken = (
             self.metrics.http.accepted.get(),
             self.metrics.http.refused.get(),
@@ -155,6 +156,12 @@ impl HttpProbe {
                 within.as_secs_f64()
             )),
         }
+    }
+}
+
+impl Probe for HttpProbe {
+    fn check(&mut self, within: Duration) -> impl Future<Output = Result<(), String>> + Send {
+        self.answers(within)
     }
 }
 

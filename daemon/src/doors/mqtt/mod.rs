@@ -20,12 +20,11 @@
 //!   backoff and jitter, republishes what is retained on every connect, and never blocks:
 //!   requests go into a bounded queue, and what does not fit is counted and dropped (state
 //!   is coalesced, so only its latest value matters).
-//! * [`Broker`] parses `mqtt://` and `mqtts://` URLs.
+//!
+//! The broker's URL is part of the configuration: [`crate::config::Broker`].
 
-mod broker;
 pub mod client;
 mod session;
 pub mod telemetry;
 
-pub use broker::Broker;
 pub use session::{Kind, Out, Session};

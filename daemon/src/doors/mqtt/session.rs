@@ -385,7 +385,7 @@ mod tests {
     use super::*;
     use crate::state::command::Mode;
     use crate::state::protocol::TrackInfo;
-    use crate::video::track::TrackMap;
+    use crate::track::TrackMap;
 
     fn info() -> Info {
         let t = TrackInfo {

@@ -7,7 +7,7 @@ use crate::service::metrics::Metrics;
 use crate::service::procfs;
 use crate::state::protocol::Stats;
 use crate::state::{Control, LinkLevel};
-use crate::video::track::{Track, TrackMap};
+use crate::track::{Track, TrackMap};
 
 /// Counter values at one moment.
 #[derive(Clone, Copy, Debug, Default)]

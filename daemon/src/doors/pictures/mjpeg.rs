@@ -13,7 +13,7 @@ use super::{
     Consumer, Jpeg, JpegWorker, Pacer, PictureQuery, Pictures, Refusal, Scale, encode_jpeg,
 };
 use crate::state::streams::Door;
-use crate::video::track::Track;
+use crate::track::Track;
 
 /// The rate a client gets when it names none.
 pub const DEFAULT_FPS: f64 = 10.0;

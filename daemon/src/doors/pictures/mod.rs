@@ -37,13 +37,13 @@ use tokio_util::sync::CancellationToken;
 
 pub use ws_frames::Codec;
 
+use crate::fanout::FrameFeed;
 use crate::service::metrics::Metrics;
 use crate::state::Control;
 use crate::state::protocol::{FrameMeta, PictureMessage};
 use crate::state::streams::{Door, DoorSettings};
-use crate::video::feed::FrameFeed;
+use crate::track::Track;
 use crate::video::mask;
-use crate::video::track::Track;
 
 /// How long a consumer waits for a frame before saying there is none.
 pub const FRAME_WAIT: Duration = Duration::from_secs(2);

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use super::{Consumer, Pacer, PictureQuery, Pictures, Refusal, refuse, send_frame};
 use crate::state::protocol::PlaneMeta;
 use crate::state::streams::Door;
-use crate::video::track::Track;
+use crate::track::Track;
 
 /// How the planes are compressed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]

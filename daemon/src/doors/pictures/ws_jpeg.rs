@@ -23,7 +23,7 @@ use super::{
 };
 use crate::state::protocol::JpegClientMessage;
 use crate::state::streams::Door;
-use crate::video::track::Track;
+use crate::track::Track;
 
 /// Pictures sent and not yet reported rendered, at most (once the client reports).
 pub const WINDOW: usize = 2;

@@ -22,18 +22,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use self::stream::{MTU, PAYLOAD_TYPE, RtpStream};
 use crate::config::RelaySettings;
+use crate::fanout::{HubReceiver, HubSender};
 use crate::service::metrics::Metrics;
 use crate::service::supervisor::{Supervised, Supervisor};
 use crate::state::protocol::ViewerMessage;
 use crate::state::{Control, Part};
+use crate::track::{EncodedFrame, Track, TrackMap};
 use crate::video::signals::{Claim, Demand, KeyframeRequests};
-use crate::video::track::{EncodedFrame, Track, TrackMap};
 
 /// How often each stream sends an RTCP sender report.
 const REPORT_INTERVAL: Duration = Duration::from_secs(1);
@@ -68,9 +68,9 @@ struct Outlet {
 pub struct RelayTask {
     pub settings: RelaySettings,
     /// Encoded frames from the pipeline.
-    pub frames: mpsc::Receiver<EncodedFrame>,
+    pub frames: HubReceiver,
     /// The same frames, on to the WebRTC hub.
-    pub hub: mpsc::Sender<EncodedFrame>,
+    pub hub: HubSender,
     pub keyframes: KeyframeRequests,
     /// Where the relay claims its tracks.
     pub demand: Demand,
@@ -178,8 +178,8 @@ fn random_bytes() -> [u8; 10] {
 /// queues between the encoders and the hub outlive a panic.
 struct RelayService {
     relay: Relay,
-    frames: mpsc::Receiver<EncodedFrame>,
-    hub: mpsc::Sender<EncodedFrame>,
+    frames: HubReceiver,
+    hub: HubSender,
 }
 
 impl Supervised for RelayService {
@@ -208,8 +208,8 @@ struct Relay {
 impl Relay {
     async fn run(
         &mut self,
-        frames: &mut mpsc::Receiver<EncodedFrame>,
-        hub: &mpsc::Sender<EncodedFrame>,
+        frames: &mut HubReceiver,
+        hub: &HubSender,
         shutdown: CancellationToken,
     ) {
         let mut reports = tokio::time::interval(REPORT_INTERVAL);

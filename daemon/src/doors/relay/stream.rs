@@ -14,7 +14,7 @@ use rtp::packet::Packet;
 use rtp::packetizer::Payloader;
 use webrtc_util::marshal::Marshal;
 
-use crate::video::track::EncodedFrame;
+use crate::track::EncodedFrame;
 
 /// Largest RTP packet sent (header included): fits a 1500-byte Ethernet MTU with IPv6,
 /// UDP and a VPN's overhead, as browsers do.
@@ -165,7 +165,7 @@ mod tests {
     use webrtc_util::marshal::Unmarshal;
 
     use super::*;
-    use crate::video::track::Track;
+    use crate::track::Track;
 
     fn frame(data: Vec<u8>, keyframe: bool, at: Instant) -> EncodedFrame {
         EncodedFrame {

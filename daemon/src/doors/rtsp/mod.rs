@@ -22,10 +22,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::doors::http::auth::Gate;
+use crate::fanout::EncodedTaps;
 use crate::service::supervisor::Supervisor;
 use crate::state::Control;
 use crate::video::signals::{Demand, KeyframeRequests};
-use crate::video::taps::EncodedTaps;
 
 #[cfg(not(feature = "gstreamer"))]
 use disabled as imp;

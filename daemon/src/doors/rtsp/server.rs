@@ -18,7 +18,7 @@ use super::{RtspDoor, RtspError};
 use crate::doors::http::auth::Gate;
 use crate::service::supervisor::Supervised;
 use crate::state::{Control, Part};
-use crate::video::track::Track;
+use crate::track::Track;
 
 /// Each track's pipeline: the encoded access units in, RTP out. `h264parse` puts SPS and
 /// PPS where a client needs them; the payloader repeats them before every keyframe.

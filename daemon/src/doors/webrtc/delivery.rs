@@ -30,7 +30,7 @@
 use std::time::{Duration, Instant};
 
 use crate::state::LinkLevel;
-use crate::video::track::{Track, TrackMap};
+use crate::track::{Track, TrackMap};
 
 /// Share of an estimate media may use; the rest is RTP and SRTP headers, retransmissions
 /// and the estimate's own error.

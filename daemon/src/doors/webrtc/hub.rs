@@ -10,43 +10,15 @@ use str0m::Input;
 use str0m::bwe::Bitrate;
 use str0m::net::{Protocol, Receive, Transmit};
 
-use super::OfferError;
 use super::delivery::{self, Bounds, Ladder, LayerMeter, Link};
 use super::negotiate::Admission;
 use super::peer::{CONNECT_TIMEOUT, Peer, PeerNote};
+use super::{OfferError, SessionId};
 use crate::service::metrics::Metrics;
 use crate::state::command::Access;
 use crate::state::{Delivery, ViewerLink};
+use crate::track::{EncodedFrame, Track, TrackMap};
 use crate::video::signals::Demand;
-use crate::video::track::{EncodedFrame, Track, TrackMap};
-
-/// A viewer session id: 128 random bits in hex, used in WHEP resource URLs.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct SessionId(String);
-
-impl SessionId {
-    /// A fresh id, or `None` when the OS cannot provide randomness: a guessable id would
-    /// let anyone end another viewer's session through its WHEP URL.
-    pub(super) fn random() -> Option<Self> {
-        let mut bytes = [0u8; 16];
-        getrandom::fill(&mut bytes).ok()?;
-        Some(Self(bytes.iter().map(|b| format!("{b:02x}")).collect()))
-    }
-
-    pub(super) fn from_string(s: String) -> Self {
-        Self(s)
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for SessionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// What the hub asks of its driver.
 #[derive(Debug, PartialEq)]

@@ -15,9 +15,41 @@ mod peer;
 pub mod reflexive;
 pub mod sdp;
 pub mod server;
+#[cfg(test)]
+mod virtual_time;
 
-pub use hub::{Hub, HubEvent, HubSettings, SessionId};
+use std::fmt;
+
+pub use hub::{Hub, HubEvent, HubSettings};
 pub use negotiate::{Admission, NegotiateError, Negotiator, SendOffer};
+
+/// A viewer session id: 128 random bits in hex, used in WHEP resource URLs.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SessionId(String);
+
+impl SessionId {
+    /// A fresh id, or `None` when the OS cannot provide randomness: a guessable id would
+    /// let anyone end another viewer's session through its WHEP URL.
+    pub(crate) fn random() -> Option<Self> {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).ok()?;
+        Some(Self(bytes.iter().map(|b| format!("{b:02x}")).collect()))
+    }
+
+    pub(crate) fn from_string(s: String) -> Self {
+        Self(s)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// Why an offer was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -18,12 +18,12 @@ use str0m::rtp::Extension;
 use str0m::{Candidate, Rtc};
 
 use super::OfferError;
-use super::hub::SessionId;
+use super::SessionId;
 use super::peer::{Outgoing, Peer};
 use super::reflexive::Reflexive;
 use super::sdp;
 use crate::state::command::Access;
-use crate::video::track::{Track, TrackMap};
+use crate::track::{Track, TrackMap};
 
 /// The RTP header extension id str0m starts `playout-delay` at (unused by its standard
 /// map); the offer's own id replaces it.

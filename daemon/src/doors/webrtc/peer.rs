@@ -8,11 +8,11 @@ use str0m::format::Codec;
 use str0m::media::{MediaTime, Mid, Pt};
 use str0m::{Event, IceConnectionState, Output, Rtc};
 
+use super::SessionId;
 use super::delivery::{self, Link};
-use super::hub::SessionId;
 use crate::state::command::Access;
+use crate::track::{EncodedFrame, Track, TrackMap};
 use crate::video::signals::Claim;
-use crate::video::track::{EncodedFrame, Track, TrackMap};
 
 /// A viewer that has not connected by then is dropped.
 pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);

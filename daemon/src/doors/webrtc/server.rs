@@ -14,13 +14,13 @@ use super::delivery::Bounds;
 use super::reflexive::Reflexive;
 use super::{Admission, Hub, HubEvent, HubSettings, Negotiator, OfferError, SendOffer, SessionId};
 use crate::config::WebRtcSettings;
+use crate::fanout::HubReceiver;
 use crate::service::metrics::{Metrics, Refusal};
 use crate::service::supervisor::{Supervised, Supervisor};
 use crate::state::command::{Access, Command};
 use crate::state::protocol::{RoiEvent, ViewerMessage};
 use crate::state::{Control, Part, unix_ms};
 use crate::video::signals::{Demand, EncoderTargets, KeyframeRequests};
-use crate::video::track::EncodedFrame;
 
 /// Viewers are told of state changes at most this often.
 const STATE_PUSH_INTERVAL: Duration = Duration::from_millis(100);
@@ -163,7 +163,7 @@ pub struct HubTask {
     pub targets: EncoderTargets,
     /// The sockets' public addresses, offered as server-reflexive candidates.
     pub reflexive: Vec<Reflexive>,
-    pub frames: mpsc::Receiver<EncodedFrame>,
+    pub frames: HubReceiver,
     pub control: Arc<Control>,
     pub keyframes: KeyframeRequests,
     /// Where viewers claim the tracks they receive.
@@ -275,7 +275,7 @@ struct HubService {
 struct Inputs {
     requests: mpsc::Receiver<Request>,
     datagrams: mpsc::Receiver<Datagram>,
-    frames: mpsc::Receiver<EncodedFrame>,
+    frames: HubReceiver,
 }
 
 impl Supervised for HubService {

@@ -7,7 +7,7 @@
 
 use tokio::sync::broadcast;
 
-use crate::video::track::{EncodedFrame, Track, TrackMap};
+use crate::track::{EncodedFrame, Track, TrackMap};
 
 /// Frames a listener may fall behind before it loses some.
 pub const TAP_DEPTH: usize = 32;
