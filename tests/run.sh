@@ -224,7 +224,6 @@ else
   boot_failed=1 status=1
 fi
 
-
 # The bench beside the boards' build, which takes only what the bench leaves idle (its
 # lowest priority): the figures are informational here (the README's come from long
 # quiet runs), and the build is most of what is left.
