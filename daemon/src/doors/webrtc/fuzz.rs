@@ -23,7 +23,6 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use str0m::ice::{StunMessage, TransId};
 
-use super::delivery::Bounds;
 use super::negotiate::test_negotiator;
 use super::{Hub, HubSettings, Negotiator, OfferError};
 use crate::service::metrics::Metrics;
@@ -98,15 +97,7 @@ fn exercise(negotiator: &Negotiator, offer: &str) -> Outcome {
         Ok(a) => a,
         Err(e) => return Outcome::Refused(e.to_string()),
     };
-    let settings = HubSettings {
-        max_viewers: 4,
-        bounds: Bounds {
-            context_kbps: 300,
-            source_kbps: 2500,
-        },
-        adaptive: true,
-        keep_configured_rates: false,
-    };
+    let settings = HubSettings::for_tests(4);
     let mut hub = Hub::new(settings, Arc::new(Metrics::default()), Demand::new(), start);
     let answer = match hub.admit(start, admission) {
         Ok((_, answer)) => answer,

@@ -61,6 +61,23 @@ pub struct HubSettings {
     pub keep_configured_rates: bool,
 }
 
+impl HubSettings {
+    /// The daemon's defaults (300 and 2500 kbit/s, adaptive) for `max_viewers`, for the
+    /// hub's tests, the fuzz target and the virtual-time test.
+    #[cfg(test)]
+    pub(super) fn for_tests(max_viewers: usize) -> HubSettings {
+        HubSettings {
+            max_viewers,
+            bounds: Bounds {
+                context_kbps: 300,
+                source_kbps: 2500,
+            },
+            adaptive: true,
+            keep_configured_rates: false,
+        }
+    }
+}
+
 /// All viewers.
 pub struct Hub {
     peers: Vec<Peer>,
@@ -474,16 +491,7 @@ mod tests {
     fn offers_that_never_connect_are_dropped_at_the_connect_timeout_with_no_one_else() {
         let start = Instant::now();
         let negotiator = crate::doors::webrtc::negotiate::test_negotiator(true);
-        let bounds = Bounds {
-            context_kbps: 300,
-            source_kbps: 2500,
-        };
-        let settings = HubSettings {
-            max_viewers: 16,
-            bounds,
-            adaptive: true,
-            keep_configured_rates: false,
-        };
+        let settings = HubSettings::for_tests(16);
         let metrics = Arc::new(Metrics::default());
         let mut hub = Hub::new(settings, metrics, Demand::new(), start);
         for _ in 0..3 {

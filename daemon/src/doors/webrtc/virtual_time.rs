@@ -12,7 +12,6 @@ use str0m::media::{Direction, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
-use super::delivery::Bounds;
 use super::negotiate::test_negotiator;
 use super::{Hub, HubEvent, HubSettings};
 use crate::service::metrics::Metrics;
@@ -68,15 +67,7 @@ impl Session {
         let admission = negotiator
             .answer(start, &offer.to_sdp_string(), Access::Full)
             .expect("the offer is answered");
-        let settings = HubSettings {
-            max_viewers: 4,
-            bounds: Bounds {
-                context_kbps: 300,
-                source_kbps: 2500,
-            },
-            adaptive: true,
-            keep_configured_rates: false,
-        };
+        let settings = HubSettings::for_tests(4);
         let mut hub = Hub::new(settings, Arc::new(Metrics::default()), demand, start);
         let (_, answer) = hub.admit(start, admission).expect("admitted");
         let answer = SdpAnswer::from_sdp_string(&answer).expect("the answer parses");
