@@ -17,8 +17,19 @@ use focusd_testkit::{TempDir, TestDaemon};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// `curl` with the kit's token; its output and `%{http_code}`.
-fn curl(url: &str, extra: &[&str]) -> (u16, Vec<u8>) {
+/// What `curl` fetched.
+struct Fetched {
+    /// `%{http_code}`; 0 when curl got no response.
+    status: u16,
+    /// The response body.
+    body: Vec<u8>,
+    /// The wall-clock time curl ended, in ms since the epoch: the ages of the stamps in
+    /// the body are measured at it, not after the decoders ran (two more processes).
+    done_ms: u64,
+}
+
+/// `curl` with the kit's token.
+fn curl(url: &str, extra: &[&str]) -> Fetched {
     let dir = TempDir::new("curl");
     let body = dir.path().join("body");
     let out = Command::new("curl")
@@ -29,11 +40,16 @@ fn curl(url: &str, extra: &[&str]) -> (u16, Vec<u8>) {
         .args(["-w", "%{http_code}", url])
         .output()
         .expect("curl runs");
-    let code = String::from_utf8_lossy(&out.stdout)
+    let done_ms = unix_ms();
+    let status = String::from_utf8_lossy(&out.stdout)
         .trim()
         .parse()
         .unwrap_or(0);
-    (code, std::fs::read(&body).unwrap_or_default())
+    Fetched {
+        status,
+        body: std::fs::read(&body).unwrap_or_default(),
+        done_ms,
+    }
 }
 
 /// Decodes a JPEG with ffmpeg into its luma plane; `(width, height, luma)`.
@@ -68,10 +84,10 @@ fn decode_jpeg(jpeg: &[u8]) -> (u32, u32, Vec<u8>) {
     (w, h, out.stdout)
 }
 
-/// The age of the stamp in a decoded luma plane, in ms.
-fn stamp_age(w: u32, h: u32, luma: &[u8]) -> u32 {
+/// The age of the stamp in a decoded luma plane at `at_ms`, in ms.
+fn stamp_age(w: u32, h: u32, luma: &[u8], at_ms: u64) -> u32 {
     let s = stamp::read(luma, w, h, w as usize).expect("the stamp is readable");
-    stamp::age_ms(s, unix_ms())
+    stamp::age_ms(s, at_ms)
 }
 
 /// The JPEG parts of a `multipart/x-mixed-replace` body.
@@ -124,22 +140,22 @@ fn stalled_reader(addr: std::net::SocketAddr, path: &str, websocket: bool) -> Tc
 fn snapshot_is_a_jpeg_of_the_newest_frame_as_the_track_shows_it() {
     let d = TestDaemon::start(&["--source", "test", "--size", "640x360"]);
     let base = format!("http://{}", d.addr);
-    let (code, jpeg) = curl(&format!("{base}/snapshot.jpg"), &[]);
-    assert_eq!(code, 200);
-    let (w, h, luma) = decode_jpeg(&jpeg);
+    let jpeg = curl(&format!("{base}/snapshot.jpg"), &[]);
+    assert_eq!(jpeg.status, 200);
+    let (w, h, luma) = decode_jpeg(&jpeg.body);
     assert_eq!((w, h), (640, 360));
-    let age = stamp_age(w, h, &luma);
+    let age = stamp_age(w, h, &luma, jpeg.done_ms);
     assert!(age < 1000, "the newest frame: {age} ms old");
 
-    let (code, context) = curl(
+    let context = curl(
         &format!("{base}/snapshot.jpg?track=context&quality=30"),
         &[],
     );
-    assert_eq!(code, 200);
-    let (w, h, _) = decode_jpeg(&context);
+    assert_eq!(context.status, 200);
+    let (w, h, _) = decode_jpeg(&context.body);
     assert_eq!((w, h), (320, 180));
-    let (_, small) = curl(&format!("{base}/snapshot.jpg?quality=10"), &[]);
-    let (_, large) = curl(&format!("{base}/snapshot.jpg?quality=95"), &[]);
+    let small = curl(&format!("{base}/snapshot.jpg?quality=10"), &[]).body;
+    let large = curl(&format!("{base}/snapshot.jpg?quality=95"), &[]).body;
     assert!(
         small.len() * 2 < large.len(),
         "quality 10: {} B, 95: {} B",
@@ -151,21 +167,22 @@ fn snapshot_is_a_jpeg_of_the_newest_frame_as_the_track_shows_it() {
     // the stamp.
     let hybrid = r#"{"mode":"HYBRID","hybrid_rect":{"x1":0,"y1":90,"x2":10,"y2":100}}"#;
     assert_eq!(d.command(hybrid).status, 200);
-    let (_, masked) = curl(&format!("{base}/snapshot.jpg"), &[]);
-    let (w, h, luma) = decode_jpeg(&masked);
+    let masked = curl(&format!("{base}/snapshot.jpg"), &[]);
+    let (w, h, luma) = decode_jpeg(&masked.body);
     let right_half: Vec<u8> = luma[(w * h / 4) as usize..]
         .chunks(w as usize)
         .flat_map(|row| row[w as usize / 2..].to_vec())
         .collect();
     let mean = right_half.iter().map(|&p| p as u64).sum::<u64>() / right_half.len() as u64;
     assert!(mean < 8, "masked: mean luma {mean}");
-    stamp_age(w, h, &luma);
+    stamp::read(&luma, w, h, w as usize).expect("the stamp is left out of the mask");
 
     // Bad requests get a reason; LOW has no source picture.
     assert_eq!(d.command(r#"{"mode":"LOW"}"#).status, 200);
-    let (code, body) = curl(&format!("{base}/snapshot.jpg"), &[]);
-    assert_eq!(code, 409, "{}", String::from_utf8_lossy(&body));
-    assert!(String::from_utf8_lossy(&body).contains("track=context"));
+    let low = curl(&format!("{base}/snapshot.jpg"), &[]);
+    let reason = String::from_utf8_lossy(&low.body);
+    assert_eq!(low.status, 409, "{reason}");
+    assert!(reason.contains("track=context"), "{reason}");
     for (query, words) in [
         ("track=side", "track"),
         ("quality=0", "quality"),
@@ -256,17 +273,18 @@ fn mjpeg_keeps_its_rate_and_stalled_readers_of_every_door_slow_no_viewer() {
     // One MJPEG reader at 5 a second for 3 s.
     viewer.reset_counters();
     let started = Instant::now();
-    let (code, body) = curl(
+    let mjpeg = curl(
         &format!("http://{}/stream.mjpeg?fps=5", d.addr),
         &["--max-time", "3"],
     );
     let took = started.elapsed();
-    assert!(code == 200 || code == 0, "{code}");
+    // curl's time limit ends the stream: the status is 0 when curl did not print it.
+    assert!(mjpeg.status == 200 || mjpeg.status == 0, "{}", mjpeg.status);
     assert!(
         took >= Duration::from_millis(2900),
         "the stream lasts until its reader stops (curl --max-time 3): {took:?}"
     );
-    let parts = mjpeg_parts(&body);
+    let parts = mjpeg_parts(&mjpeg.body);
     let rate = parts.len() as f64 / took.as_secs_f64();
     assert!(
         (3.5..=6.0).contains(&rate),
@@ -275,7 +293,11 @@ fn mjpeg_keeps_its_rate_and_stalled_readers_of_every_door_slow_no_viewer() {
     );
     let (w, h, luma) = decode_jpeg(parts.last().unwrap());
     assert_eq!((w, h), (640, 360));
-    assert!(stamp_age(w, h, &luma) < 1000);
+    let age = stamp_age(w, h, &luma, mjpeg.done_ms);
+    assert!(
+        age < 1000,
+        "the last part: {age} ms old when the stream ended"
+    );
 
     let s = viewer.stats();
     let fps = s.tracks[1].frames as f64 / took.as_secs_f64();
