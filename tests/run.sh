@@ -8,8 +8,9 @@
 # Everything is built once per target with the one optimised profile (`release`): the
 # tests, the packages, the systemd boot and the benchmark run the same binaries. The boards'
 # build runs in the background at the lowest priority (in target/boards/, so that neither
-# build waits for the other's lock) and fills the cores the x86 steps leave idle; the
-# benchmark runs beside its end.
+# build waits for the other's lock) and fills the cores the x86 steps leave idle, the tests
+# included; the benchmark runs beside it, and the boards' binaries are tested while their
+# unit tests build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=cross/env.sh
@@ -98,11 +99,13 @@ trap 'for j in "${jobs_to_end[@]}"; do kill -CONT -- "-$j" 2>/dev/null || true; 
 # alone).
 lowest='echo 19 >/proc/self/autogroup 2>/dev/null || true; exec nice -n 19 "$@"'
 
-# The boards' binaries, packages and unit-test binaries.
+# The boards' binaries, packages and unit-test binaries; a file says when the binaries
+# and packages are done.
 boards_dir=target/boards
+binaries_built="$tmp/boards-binaries-built"
 setsid bash -c "$lowest" lowest bash -c '
   set -e
-  boards_dir=$1; shift
+  boards_dir=$1 binaries_built=$2; shift 2
   flags=(); for t in "$@"; do flags+=(--target "$t"); done
   export CARGO_TARGET_DIR=$boards_dir
   # The boards sysroots (GStreamer), and the environment every board build here shares.
@@ -113,15 +116,17 @@ setsid bash -c "$lowest" lowest bash -c '
   done
   focusd_cross_env "$boards_dir/sysroot" "$@"
   # The packaged build (every hardware backend), then the default one (none): only the
-  # board crate differs, its disabled.rs stand-ins.
+  # board crate differs, its disabled.rs stand-ins. Then the binaries can be tested while
+  # the unit tests build.
   bash cross/build.sh "$@"
   cargo build --release --locked "${flags[@]}" -p focusd-board --lib
+  touch "$binaries_built"
   # The unit-test binaries and their dev-dependencies, off the critical path, with the
   # packaged build'"'"'s features: with fewer (no GStreamer, whose glib changes smallvec'"'"'s
   # features), tract and a hundred crates under it were compiled a second time (529 s).
   cargo test --release --locked "${flags[@]}" --features focusd/v4l2,focusd/v4l2-m2m,focusd/gstreamer -p focusd-board -p focusd --lib --no-run
   echo "boards built in $SECONDS s (background)"
-' boards "$boards_dir" "${boards[@]}" >"$tmp/boards.log" 2>&1 &
+' boards "$boards_dir" "$binaries_built" "${boards[@]}" >"$tmp/boards.log" 2>&1 &
 boards_job=$!
 jobs_to_end+=("$boards_job")
 
@@ -175,10 +180,9 @@ cargo build --release --locked --workspace "${features[@]}" --bins
 # JPEG): built and linted the same way, on the dependencies just built.
 cargo build --release --locked -p focusd-board --lib --tests
 
-# The boards' build pauses while the x86 tests run: timing-sensitive tests (VISION's mask
-# follows moving shapes) run on a quiet machine, as the bench does.
-kill -STOP -- "-$boards_job" 2>/dev/null || true
-
+# The boards' build goes on beside the x86 tests, taking what they leave idle (half the
+# two cores: most tests wait for timers, peers and processes); it pauses only for the
+# topics that measure frame rates under load (below).
 step "tests: x86_64 unit and end-to-end"
 tests cargo test --release --locked --no-fail-fast --workspace "${features[@]}" \
   --lib --test binary --test backends
@@ -194,15 +198,20 @@ for m in map(json.loads, sys.stdin):
 }
 # The end-to-end tests one topic (module) at a time: a topic's tests run in parallel with
 # each other, never beside another topic's (Chromium behind a 1 Mbit/s link next to the
-# model detector's footage missed its frame counts).
+# model detector's footage missed its frame counts). The topics that count frames of
+# Chromium behind an impaired link and of the model detector on footage run with the
+# boards' build paused: on a quiet machine, as the bench does.
+quiet_topics=" browser vision "
 end_to_end=$(test_binary end_to_end)
 for topic in $("$end_to_end" --list --format terse | sed -n 's/::.*: test$//p' | sort -u); do
-  tests "$end_to_end" "$topic::"
+  if [[ $quiet_topics == *" $topic "* ]]; then
+    kill -STOP -- "-$boards_job" 2>/dev/null || true
+    tests "$end_to_end" "$topic::"
+    kill -CONT -- "-$boards_job" 2>/dev/null || true
+  else
+    tests "$end_to_end" "$topic::"
+  fi
 done
-
-# From here on the boards' build takes what the VM, the systemd boot and the bench leave
-# idle (their tests wait for devices, units and timers rather than compute).
-kill -CONT -- "-$boards_job" 2>/dev/null || true
 
 step "tests: V4L2 capture against real drivers (vivid, an MJPEG webcam), libcamera on vimc, in a VM"
 not_run=()
@@ -230,7 +239,22 @@ fi
 step "benchmark (short; figures only, no pass/fail; the boards' build beside it at the lowest priority)"
 target/release/focusd-bench --seconds 2 --viewers 8 --footage tests/.media/vtest.y4m
 
-step "waiting for the boards' build (background since the start; paused during the tests)"
+# Each board's binary and package are tested as soon as they are built (the x86 test
+# binary runs them under qemu-user), beside the build of the boards' unit tests; then the
+# unit tests themselves.
+step "waiting for the boards' binaries (background since the start; paused for two test topics)"
+while [ ! -e "$binaries_built" ] && kill -0 "$boards_job" 2>/dev/null; do sleep 1; done
+if [ -e "$binaries_built" ]; then
+  for target in "${boards[@]}"; do
+    read -r arch _ <<<"$(focusd_deb_arch "$target")"
+    step "tests: $target binary and package tests (smoke, sd_notify, exit codes, .deb) under qemu-user"
+    # The packaged binary links the board's GStreamer: qemu takes libraries from its sysroot.
+    FOCUSD_TARGET=$target FOCUSD_BINARY=$PWD/$boards_dir/$target/release/focusd \
+      FOCUSD_QEMU_PREFIX=$PWD/$boards_dir/sysroot/$arch \
+      tests cargo test --release --locked --no-fail-fast --workspace "${features[@]}" --test binary -- cli:: service:: package::
+  done
+fi
+step "waiting for the boards' unit-test build"
 if wait "$boards_job"; then
   tail -n 3 "$tmp/boards.log"
   for target in "${boards[@]}"; do
@@ -246,15 +270,14 @@ if wait "$boards_job"; then
     tests env -u RUSTC_WORKSPACE_WRAPPER CARGO_TARGET_DIR="$boards_dir" GST_REGISTRY_FORK=no \
       "$runner_var=$qemu -L $PWD/$boards_dir/sysroot/$arch" \
       cargo test --release --locked --no-fail-fast --target "$target" --features focusd/v4l2,focusd/v4l2-m2m,focusd/gstreamer -p focusd-board -p focusd --lib
-    step "tests: $target binary and package tests (smoke, sd_notify, exit codes, .deb) under qemu-user"
-    # The packaged binary links the board's GStreamer: qemu takes libraries from its sysroot.
-    FOCUSD_TARGET=$target FOCUSD_BINARY=$PWD/$boards_dir/$target/release/focusd \
-      FOCUSD_QEMU_PREFIX=$PWD/$boards_dir/sysroot/$arch \
-      tests cargo test --release --locked --no-fail-fast --workspace "${features[@]}" --test binary -- cli:: service:: package::
   done
 else
   cat "$tmp/boards.log"
-  echo "the boards' build failed: their tests did not run"
+  if [ -e "$binaries_built" ]; then
+    echo "the boards' unit-test build failed: their unit tests did not run"
+  else
+    echo "the boards' build failed: their tests did not run"
+  fi
   status=1
 fi
 
