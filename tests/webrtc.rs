@@ -336,6 +336,17 @@ fn many_viewers_and_a_stalled_one_does_not_slow_the_others() {
     );
 }
 
+/// Waits until the daemon counts `viewers` viewers (slots held), for at most `within`;
+/// how long that took. Only ICE consent failure notices a viewer that vanished.
+fn viewers_fall_to(d: &TestDaemon, viewers: usize, within: Duration) -> Duration {
+    let started = std::time::Instant::now();
+    eventually(&format!("{viewers} viewers"), within, || {
+        let held = d.state().viewers;
+        seen(held == viewers, format!("{held} viewers"))
+    });
+    started.elapsed()
+}
+
 #[test]
 fn a_vanished_viewer_is_cleaned_up_and_counted_out() {
     let d = TestDaemon::start(&["--source", "test", "--size", "640x360"]);
@@ -359,16 +370,8 @@ fn a_vanished_viewer_is_cleaned_up_and_counted_out() {
     assert_eq!(d.state().viewers, 2);
     // Stop without saying goodbye: only ICE consent failure can notice.
     drop(gone);
-    let started = std::time::Instant::now();
-    eventually(
-        "the vanished viewer is cleaned up",
-        Duration::from_secs(40),
-        || {
-            let viewers = d.state().viewers;
-            seen(viewers == 1, format!("{viewers} viewers"))
-        },
-    );
-    println!("vanished viewer removed after {:?}", started.elapsed());
+    let took = viewers_fall_to(&d, 1, Duration::from_secs(40));
+    println!("vanished viewer removed after {took:?}");
     let before = keep.stats().tracks[0].frames;
     assert!(
         keep.wait_for(WAIT, |s| s.tracks[0].frames > before + 10).1,
@@ -412,16 +415,8 @@ fn with_no_one_else_watching_abandoned_and_vanished_viewers_give_their_slots_bac
     assert_eq!(offer(ABANDONED_OFFER), 200);
     assert_eq!(offer(ABANDONED_OFFER), 503, "all 3 slots held");
     drop(gone);
-    let started = std::time::Instant::now();
-    eventually(
-        "every slot is free with no one watching",
-        Duration::from_secs(30),
-        || {
-            let held = d.state().viewers;
-            seen(held == 0, format!("{held} slots held"))
-        },
-    );
-    println!("every slot free after {:?}", started.elapsed());
+    let took = viewers_fall_to(&d, 0, Duration::from_secs(30));
+    println!("every slot free after {took:?}");
     let back = Receiver::connect(
         d.addr,
         ReceiverOptions {
