@@ -566,13 +566,16 @@ fn a_slow_viewer_gets_the_context_only_while_a_fast_one_keeps_everything() {
         Duration::from_secs(20),
         || seen(one_full_one_without_source(&d), d.state().delivery),
     );
-    // The encoders follow the fast viewer's estimate (on a busy machine even loopback's
-    // estimate moves), not the slow one's, which would put the source at its floor.
-    let state = d.state();
-    assert!(
-        state.delivery.target_kbps.source > 100,
-        "the slow viewer does not drag the encoders down: {:?}",
-        state.delivery
+    // The encoders follow the fast viewer's estimate, not the slow one's, which would hold
+    // the source at its floor (100) for good. On a busy machine even loopback's estimate
+    // dips for a moment: above the floor within a few seconds.
+    eventually(
+        "the slow viewer does not drag the encoders down",
+        Duration::from_secs(10),
+        || {
+            let delivery = d.state().delivery;
+            seen(delivery.target_kbps.source > 100, delivery)
+        },
     );
     // Settled (what its link held when it was stepped down has drained: str0m's pacer
     // holds up to 2 s): the slow viewer gets context frames and no source media; the fast
@@ -651,7 +654,10 @@ fn a_viewer_below_the_context_gets_every_other_context_frame() {
         &["--source", "test", "--size", "640x360"],
     );
     let fast = Receiver::connect(d.addr, ReceiverOptions::default()).unwrap();
-    let net = Arc::new(Netem::start(Shape::capped(500)).unwrap());
+    // Below the context (600 kbit/s, 706 with the headroom a level keeps), and with room
+    // for its base layer (about 360) and a keyframe's burst: a link this full loses
+    // packets, and a viewer that loses one waits for the next keyframe.
+    let net = Arc::new(Netem::start(Shape::capped(560)).unwrap());
     let slow = Receiver::connect(d.addr, ReceiverOptions::through(&net)).unwrap();
     eventually(
         "the slow viewer stepped down to the context at half rate",
@@ -678,17 +684,22 @@ fn a_viewer_below_the_context_gets_every_other_context_frame() {
     );
     slow.reset_counters();
     fast.reset_counters();
+    let before = net.counts();
     let captured = focusd_testkit::process::metric(d.addr, "focusd_frames_captured_total");
     std::thread::sleep(Duration::from_secs(3));
     let captured =
         focusd_testkit::process::metric(d.addr, "focusd_frames_captured_total") - captured;
     let (s, f) = (slow.stats(), fast.stats());
+    let link = net.counts();
     assert_eq!(levels(&d), [LinkLevel::Full, LinkLevel::ContextHalfRate]);
     let share = s.tracks[0].decoded as f64 / captured;
     assert!(
         (0.4..=0.6).contains(&share),
-        "half the context's frames to the slow viewer: {} of {captured}",
+        "half the context's frames to the slow viewer: {} of {captured} ({} received; \
+         the link: {link:?} before {before:?}; {:?})",
         s.tracks[0].decoded,
+        s.tracks[0].frames,
+        d.state().delivery,
     );
     assert_eq!(s.tracks[0].decode_errors, 0, "{:?}", s.tracks[0]);
     assert!(
