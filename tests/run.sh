@@ -23,13 +23,25 @@ read -r -a boards <<<"${FOCUSD_BOARDS:-aarch64-unknown-linux-gnu}"
 # The hardware backends the x86 build here has: V4L2 capture, the V4L2 M2M encoder and
 # GStreamer, with the end-to-end tests of the GStreamer backend (the root package's feature).
 features=(--features focusd/v4l2,focusd/v4l2-m2m,focusd-testkit/gstreamer)
-step_names=() step_secs=() step_started=$SECONDS
-# Closes the running step (its time is kept for the summary) and opens the next one.
+step_names=() step_secs=() step_busy=() step_started=$SECONDS
+# The machine's CPU time so far, every process's (the background builds' too), in
+# core-seconds: busy (user, nice, system, irq, softirq, steal) and idle.
+clk_tck=$(getconf CLK_TCK)
+cpu_ticks() {
+  awk -v hz="$clk_tck" '/^cpu / { printf "%d %d\n", ($2 + $3 + $4 + $7 + $8 + $9) / hz, ($5 + $6) / hz }' /proc/stat
+}
+read -r busy_started idle_started < <(cpu_ticks)
+busy_at_start=$busy_started idle_at_start=$idle_started
+# Closes the running step (its wall time and the cores' busy time are kept for the
+# summary) and opens the next one.
 step() {
+  local busy idle
+  read -r busy idle < <(cpu_ticks)
   if [ ${#step_names[@]} -gt 0 ]; then
     step_secs+=($((SECONDS - step_started)))
+    step_busy+=("$((busy - busy_started)) $((idle - idle_started))")
   fi
-  step_names+=("$*") step_started=$SECONDS
+  step_names+=("$*") step_started=$SECONDS busy_started=$busy idle_started=$idle
   printf '\n==> %s\n' "$*"
 }
 
@@ -125,7 +137,8 @@ setsid bash -c "$lowest" lowest bash -c '
   # packaged build'"'"'s features: with fewer (no GStreamer, whose glib changes smallvec'"'"'s
   # features), tract and a hundred crates under it were compiled a second time (529 s).
   cargo test --release --locked "${flags[@]}" --features focusd/v4l2,focusd/v4l2-m2m,focusd/gstreamer -p focusd-board -p focusd --lib --no-run
-  echo "boards built in $SECONDS s (background)"
+  echo "boards built in $SECONDS s (background); their CPU (user, system), the shell'"'"'s then its children'"'"'s:"
+  times
 ' boards "$boards_dir" "$binaries_built" "${boards[@]}" >"$tmp/boards.log" 2>&1 &
 boards_job=$!
 jobs_to_end+=("$boards_job")
@@ -285,11 +298,17 @@ step "summary"
 passed=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) if ($(i+1) ~ /^passed;?$/) s += $i } END { print s + 0 }' "$log")
 failed=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) if ($(i+1) ~ /^failed;?$/) s += $i } END { print s + 0 }' "$log")
 passed=$((passed + boot_passed)) failed=$((failed + boot_failed))
-echo "step times (wall clock):"
+# Busy and idle: core-seconds of the whole machine during the step (what ran beside it
+# included), so a step that leaves cores idle shows, and the total tells whether the run
+# is bound by its CPU.
+echo "step times (wall clock; the cores' busy and idle core-seconds meanwhile):"
 for i in "${!step_secs[@]}"; do
-  printf '  %5d s  %s\n' "${step_secs[$i]}" "${step_names[$i]}"
+  read -r busy idle <<<"${step_busy[$i]}"
+  printf '  %5d s  %5d busy %5d idle  %s\n' "${step_secs[$i]}" "$busy" "$idle" "${step_names[$i]}"
 done
-printf '  %5d s  total\n' "$SECONDS"
+read -r busy idle < <(cpu_ticks)
+printf '  %5d s  %5d busy %5d idle  total (%d cores)\n' "$SECONDS" \
+  $((busy - busy_at_start)) $((idle - idle_at_start)) "$(nproc)"
 if [ "$status" != 0 ] && [ "$failed" = 0 ]; then
   echo "a test command failed before reporting results (see above)"
 fi
