@@ -79,7 +79,11 @@ pub struct Picture {
 /// What one track received.
 #[derive(Clone, Debug, Default)]
 pub struct TrackStats {
+    /// Frames received, in order or not.
     pub frames: u64,
+    /// Of those, frames older than one received before (completed late by a resend of a
+    /// lost packet, as str0m's padding does when it probes a link): not news.
+    pub stale: u64,
     pub bytes: u64,
     pub decoded: u64,
     pub decode_errors: u64,
@@ -221,6 +225,7 @@ impl Receiver {
             held: Vec::new(),
             decode,
             channel: None,
+            newest: [None; 2],
         };
         let (s, p) = (stop.clone(), paused.clone());
         let thread = std::thread::Builder::new()
@@ -248,6 +253,7 @@ impl Receiver {
         for t in &mut s.tracks {
             t.last_frame_at = Some(now);
             t.frames = 0;
+            t.stale = 0;
             t.bytes = 0;
             t.decoded = 0;
             t.decode_errors = 0;
@@ -386,6 +392,8 @@ struct Worker {
     /// feed the daemon's bandwidth estimate).
     decode: Option<mpsc::Sender<(usize, Arc<[u8]>)>>,
     channel: Option<str0m::channel::ChannelId>,
+    /// Per track, the last RTP sequence number of the newest frame received.
+    newest: [Option<u64>; 2],
 }
 
 impl Worker {
@@ -499,6 +507,12 @@ impl Worker {
                     let mut s = self.stats.lock().unwrap_or_else(|p| p.into_inner());
                     let t = &mut s.tracks[index];
                     t.frames += 1;
+                    let last = **data.seq_range.end();
+                    if self.newest[index].is_some_and(|n| last <= n) {
+                        t.stale += 1;
+                    } else {
+                        self.newest[index] = Some(last);
+                    }
                     t.bytes += data.data.len() as u64;
                     if self.decode.is_none() {
                         t.first_frame.get_or_insert(elapsed);
