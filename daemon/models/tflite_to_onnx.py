@@ -84,6 +84,9 @@ class Converter:
             self.codes.append(OPS[max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())])
         self.consts = {}  # tensor index -> numpy array (folded constants)
         self.nodes, self.inits, self.names = [], [], {}
+        # Rank-4 tensors are NCHW here, NHWC in the TFLite model; a Reshape's output keeps
+        # TFLite's order (SSD box predictors reshape to [1, N, 1, 4]): these names.
+        self.plain = set()
 
     def tensor(self, i):
         return self.g.Tensors(i)
@@ -186,6 +189,8 @@ class Converter:
             wgt = wgt.transpose(3, 0, 1, 2)  # C,1,H,W
         else:
             wgt = wgt.transpose(0, 3, 1, 2)  # O,I,H,W
+        if self.name(ins[0]) in self.plain:
+            raise SystemExit(f"convolution {out} of a reshaped tensor is not supported")
         kh, kw = wgt.shape[2], wgt.shape[3]
         stride = [opts_t.StrideH(), opts_t.StrideW()]
         if opts_t.Padding() == tflite.Padding.SAME:
@@ -239,21 +244,28 @@ class Converter:
     def op_reshape(self, op, ins, out):
         # Reshape flattens in NHWC order: go back to NHWC first.
         src = self.name(ins[0])
-        if len(self.tensor(ins[0]).ShapeAsNumpy()) == 4:
+        if len(self.tensor(ins[0]).ShapeAsNumpy()) == 4 and src not in self.plain:
             self.nodes.append(helper.make_node("Transpose", [src], [out + "_nhwc"], perm=[0, 2, 3, 1]))
             src = out + "_nhwc"
         target = self.tensor(op.OutputsAsNumpy()[0]).ShapeAsNumpy().tolist()
         shape = self.init(out + "_shape", np.array(target, np.int64))
         self.nodes.append(helper.make_node("Reshape", [src, shape], [out]))
+        self.plain.add(out)
 
     def op_concatenation(self, op, ins, out):
         opts = tflite.ConcatenationOptions()
         opts.Init(op.BuiltinOptions().Bytes, op.BuiltinOptions().Pos)
         axis = opts.Axis()
         rank = len(self.tensor(ins[0]).ShapeAsNumpy())
-        if rank == 4:
+        names = [self.name(i) for i in ins]
+        plain = [n in self.plain for n in names]
+        if rank == 4 and any(plain) != all(plain):
+            raise SystemExit(f"concatenation {out} mixes NCHW and reshaped tensors")
+        if rank == 4 and all(plain):
+            self.plain.add(out)
+        elif rank == 4:
             axis = [0, 2, 3, 1][axis % 4]
-        node = helper.make_node("Concat", [self.name(i) for i in ins], [out], axis=axis)
+        node = helper.make_node("Concat", names, [out], axis=axis)
         self.fused(node, out, opts.FusedActivationFunction())
 
     def yolo_head(self, outputs, size):

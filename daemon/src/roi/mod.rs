@@ -6,10 +6,12 @@
 //! [`ModelDetector`] (motion proposes, a detection [`model`] confirms). A model that cannot
 //! be used is reported once, clearly, and motion runs in its place.
 
+pub mod category;
 mod confirmed;
 pub mod model;
 mod model_detector;
 mod motion;
+pub mod objects;
 mod tracker;
 
 use std::sync::Arc;
@@ -51,7 +53,10 @@ pub fn build(
                 None => Model::default_model(),
             }
             .and_then(|m| {
-                if m.labels().iter().any(|l| settings.labels.contains(l)) {
+                if m.labels()
+                    .iter()
+                    .any(|l| category::wanted(&settings.labels, l))
+                {
                     Ok(m)
                 } else {
                     Err(ModelError::Labels {

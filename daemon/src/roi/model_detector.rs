@@ -84,7 +84,7 @@ impl ModelDetector {
             .labels()
             .iter()
             .enumerate()
-            .filter(|(_, l)| options.labels.iter().any(|k| k == *l))
+            .filter(|(_, l)| super::category::wanted(&options.labels, l))
             .map(|(i, _)| i)
             .collect();
         Self {

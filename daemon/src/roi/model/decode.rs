@@ -48,6 +48,79 @@ pub enum Layout {
     /// YOLOv5/v7 exports: one `[1, N, 5 + C]` output, `cx, cy, w, h`, objectness, then
     /// one score per class.
     YoloV5 { classes: usize },
+    /// SSD detectors as the TF Object Detection API and MediaPipe make them (the built-in
+    /// detector is one): `[1, N, 4]` offsets from N anchors (y, x, h, w, scaled by 10, 10,
+    /// 5, 5, sizes exponential) and `[1, N, C]` class logits, class 0 the background.
+    Ssd {
+        /// The anchors ([`ssd_anchors`]).
+        anchors: Vec<SsdAnchor>,
+        /// Classes with the background.
+        classes: usize,
+        /// The input's side in pixels (boxes are decoded in input pixels).
+        side: usize,
+    },
+}
+
+/// One SSD anchor, normalised to the input (0..1).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SsdAnchor {
+    pub x: f32,
+    pub y: f32,
+    pub w: f32,
+    pub h: f32,
+}
+
+/// Strides of the SSD anchor layers (MobileNet SSDs at 300x300: 19, 10, 5, 3, 2 and 1 cells
+/// a side).
+const SSD_STRIDES: [usize; 6] = [16, 32, 64, 128, 256, 512];
+/// Aspect ratios of the anchors of a cell, above the lowest layer.
+const SSD_ASPECT_RATIOS: [f32; 5] = [1.0, 2.0, 0.5, 3.0, 0.3333];
+/// Anchor scales of the lowest and the highest layer; the layers between are evenly spaced.
+const SSD_SCALES: (f32, f32) = (0.2, 0.95);
+/// Box offsets are scaled by these (y, x, h, w): the TF Object Detection API's box coder.
+const SSD_BOX_SCALES: [f32; 4] = [10.0, 10.0, 5.0, 5.0];
+
+/// The anchors of a square SSD input of `size` pixels, in the model's order, as MediaPipe's
+/// SsdAnchorsCalculator makes them with the Objectron detector's options (the TF Object
+/// Detection API's `ssd_anchor_generator` for MobileNet SSDs): per layer, per cell row by
+/// row, three anchors a cell in the lowest layer (scale 0.1 at 1:1, then 2:1 and 1:2),
+/// six above (five aspect ratios, and 1:1 between this layer's scale and the next's).
+pub fn ssd_anchors(size: usize) -> Vec<SsdAnchor> {
+    let layers = SSD_STRIDES.len();
+    let scale =
+        |i: usize| SSD_SCALES.0 + (SSD_SCALES.1 - SSD_SCALES.0) * i as f32 / (layers - 1) as f32;
+    let mut out = Vec::new();
+    for (layer, stride) in SSD_STRIDES.iter().enumerate() {
+        let shapes: Vec<(f32, f32)> = if layer == 0 {
+            vec![(0.1, 1.0), (scale(0), 2.0), (scale(0), 0.5)]
+        } else {
+            let next = if layer + 1 == layers {
+                1.0
+            } else {
+                scale(layer + 1)
+            };
+            SSD_ASPECT_RATIOS
+                .iter()
+                .map(|&ar| (scale(layer), ar))
+                .chain(std::iter::once(((scale(layer) * next).sqrt(), 1.0)))
+                .collect()
+        };
+        let cells = size.div_ceil(*stride);
+        for y in 0..cells {
+            for x in 0..cells {
+                for &(s, ar) in &shapes {
+                    let r = ar.sqrt();
+                    out.push(SsdAnchor {
+                        x: (x as f32 + 0.5) / cells as f32,
+                        y: (y as f32 + 0.5) / cells as f32,
+                        w: s * r,
+                        h: s / r,
+                    });
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Strides of MediaPipe's pose detector anchor layers (its SsdAnchorsCalculator options).
@@ -82,6 +155,23 @@ impl Layout {
     /// Recognises a layout from the output shapes and the input size, if any fits.
     pub fn recognise(outputs: &[Vec<usize>], input: (usize, usize)) -> Option<Layout> {
         match outputs {
+            [a, b]
+                if a.len() == 3
+                    && b.len() == 3
+                    && a[0] == 1
+                    && b[0] == 1
+                    && a[2] == 4
+                    && b[2] >= 2
+                    && b[2] != 4 =>
+            {
+                let anchors = ssd_anchors(input.0);
+                let fits = input.0 == input.1 && a[1] == anchors.len() && b[1] == anchors.len();
+                fits.then_some(Layout::Ssd {
+                    anchors,
+                    classes: b[2],
+                    side: input.0,
+                })
+            }
             [a, b] if a.len() == 3 && b.len() == 3 && a[0] == 1 && b[0] == 1 => {
                 let anchors = pose_anchors(input.0);
                 let fits = input.0 == input.1
@@ -108,8 +198,16 @@ impl Layout {
     pub fn classes(&self) -> usize {
         match self {
             Layout::MediaPipePose { .. } => 1,
-            Layout::YoloV8 { classes } | Layout::YoloV5 { classes } => *classes,
+            Layout::YoloV8 { classes }
+            | Layout::YoloV5 { classes }
+            | Layout::Ssd { classes, .. } => *classes,
         }
+    }
+
+    /// Whether the model takes pixels scaled to -1..1 (MediaPipe's and TF's detectors) rather
+    /// than 0..1 (YOLO exports).
+    pub fn signed_input(&self) -> bool {
+        matches!(self, Layout::MediaPipePose { .. } | Layout::Ssd { .. })
     }
 
     /// IoU above which the weaker of two same-class boxes is suppressed.
@@ -118,6 +216,8 @@ impl Layout {
             // Its anchors are dense and its boxes are large: neighbours fire together.
             Layout::MediaPipePose { .. } => 0.3,
             Layout::YoloV8 { .. } | Layout::YoloV5 { .. } => 0.45,
+            // As MediaPipe's Objectron graph.
+            Layout::Ssd { .. } => 0.5,
         }
     }
 
@@ -159,6 +259,37 @@ impl Layout {
                     if score >= min_score {
                         found.push(centred(at(0), at(1), at(2), at(3), score, class));
                     }
+                }
+            }
+            Layout::Ssd {
+                anchors,
+                classes,
+                side,
+            } => {
+                let (raw, logits) = (outputs[0], outputs[1]);
+                let size = *side as f32;
+                for (k, a) in anchors.iter().enumerate() {
+                    // Class 0 is the background; the best of the others, scored.
+                    let row = &logits[k * classes..(k + 1) * classes];
+                    let (class, logit) = best(row[1..].iter().copied());
+                    let score = sigmoid(logit.clamp(-100.0, 100.0));
+                    if score < min_score {
+                        continue;
+                    }
+                    let r = &raw[k * 4..k * 4 + 4];
+                    let [sy, sx, sh, sw] = SSD_BOX_SCALES;
+                    let cy = r[0] / sy * a.h + a.y;
+                    let cx = r[1] / sx * a.w + a.x;
+                    let h = (r[2] / sh).clamp(-10.0, 10.0).exp() * a.h;
+                    let w = (r[3] / sw).clamp(-10.0, 10.0).exp() * a.w;
+                    found.push(centred(
+                        cx * size,
+                        cy * size,
+                        w * size,
+                        h * size,
+                        score,
+                        class + 1,
+                    ));
                 }
             }
             Layout::YoloV5 { classes } => {
@@ -266,6 +397,70 @@ mod tests {
             "{} of {before_nms}",
             loose.len()
         );
+    }
+
+    #[test]
+    fn ssd_anchors_match_the_model() {
+        let a = ssd_anchors(300);
+        assert_eq!(
+            a.len(),
+            1917,
+            "19x19x3 + (10x10 + 5x5 + 3x3 + 2x2 + 1x1) x 6"
+        );
+        let first = a[0];
+        assert!((first.x - 0.5 / 19.0).abs() < 1e-6 && (first.y - first.x).abs() < 1e-6);
+        assert!((first.w - 0.1).abs() < 1e-6 && (first.h - 0.1).abs() < 1e-6);
+        // The lowest layer's 2:1 anchor at scale 0.2.
+        assert!((a[1].w - 0.2 * 2f32.sqrt()).abs() < 1e-6, "{:?}", a[1]);
+        // The last layer: one cell, six anchors centred, the last between 0.95 and 1.
+        let last = a[1916];
+        assert_eq!((last.x, last.y), (0.5, 0.5));
+        assert!((last.w - 0.95f32.sqrt()).abs() < 1e-6, "{last:?}");
+        assert_eq!(
+            Layout::recognise(&[vec![1, 1917, 4], vec![1, 1917, 24]], (300, 300)),
+            Some(Layout::Ssd {
+                anchors: a,
+                classes: 24,
+                side: 300
+            })
+        );
+        assert_eq!(
+            Layout::recognise(&[vec![1, 1900, 4], vec![1, 1900, 24]], (300, 300)),
+            None,
+            "the anchor count must fit"
+        );
+    }
+
+    /// An SSD box is decoded around its anchor, class 0 (the background) never wins.
+    #[test]
+    fn ssd_boxes_decode_around_their_anchors() {
+        let anchors = vec![SsdAnchor {
+            x: 0.5,
+            y: 0.25,
+            w: 0.2,
+            h: 0.4,
+        }];
+        let layout = Layout::Ssd {
+            anchors,
+            classes: 3,
+            side: 100,
+        };
+        // Centre moved by 0.1 anchor widths right (1.0 / 10), size e^(5/5) = e times.
+        let raw = [0.0, 1.0, 0.0, 5.0];
+        let logits = [10.0, 0.0, 2.0];
+        let got = layout.decode(&[&raw, &logits], 0.5);
+        assert_eq!(got.len(), 1);
+        let d = got[0];
+        assert_eq!(
+            d.class, 2,
+            "the background's logit is higher but never counts"
+        );
+        assert!((d.score - sigmoid(2.0)).abs() < 1e-6);
+        let w = 0.2 * std::f32::consts::E * 100.0;
+        assert!(((d.x0 + d.x1) / 2.0 - 52.0).abs() < 1e-3, "{d:?}");
+        assert!(((d.x1 - d.x0) - w).abs() < 1e-3, "{d:?}");
+        assert!(((d.y1 - d.y0) - 40.0).abs() < 1e-3, "{d:?}");
+        assert!(layout.decode(&[&raw, &[10.0, -1.0, -2.0]], 0.5).is_empty());
     }
 
     #[test]

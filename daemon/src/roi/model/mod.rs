@@ -144,6 +144,16 @@ pub enum ModelError {
         "model {model}: outputs {shapes} match no known layout (MediaPipe pose: [1,N,12] and [1,N,1]; YOLOv8: [1,4+C,N]; YOLOv5: [1,N,5+C])"
     )]
     OutputLayout { model: String, shapes: String },
+    /// The labels file beside the model names more or fewer classes than it scores.
+    #[error(
+        "model {model}: its labels file {file} names {names} classes, the model scores {classes}"
+    )]
+    LabelCount {
+        model: String,
+        file: String,
+        names: usize,
+        classes: usize,
+    },
     /// None of the labels to keep is one the model knows.
     #[error("model {model}: none of the labels {wanted:?} is among its classes {known:?}")]
     Labels {
@@ -179,20 +189,54 @@ pub struct Model {
 impl Model {
     /// Loads the built-in person detector.
     pub fn default_model() -> Result<Model, ModelError> {
-        Model::from_bytes(DEFAULT_MODEL_NAME, "default.onnx.gz", DEFAULT_MODEL)
+        Model::from_bytes(DEFAULT_MODEL_NAME, "default.onnx.gz", DEFAULT_MODEL, None)
     }
 
-    /// Loads a model file; the format is taken from its name.
+    /// Loads a model file; the format is taken from its name. Its class names come from a
+    /// labels file beside it, if there is one (the model's name with `.labels` for its
+    /// extension, a name a line: `yolo.onnx` → `yolo.labels`); else COCO's for a model
+    /// with COCO's 80 classes, `class0`, `class1`... for others.
     pub fn load(path: &Path) -> Result<Model, ModelError> {
         let name = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|e| ModelError::Read {
+        let read_error = |e: std::io::Error| ModelError::Read {
             model: name.clone(),
             reason: e.to_string(),
-        })?;
-        Model::from_bytes(&name, &path.to_string_lossy(), &bytes)
+        };
+        let bytes = std::fs::read(path).map_err(read_error)?;
+        let labels_file = labels_file(path);
+        let labels = match std::fs::read_to_string(&labels_file) {
+            Ok(text) => Some(text.lines().map(|l| l.trim().to_string()).collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(ModelError::Read {
+                    model: labels_file.display().to_string(),
+                    reason: e.to_string(),
+                });
+            }
+        };
+        let model = Model::from_bytes(&name, &path.to_string_lossy(), &bytes, labels);
+        match model {
+            Err(ModelError::LabelCount {
+                model,
+                names,
+                classes,
+                ..
+            }) => Err(ModelError::LabelCount {
+                model,
+                file: labels_file.display().to_string(),
+                names,
+                classes,
+            }),
+            other => other,
+        }
     }
 
-    fn from_bytes(name: &str, file_name: &str, bytes: &[u8]) -> Result<Model, ModelError> {
+    fn from_bytes(
+        name: &str,
+        file_name: &str,
+        bytes: &[u8],
+        labels: Option<Vec<String>>,
+    ) -> Result<Model, ModelError> {
         let model = name.to_string();
         let corrupt = |format, e: &dyn std::fmt::Display| ModelError::Corrupt {
             model: model.clone(),
@@ -212,10 +256,14 @@ impl Model {
         } else {
             return Err(ModelError::Format { model });
         };
-        Model::plan(model, typed)
+        Model::plan(model, typed, labels)
     }
 
-    fn plan(name: String, typed: TypedModel) -> Result<Model, ModelError> {
+    fn plan(
+        name: String,
+        typed: TypedModel,
+        labels: Option<Vec<String>>,
+    ) -> Result<Model, ModelError> {
         let run_error = |e: TractError| ModelError::Run {
             model: name.clone(),
             reason: format!("{e:#}"),
@@ -259,10 +307,25 @@ impl Model {
                 shapes: format!("{shapes:?}"),
             });
         };
-        let labels = match &layout {
-            Layout::MediaPipePose { .. } => vec!["person".to_string()],
-            l if l.classes() == COCO.len() => COCO.iter().map(|s| s.to_string()).collect(),
-            l => (0..l.classes()).map(|c| format!("class{c}")).collect(),
+        let labels = match (labels, &layout) {
+            (Some(mut names), l) => {
+                // A trailing empty line is not a class.
+                while names.len() > l.classes() && names.last().is_some_and(|n| n.is_empty()) {
+                    names.pop();
+                }
+                if names.len() != l.classes() {
+                    return Err(ModelError::LabelCount {
+                        model: name,
+                        file: String::new(),
+                        names: names.len(),
+                        classes: l.classes(),
+                    });
+                }
+                names
+            }
+            (None, Layout::MediaPipePose { .. }) => vec!["person".to_string()],
+            (None, l) if l.classes() == COCO.len() => COCO.iter().map(|s| s.to_string()).collect(),
+            (None, l) => (0..l.classes()).map(|c| format!("class{c}")).collect(),
         };
         let plan = typed
             .into_optimized()
@@ -313,10 +376,11 @@ impl Model {
     pub fn run(&self, rgb: &[u8]) -> Result<TVec<TValue>, ModelError> {
         let (w, h) = self.size;
         assert_eq!(rgb.len(), w * h * 3, "input image size");
-        // MediaPipe models want -1..1, YOLO exports 0..1.
-        let (scale, offset) = match self.layout {
-            Layout::MediaPipePose { .. } => (1.0 / 127.5, -1.0),
-            _ => (1.0 / 255.0, 0.0),
+        // MediaPipe's and TF's models want -1..1, YOLO exports 0..1.
+        let (scale, offset) = if self.layout.signed_input() {
+            (1.0 / 127.5, -1.0)
+        } else {
+            (1.0 / 255.0, 0.0)
         };
         let norm = |v: u8| v as f32 * scale + offset;
         let tensor: Tensor = match self.channels {
@@ -342,6 +406,20 @@ impl Model {
             reason: format!("{e:#}"),
         }
     }
+}
+
+/// Where the labels file of the model at `path` is: its name with `.labels` for its
+/// extension (`.onnx.gz` counts as one).
+fn labels_file(path: &Path) -> std::path::PathBuf {
+    let file = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = [".onnx.gz", ".onnx", ".tflite"]
+        .iter()
+        .find_map(|ext| file.strip_suffix(ext))
+        .unwrap_or(&file);
+    path.with_file_name(format!("{stem}.labels"))
 }
 
 /// The f32 values of an output tensor.
@@ -421,27 +499,92 @@ mod tests {
         include_bytes!("../../../models/testdata/basketball1.input.u8")
     }
 
-    /// tract on the converted model gives what tflite-runtime gave on the original.
-    #[test]
-    fn default_model_matches_its_own_runtime() {
-        let model = Model::default_model().unwrap();
-        assert_eq!(model.input_size(), (224, 224));
-        let out = model.run(reference_input()).unwrap();
+    fn f32s(bytes: &[u8]) -> Vec<f32> {
+        bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    }
+
+    /// The largest difference between tract's outputs and the reference runtime's.
+    fn worst_difference(out: &TVec<TValue>, want: &[f32]) -> f32 {
         let got: Vec<f32> = out
             .iter()
             .flat_map(|t| floats(t).unwrap().to_vec())
             .collect();
-        let bytes = include_bytes!("../../../models/testdata/basketball1.output.f32");
-        let want: Vec<f32> = bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
         assert_eq!(got.len(), want.len());
-        let worst = got
-            .iter()
-            .zip(&want)
+        got.iter()
+            .zip(want)
             .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+            .fold(0.0f32, f32::max)
+    }
+
+    fn pose_model() -> Model {
+        Model::default_model().unwrap()
+    }
+
+    /// tract on the converted object detector gives what tflite-runtime gave on the
+    /// original, and the detections are those of the reference decoding
+    /// (`daemon/models/reference_ssd.py`), for a photo of people and one of a car.
+    #[test]
+    fn object_detector_matches_its_own_runtime() {
+        let labels = include_str!("../../../models/object_detection.labels")
+            .lines()
+            .map(str::to_string)
+            .collect();
+        let bytes = include_bytes!("../../../models/object_detection.onnx.gz");
+        let model = Model::from_bytes("objects", "objects.onnx.gz", bytes, Some(labels)).unwrap();
+        assert_eq!(model.input_size(), (300, 300));
+        assert_eq!(model.labels().len(), 24);
+        assert_eq!(
+            (model.labels()[4].as_str(), model.labels()[23].as_str()),
+            ("Person", "Car")
+        );
+        for (input, output, detections) in [
+            (
+                &include_bytes!("../../../models/testdata/basketball1.ssd.input.u8")[..],
+                &include_bytes!("../../../models/testdata/basketball1.ssd.output.f32")[..],
+                include_str!("../../../models/testdata/basketball1.ssd.detections.json"),
+            ),
+            (
+                &include_bytes!("../../../models/testdata/licenseplate_motion.ssd.input.u8")[..],
+                &include_bytes!("../../../models/testdata/licenseplate_motion.ssd.output.f32")[..],
+                include_str!("../../../models/testdata/licenseplate_motion.ssd.detections.json"),
+            ),
+        ] {
+            let worst = worst_difference(&model.run(input).unwrap(), &f32s(output));
+            assert!(worst < 0.05, "max |tract - tflite-runtime| = {worst}");
+            let want: serde_json::Value = serde_json::from_str(detections).unwrap();
+            let want = want.as_array().unwrap();
+            let got = model.detect(input, 0.3).unwrap();
+            assert_eq!(got.len(), want.len(), "{got:?} vs {want:?}");
+            for (g, w) in got.iter().zip(want) {
+                assert_eq!(model.labels()[g.class], w["label"].as_str().unwrap());
+                assert!((g.score - w["score"].as_f64().unwrap() as f32).abs() < 0.01);
+                let b: Vec<f32> = w["box"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_f64().unwrap() as f32)
+                    .collect();
+                for (x, y) in [g.x0, g.y0, g.x1, g.y1].iter().zip(&b) {
+                    assert!((x - y).abs() < 1.0, "{g:?} vs {b:?}");
+                }
+            }
+        }
+    }
+
+    /// tract on the converted person detector gives what tflite-runtime gave on the
+    /// original.
+    #[test]
+    fn default_model_matches_its_own_runtime() {
+        let model = pose_model();
+        assert_eq!(model.input_size(), (224, 224));
+        let out = model.run(reference_input()).unwrap();
+        let want = f32s(include_bytes!(
+            "../../../models/testdata/basketball1.output.f32"
+        ));
+        let worst = worst_difference(&out, &want);
         assert!(worst < 0.05, "max |tract - tflite-runtime| = {worst}");
         let found = model.detect(reference_input(), 0.5).unwrap();
         assert_eq!(found.len(), 1, "{found:?}");
@@ -451,15 +594,39 @@ mod tests {
     #[test]
     fn yolo_export_decodes_like_the_original() {
         let bytes = include_bytes!("../../../models/testdata/person_detection_yolo.onnx.gz");
-        let yolo = Model::from_bytes("yolo", "yolo.onnx.gz", bytes).unwrap();
+        let yolo = Model::from_bytes("yolo", "yolo.onnx.gz", bytes, None).unwrap();
         assert_eq!(yolo.layout(), &Layout::YoloV8 { classes: 1 });
         assert_eq!(yolo.labels(), ["class0"]);
-        let pose = Model::default_model().unwrap();
+        let pose = pose_model();
         let want = pose.detect(reference_input(), 0.5).unwrap();
         let got = yolo.detect(reference_input(), 0.5).unwrap();
         assert_eq!(got.len(), want.len(), "{got:?} vs {want:?}");
         assert!(got[0].iou(&want[0]) > 0.98, "{got:?} vs {want:?}");
         assert!((got[0].score - want[0].score).abs() < 0.01);
+    }
+
+    /// A labels file beside a model names its classes; one of the wrong length is refused,
+    /// naming the file.
+    #[test]
+    fn a_labels_file_beside_the_model_names_its_classes() {
+        let dir = std::env::temp_dir().join(format!("focusd-labels-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let model = dir.join("yolo.onnx.gz");
+        std::fs::write(
+            &model,
+            include_bytes!("../../../models/testdata/person_detection_yolo.onnx.gz"),
+        )
+        .unwrap();
+        assert_eq!(labels_file(&model), dir.join("yolo.labels"));
+        std::fs::write(dir.join("yolo.labels"), "walker\n").unwrap();
+        assert_eq!(Model::load(&model).unwrap().labels(), ["walker"]);
+        std::fs::write(dir.join("yolo.labels"), "walker\ncar\n").unwrap();
+        let err = Model::load(&model).unwrap_err();
+        assert!(
+            matches!(&err, ModelError::LabelCount { names: 2, classes: 1, file, .. } if file.ends_with("yolo.labels")),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     fn testdata(name: &str) -> std::path::PathBuf {
@@ -482,10 +649,10 @@ mod tests {
         assert!(matches!(err, ModelError::Read { .. }), "{err}");
         let err = Model::load(&testdata("basketball1.input.u8")).unwrap_err();
         assert!(matches!(err, ModelError::Format { .. }), "{err}");
-        let err =
-            Model::from_bytes("junk", "junk.onnx", b"\x08\x07not protobuf at all").unwrap_err();
+        let err = Model::from_bytes("junk", "junk.onnx", b"\x08\x07not protobuf at all", None)
+            .unwrap_err();
         assert!(matches!(err, ModelError::Corrupt { .. }), "{err}");
-        let err = Model::from_bytes("junk", "junk.tflite", b"TFL3 nope").unwrap_err();
+        let err = Model::from_bytes("junk", "junk.tflite", b"TFL3 nope", None).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -497,7 +664,7 @@ mod tests {
             "{err}"
         );
         let half = &DEFAULT_MODEL[..DEFAULT_MODEL.len() / 2];
-        let err = Model::from_bytes("half", "half.onnx.gz", half).unwrap_err();
+        let err = Model::from_bytes("half", "half.onnx.gz", half, None).unwrap_err();
         assert!(matches!(err, ModelError::Corrupt { .. }), "{err}");
     }
 }

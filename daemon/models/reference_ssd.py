@@ -1,0 +1,65 @@
+#!/usr/bin/env python3
+"""Checks the converted object detector against the model's own runtime (tflite-runtime) and
+writes the reference data focusd's unit tests compare against.
+
+usage: reference_ssd.py MODEL.tflite MODEL.onnx LABELS IMAGE OUTDIR
+
+Writes OUTDIR/<image>.ssd.input.u8 (the 300x300 RGB input, letterboxed), <image>.ssd.output.f32
+(tflite-runtime's raw outputs: box offsets [1917x4] then class logits [1917x24],
+little-endian) and <image>.ssd.detections.json (their decoding by ssd.py: MediaPipe's
+anchors and box coder, sigmoid scores >= 0.3, greedy per-class NMS at IoU 0.5, in input
+pixels, with the class names)."""
+import json
+import os
+import sys
+
+import numpy as np
+import onnxruntime
+import tflite_runtime.interpreter as tfl
+from PIL import Image
+
+import ssd
+
+SIZE = 300
+
+
+def letterbox(path):
+    img = Image.open(path).convert("RGB")
+    scale = SIZE / max(img.size)
+    w, h = round(img.width * scale), round(img.height * scale)
+    canvas = Image.new("RGB", (SIZE, SIZE))
+    canvas.paste(img.resize((w, h), Image.BILINEAR), ((SIZE - w) // 2, (SIZE - h) // 2))
+    return np.asarray(canvas, np.uint8)
+
+
+def main(tflite_path, onnx_path, labels_path, image, outdir):
+    labels = open(labels_path).read().splitlines()
+    pixels = letterbox(image)
+    x = pixels.astype(np.float32) / 127.5 - 1
+    it = tfl.Interpreter(model_path=tflite_path)
+    it.allocate_tensors()
+    it.set_tensor(it.get_input_details()[0]["index"], x[None])
+    it.invoke()
+    boxes, logits = (it.get_tensor(d["index"]) for d in it.get_output_details())
+    if boxes.shape[-1] != 4:
+        boxes, logits = logits, boxes
+    ours = onnxruntime.InferenceSession(onnx_path).run(None, {"image": x.transpose(2, 0, 1)[None]})
+    diff = max(float(np.abs(a - b).max()) for a, b in zip((boxes, logits), ours))
+    print(f"{os.path.basename(image)}: converted detector vs tflite-runtime, max |diff| {diff:.2e}")
+    if diff > 0.01:
+        raise SystemExit("the converted model does not match the original")
+    stem = os.path.join(outdir, os.path.splitext(os.path.basename(image))[0] + ".ssd")
+    pixels.tofile(stem + ".input.u8")
+    np.concatenate([boxes[0].ravel(), logits[0].ravel()]).astype("<f4").tofile(stem + ".output.f32")
+    found = ssd.suppress(ssd.decode(boxes[0], logits[0], SIZE, 0.3), 0.5)
+    with open(stem + ".detections.json", "w") as f:
+        json.dump([{"box": [round(float(v), 4) for v in b], "score": round(s, 6),
+                    "class": c, "label": labels[c]} for b, s, c in found], f, indent=1)
+        f.write("\n")
+    print(f"  {len(found)} detections: " + ", ".join(f"{labels[c]} {s:.2f}" for _, s, c in found))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 6:
+        raise SystemExit(__doc__)
+    main(*sys.argv[1:])
