@@ -141,7 +141,7 @@ pub enum ModelError {
     InputShape { model: String, shape: String },
     /// The outputs are in no layout focusd decodes.
     #[error(
-        "model {model}: outputs {shapes} match no known layout (MediaPipe pose: [1,N,12] and [1,N,1]; YOLOv8: [1,4+C,N]; YOLOv5: [1,N,5+C])"
+        "model {model}: outputs {shapes} match no known layout (MediaPipe pose: [1,N,12] and [1,N,1]; SSD: [1,1917,4] and [1,1917,C]; YOLOv8: [1,4+C,N]; YOLOv5: [1,N,5+C])"
     )]
     OutputLayout { model: String, shapes: String },
     /// The labels file beside the model names more or fewer classes than it scores.
