@@ -22,12 +22,13 @@ from anchors import person_box, pose_anchors
 SIZE = 224
 
 
-def letterbox(path):
+def letterbox(path, size=SIZE):
+    """The image at `path` scaled to fit `size` x `size`, centred, black bars (as focusd)."""
     img = Image.open(path).convert("RGB")
-    scale = SIZE / max(img.size)
+    scale = size / max(img.size)
     w, h = round(img.width * scale), round(img.height * scale)
-    canvas = Image.new("RGB", (SIZE, SIZE))
-    canvas.paste(img.resize((w, h), Image.BILINEAR), ((SIZE - w) // 2, (SIZE - h) // 2))
+    canvas = Image.new("RGB", (size, size))
+    canvas.paste(img.resize((w, h), Image.BILINEAR), ((size - w) // 2, (size - h) // 2))
     return np.asarray(canvas, np.uint8)
 
 
@@ -48,11 +49,13 @@ def decode(reg, logits, threshold=0.5, iou=0.3):
 
 
 def overlap(a, b):
+    """Intersection over union of two (x0, y0, x1, y1) boxes."""
     w = min(a[2], b[2]) - max(a[0], b[0])
     h = min(a[3], b[3]) - max(a[1], b[1])
     inter = max(w, 0) * max(h, 0)
-    area = lambda r: (r[2] - r[0]) * (r[3] - r[1])
-    return inter / (area(a) + area(b) - inter)
+    area = lambda r: max(r[2] - r[0], 0) * max(r[3] - r[1], 0)
+    union = area(a) + area(b) - inter
+    return inter / union if union > 0 else 0.0
 
 
 def main(tflite_path, onnx_path, image, outdir):

@@ -7,8 +7,8 @@ usage: reference_ssd.py MODEL.tflite MODEL.onnx LABELS IMAGE OUTDIR
 Writes OUTDIR/<image>.ssd.input.u8 (the 300x300 RGB input, letterboxed), <image>.ssd.output.f32
 (tflite-runtime's raw outputs: box offsets [1917x4] then class logits [1917x24],
 little-endian) and <image>.ssd.detections.json (their decoding by ssd.py: MediaPipe's
-anchors and box coder, sigmoid scores >= 0.3, greedy per-class NMS at IoU 0.5, in input
-pixels, with the class names)."""
+anchors and box coder, sigmoid scores >= 0.3; then greedy per-class NMS at IoU 0.5, in
+input pixels, with the class names)."""
 import json
 import os
 import sys
@@ -16,25 +16,25 @@ import sys
 import numpy as np
 import onnxruntime
 import tflite_runtime.interpreter as tfl
-from PIL import Image
 
 import ssd
+from reference import letterbox, overlap
 
 SIZE = 300
 
 
-def letterbox(path):
-    img = Image.open(path).convert("RGB")
-    scale = SIZE / max(img.size)
-    w, h = round(img.width * scale), round(img.height * scale)
-    canvas = Image.new("RGB", (SIZE, SIZE))
-    canvas.paste(img.resize((w, h), Image.BILINEAR), ((SIZE - w) // 2, (SIZE - h) // 2))
-    return np.asarray(canvas, np.uint8)
+def suppress(found, iou):
+    """Greedy per-class NMS, strongest first (as focusd's `suppress`)."""
+    kept = []
+    for d in sorted(found, key=lambda d: -d[1]):
+        if all(k[2] != d[2] or overlap(k[0], d[0]) <= iou for k in kept):
+            kept.append(d)
+    return kept
 
 
 def main(tflite_path, onnx_path, labels_path, image, outdir):
     labels = open(labels_path).read().splitlines()
-    pixels = letterbox(image)
+    pixels = letterbox(image, SIZE)
     x = pixels.astype(np.float32) / 127.5 - 1
     it = tfl.Interpreter(model_path=tflite_path)
     it.allocate_tensors()
@@ -51,7 +51,7 @@ def main(tflite_path, onnx_path, labels_path, image, outdir):
     stem = os.path.join(outdir, os.path.splitext(os.path.basename(image))[0] + ".ssd")
     pixels.tofile(stem + ".input.u8")
     np.concatenate([boxes[0].ravel(), logits[0].ravel()]).astype("<f4").tofile(stem + ".output.f32")
-    found = ssd.suppress(ssd.decode(boxes[0], logits[0], SIZE, 0.3), 0.5)
+    found = suppress(ssd.decode(boxes[0], logits[0], SIZE, 0.3), 0.5)
     with open(stem + ".detections.json", "w") as f:
         json.dump([{"box": [round(float(v), 4) for v in b], "score": round(s, 6),
                     "class": c, "label": labels[c]} for b, s, c in found], f, indent=1)

@@ -5,7 +5,7 @@ The options are the Objectron 2-D detector's (ObjectDetectionOidV4Subgraph in th
 16..512, aspect ratios 1, 2, 0.5, 3, 1/3, the lowest layer reduced to three boxes; and
 TensorsToDetectionsCalculator with box scales 10, 10, 5, 5 (y, x, h, w), exponential sizes,
 sigmoid scores, class 0 ignored. focusd's Rust decoding (roi/model/decode.rs, Layout::Ssd) is
-checked against what this writes.
+checked against what reference_ssd.py writes with it.
 """
 import math
 
@@ -58,19 +58,3 @@ def decode(boxes, logits, size, min_score):
         box = [(xc - w / 2) * size, (yc - h / 2) * size, (xc + w / 2) * size, (yc + h / 2) * size]
         found.append((box, float(best[k]), int(cls[k])))
     return found
-
-
-def suppress(found, iou):
-    """Greedy per-class NMS, strongest first (as focusd's `suppress`)."""
-    def overlap(a, b):
-        w = min(a[2], b[2]) - max(a[0], b[0])
-        h = min(a[3], b[3]) - max(a[1], b[1])
-        inter = max(w, 0) * max(h, 0)
-        area = lambda r: max(r[2] - r[0], 0) * max(r[3] - r[1], 0)
-        union = area(a) + area(b) - inter
-        return inter / union if union > 0 else 0.0
-    kept = []
-    for d in sorted(found, key=lambda d: -d[1]):
-        if all(k[2] != d[2] or overlap(k[0], d[0]) <= iou for k in kept):
-            kept.append(d)
-    return kept

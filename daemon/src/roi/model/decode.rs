@@ -346,11 +346,9 @@ mod tests {
     use super::*;
 
     fn reference_outputs() -> Vec<f32> {
-        let bytes = include_bytes!("../../../models/testdata/basketball1.output.f32");
-        bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect()
+        super::super::f32s(include_bytes!(
+            "../../../models/testdata/basketball1.output.f32"
+        ))
     }
 
     #[test]

@@ -491,19 +491,21 @@ fn tflite_to_typed(model: &str, bytes: &[u8]) -> Result<TypedModel, ModelError> 
     })
 }
 
+/// The little-endian f32s of a reference file (the tests' raw outputs).
+#[cfg(test)]
+fn f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn reference_input() -> &'static [u8] {
         include_bytes!("../../../models/testdata/basketball1.input.u8")
-    }
-
-    fn f32s(bytes: &[u8]) -> Vec<f32> {
-        bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect()
     }
 
     /// The largest difference between tract's outputs and the reference runtime's.
