@@ -30,7 +30,9 @@ try {
   let stats = null;
   for (let i = 0; i < 200; i++) {
     stats = await decoded();
-    if (stats && stats.context?.framesDecoded > 0 && stats.source?.framesDecoded > 0) break;
+    // Chromium fills in frameWidth a stats report after the first decoded frame.
+    const shown = (t) => t?.framesDecoded > 0 && t.width > 0;
+    if (stats && shown(stats.context) && shown(stats.source)) break;
     await page.waitForTimeout(50);
   }
   result.first_frames_ms = Date.now() - started;
