@@ -47,9 +47,9 @@ fn default_model_finds_the_annotated_people_and_no_one_else() {
     let people: serde_json::Value = serde_json::from_str(include_str!("data/people.json")).unwrap();
     let options = ModelOptions {
         labels: vec!["person".into()],
-        threshold: 0.5,
+        threshold: 0.4,
         margin_percent: 0.0,
-        hold_runs: 1,
+        cpu_budget: 1.0,
         ignore_top: 0,
     };
     let mut detector = ModelDetector::new(Model::default_model().unwrap(), options);
@@ -65,9 +65,9 @@ fn default_model_finds_the_annotated_people_and_no_one_else() {
             h: img.height() as f64,
         };
         let found: Vec<([f64; 4], f32)> = detector
-            .look(&img, whole, 0.5)
+            .look(&img, whole, 0.3)
             .iter()
-            .map(|d| ([d.x0, d.y0, d.x1, d.y1].map(f64::from), d.score))
+            .map(|d| ([d.rect.x0, d.rect.y0, d.rect.x1, d.rect.y1], d.score))
             .collect();
         let (required, optional) = (
             json_boxes(&truth["required"]),

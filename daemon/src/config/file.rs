@@ -194,6 +194,7 @@ pub struct RoiFile {
     pub threshold: Option<f32>,
     pub fps: Option<f64>,
     pub margin_percent: Option<f64>,
+    pub cpu_percent: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -476,12 +476,19 @@ fn roi(file: RoiFile) -> Result<RoiSettings, ConfigError> {
     let roi = RoiSettings {
         kind,
         model: file.model,
-        labels: file.labels.unwrap_or_else(|| vec!["person".into()]),
-        threshold: file.threshold.unwrap_or(0.5),
-        // The model costs tens of milliseconds a crop: 5 looks a second is plenty.
-        fps: file.fps.unwrap_or(if model { 5.0 } else { 15.0 }),
-        // A model's box already spans the person; motion's cells lag a moving object.
+        labels: file.labels.unwrap_or_else(|| {
+            ["person", "vehicle", "bicycle", "animal"]
+                .map(String::from)
+                .to_vec()
+        }),
+        // The built-in detector scores the people of a street scene and of photos 0.35-0.6.
+        threshold: file.threshold.unwrap_or(0.35),
+        // The model runs within its CPU budget; between its runs the tracker's predictions
+        // move the boxes on, at this rate.
+        fps: file.fps.unwrap_or(if model { 10.0 } else { 15.0 }),
+        // A model's box already spans the object; motion's cells lag a moving object.
         margin_percent: file.margin_percent.unwrap_or(if model { 1.0 } else { 4.0 }),
+        cpu_percent: file.cpu_percent.unwrap_or(10.0),
     };
     if !(0.05..=1.0).contains(&roi.threshold) {
         return bad("roi.threshold", "must be between 0.05 and 1");
@@ -502,6 +509,12 @@ fn roi(file: RoiFile) -> Result<RoiSettings, ConfigError> {
     }
     if !(0.0..=50.0).contains(&roi.margin_percent) {
         return bad("roi.margin_percent", "must be between 0 and 50");
+    }
+    if !(1.0..=100.0).contains(&roi.cpu_percent) {
+        return bad(
+            "roi.cpu_percent",
+            "must be between 1 and 100 (percent of one core)",
+        );
     }
     Ok(roi)
 }

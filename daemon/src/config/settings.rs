@@ -214,9 +214,9 @@ pub struct WebRtcSettings {
 pub struct RoiSettings {
     /// Which detector finds the ROI.
     pub kind: DetectorKind,
-    /// Model file for `kind = model`; `None` is the built-in person detector.
+    /// Model file for `kind = model`; `None` is the built-in object detector.
     pub model: Option<PathBuf>,
-    /// Model labels to keep.
+    /// Categories (`person`, `vehicle`...) or model classes to keep.
     pub labels: Vec<String>,
     /// Score a model detection needs, 0–1.
     pub threshold: f32,
@@ -224,6 +224,8 @@ pub struct RoiSettings {
     pub fps: f64,
     /// Margin added around each detection, percent of the frame width.
     pub margin_percent: f64,
+    /// Share of one core the model may use, percent (it runs less often to stay within).
+    pub cpu_percent: f64,
 }
 
 /// Which ROI detector runs.

@@ -7,7 +7,6 @@
 //! be used is reported once, clearly, and motion runs in its place.
 
 pub mod category;
-mod confirmed;
 pub mod model;
 mod model_detector;
 mod motion;
@@ -31,10 +30,13 @@ use crate::state::{Control, RoiBox};
 use crate::video::slot::LatestSlot;
 
 /// Finds regions of interest in frames.
+///
+/// Called on the ROI thread only, one frame at a time; it may take as long as the model
+/// needs (video never waits for it) and must not block on anything else.
 pub trait Detector: Send {
-    /// Looks at one frame (`main` at full size, `lores` as the context track has it) and
-    /// returns the current boxes in percent of the frame.
-    fn detect(&mut self, main: &Image, lores: &Image) -> Vec<RoiBox>;
+    /// Looks at one frame captured at `at` (`main` at full size, `lores` as the context
+    /// track has it) and returns the current boxes in percent of the frame.
+    fn detect(&mut self, at: Instant, main: &Image, lores: &Image) -> Vec<RoiBox>;
 }
 
 /// Builds the detector `settings` ask for. A model that cannot be loaded gives the motion
@@ -73,8 +75,7 @@ pub fn build(
                         labels: settings.labels.clone(),
                         threshold: settings.threshold,
                         margin_percent: settings.margin_percent,
-                        // About a second, whatever the rate.
-                        hold_runs: settings.fps.ceil() as u32,
+                        cpu_budget: settings.cpu_percent / 100.0,
                         ignore_top: stamp_rows,
                     };
                     (Some(Box::new(ModelDetector::new(model, options))), None)
@@ -130,7 +131,7 @@ pub fn spawn(
                     continue;
                 };
                 let begun = Instant::now();
-                let boxes = detector.detect(&frame.main, &frame.lores);
+                let boxes = detector.detect(frame.captured_at, &frame.main, &frame.lores);
                 drop(frame);
                 metrics.detector_runs.inc();
                 metrics

@@ -1,106 +1,123 @@
-//! The ML detector: motion proposes, the model confirms (as Frigate does).
+//! The ML detector: motion proposes, the model confirms, the identity tracker follows.
 //!
-//! Each run, the motion detector on the lores frame proposes regions; the regions of the
-//! people already tracked are added (so someone who stops moving stays found), and every
-//! few runs the whole frame (so someone who never moved is found). Each region becomes a
-//! crop of the main frame, squared and at least a third of the frame high, because the
-//! default model is made for people who fill a good part of its 224-pixel input: a
-//! pedestrian 80 pixels high in a wide 576-line scene is a speck in the whole frame but
-//! well seen in a 192-pixel crop. The model runs on each crop; its boxes, mapped back to
-//! the frame, feed a [`Tracker`] with hysteresis: a new track needs the score threshold,
-//! a tracked person stays with half of it, and is held for a second after the last
-//! sighting. Boxes under a minimum size are ignored and the margin pads what is sent.
+//! Every call (each frame the ROI thread takes, several a second) runs the motion detector
+//! on the lores frame, a fraction of a millisecond. The model runs only where and when it
+//! helps:
+//! * **where**: the region around the motion and the tracked objects' predicted boxes
+//!   (grown by [`LOOK_GROWTH`], at least [`MIN_LOOK`] of the frame's height a side), or the
+//!   whole frame once that region is most of it; and the whole frame every
+//!   [`FULL_FRAME_EVERY`], for objects that never moved. With no motion and nothing tracked
+//!   the model does not run between those looks, so a still scene costs almost nothing.
+//! * **when**: within a CPU budget (`roi.cpu_percent` of one core): after a run that took
+//!   `t`, the next waits `t / budget`.
 //!
-//! The ROI is the tracked people plus every motion region that holds one of them. The
-//! default model finds one person per crop (it is made for one person in view), so two
-//! people walking together would otherwise leave one of them out. Such a region stays
-//! confirmed while motion follows it ([`ConfirmedMotion`]), over the runs in which the
-//! model misses the person; motion that never held a person (leaves, shadows, lights) is
-//! left out.
+//! The detections of the wanted labels feed the [`ObjectTracker`] (a new object needs the
+//! score threshold, a tracked one is continued at [`KEEP_FRACTION`] of it); between runs
+//! the tracker's predictions move the boxes on. The ROI is one box per object: its box
+//! predicted to the frame's time, grown by its speed times the time to the next run (so a
+//! walker never leaves the kept area between runs) and by the margin. Motion no object
+//! explains is not kept: VISION sends nothing but the stamp band for leaves and shadows.
+
+use std::time::{Duration, Instant};
 
 use focusd_board::image::Image;
 
 use super::Detector;
-use super::confirmed::ConfirmedMotion;
+use super::category::{self, Category};
+use super::model::Model;
 use super::model::input::{Region, letterbox};
-use super::model::{Detection, Model};
 use super::motion::MotionDetector;
-use super::tracker::{Track, Tracker};
+use super::objects::{Detection, ObjectTracker, Rect, TrackState, TrackerConfig};
 use crate::state::RoiBox;
 
-/// Crops per run at most: bounds the run time.
-const MAX_CROPS: usize = 4;
-/// Smallest crop side, as a fraction of the frame height.
-const MIN_CROP: f64 = 1.0 / 3.0;
-/// A crop's side is this much the proposal's longer side (context around the person).
-const CROP_GROWTH: f64 = 1.4;
-/// The whole frame is looked at every this many runs.
-const FULL_FRAME_EVERY: u64 = 10;
+/// The looked-at region is the region of interest grown by this fraction a side.
+const LOOK_GROWTH: f64 = 0.3;
+/// Smallest side of the looked-at region, as a fraction of the frame height: the model's
+/// objects need some context around them.
+const MIN_LOOK: f64 = 0.4;
+/// A region covering more than this share of the frame is looked at as the whole frame.
+const MOST_OF_THE_FRAME: f64 = 0.6;
+/// The whole frame is looked at this often, motion or not.
+const FULL_FRAME_EVERY: Duration = Duration::from_secs(5);
 /// Detections smaller than this (percent of the frame height) are ignored.
-const MIN_SIDE_PERCENT: f64 = 3.0;
-/// Slack under this fraction of a person's box is kept: each move of a mask edge costs bits.
-const DEAD_BAND: f64 = 0.2;
-/// A moving region stays confirmed this many holds after a person was last seen in it.
-const CONFIRMED_HOLDS: u32 = 3;
-/// A tracked box stays while sightings score at least this fraction of the threshold.
-const KEEP_FRACTION: f32 = 0.5;
+const MIN_SIDE_PERCENT: f64 = 2.0;
+/// A tracked object is continued by detections scoring this fraction of the threshold.
+const KEEP_FRACTION: f32 = 0.6;
+/// The kept area leads an object by at most this long of its motion (a wrong velocity must
+/// not blow a box up).
+const MAX_LEAD: Duration = Duration::from_secs(2);
 
 /// What the model detector needs to know besides the model.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelOptions {
-    /// Labels to keep (e.g. `person`); others are dropped.
+    /// Categories or model classes to keep (`roi.labels`); others are dropped.
     pub labels: Vec<String>,
     /// Score a detection needs to start a track.
     pub threshold: f32,
     /// Margin added around each box, percent of the frame width.
     pub margin_percent: f64,
-    /// Runs a box outlives its last sighting.
-    pub hold_runs: u32,
+    /// Share of one core the model may use, 0–1 (`roi.cpu_percent` / 100).
+    pub cpu_budget: f64,
     /// Rows at the top of the lores frame motion ignores (the test stamp).
     pub ignore_top: u32,
 }
 
-/// Motion-proposed, model-confirmed ROI.
+/// Motion-proposed, model-confirmed, tracked ROI.
 #[derive(Debug)]
 pub struct ModelDetector {
     model: Model,
-    /// Class indices of the kept labels.
-    keep: Vec<usize>,
+    /// Per class of the model: its category if its label is wanted.
+    wanted: Vec<Option<Category>>,
     options: ModelOptions,
     motion: MotionDetector,
-    tracker: Tracker,
-    /// Motion regions that held a person, followed while they move.
-    confirmed: ConfirmedMotion,
-    runs: u64,
+    objects: ObjectTracker,
+    /// When the model may run next (the budget), `None` before the first run.
+    next_run: Option<Instant>,
+    /// When the whole frame was last looked at.
+    last_full: Option<Instant>,
     /// Reused input buffer.
     rgb: Vec<u8>,
     /// Whether a failed run was logged (once is enough: it fails the same way each run).
     warned: bool,
+    /// Model runs so far, and their total time (for the figures).
+    runs: u64,
+    busy: Duration,
 }
 
 impl ModelDetector {
     pub fn new(model: Model, options: ModelOptions) -> Self {
-        let keep = model
+        let wanted = model
             .labels()
             .iter()
-            .enumerate()
-            .filter(|(_, l)| super::category::wanted(&options.labels, l))
-            .map(|(i, _)| i)
+            .map(|l| category::wanted(&options.labels, l).then(|| Category::of(l)))
             .collect();
         Self {
             model,
-            keep,
+            wanted,
             motion: MotionDetector::new(options.ignore_top, 0.0),
-            tracker: Tracker::new(options.hold_runs, DEAD_BAND),
-            confirmed: ConfirmedMotion::new(options.hold_runs * CONFIRMED_HOLDS),
+            objects: ObjectTracker::new(TrackerConfig::default()),
             options,
-            runs: 0,
+            next_run: None,
+            last_full: None,
             rgb: Vec::new(),
             warned: false,
+            runs: 0,
+            busy: Duration::ZERO,
         }
     }
 
-    /// Runs the model on `region` of `img` and returns kept detections in frame pixels.
+    /// The tracker (for tests and figures).
+    pub fn objects(&self) -> &ObjectTracker {
+        &self.objects
+    }
+
+    /// Model runs so far and the time they took.
+    pub fn model_runs(&self) -> (u64, Duration) {
+        (self.runs, self.busy)
+    }
+
+    /// Runs the model on `region` of `img` and returns the wanted detections scoring at
+    /// least `min_score`, in frame pixels.
     pub fn look(&mut self, img: &Image, region: Region, min_score: f32) -> Vec<Detection> {
         let placement = letterbox(img, region, self.model.input_size(), &mut self.rgb);
         let found = match self.model.detect(&self.rgb, min_score) {
@@ -112,128 +129,164 @@ impl ModelDetector {
                 return Vec::new();
             }
         };
+        let min_side = MIN_SIDE_PERCENT / 100.0 * img.height() as f64;
         found
             .into_iter()
-            .filter(|d| self.keep.contains(&d.class))
-            .map(|d| {
+            .filter_map(|d| {
+                let category = self.wanted.get(d.class).copied().flatten()?;
                 let (x0, y0) = placement.to_frame(d.x0, d.y0);
                 let (x1, y1) = placement.to_frame(d.x1, d.y1);
-                Detection {
-                    x0: x0 as f32,
-                    y0: y0 as f32,
-                    x1: x1 as f32,
-                    y1: y1 as f32,
-                    ..d
-                }
+                let rect = Rect { x0, y0, x1, y1 };
+                (rect.width() >= min_side && rect.height() >= min_side).then(|| Detection {
+                    rect,
+                    score: d.score,
+                    category,
+                    class: self.model.labels()[d.class].clone(),
+                })
             })
             .collect()
     }
 
-    /// Regions to look at this run, in frame pixels: motion no tracked person explains
-    /// first (largest first), then the tracked people, least recently seen first.
-    fn regions(&self, main: &Image, motion: &[Track]) -> Vec<Region> {
+    /// Where to look at `at`, in frame pixels, or `None` when there is nothing to look for
+    /// and no whole-frame look is due.
+    fn region(&self, at: Instant, main: &Image, motion: &[Rect]) -> Option<Region> {
         let whole = Region::whole(main);
-        let (w, h) = (whole.w, whole.h);
-        let tracks = self.tracker.tracks();
-        let mut fresh: Vec<&Track> = motion
-            .iter()
-            .filter(|m| !tracks.iter().any(|t| t.overlaps(m)))
-            .collect();
-        fresh.sort_by(|a, b| b.area().total_cmp(&a.area()));
-        let mut known: Vec<&Track> = tracks.iter().collect();
-        known.sort_by_key(|t| std::cmp::Reverse(t.idle));
-        let mut regions: Vec<Region> = Vec::new();
-        for &Track { x0, y0, x1, y1, .. } in fresh.into_iter().chain(known) {
-            let side = ((x1 - x0).max(y1 - y0) * CROP_GROWTH)
-                .max(h * MIN_CROP)
-                .min(w.min(h));
-            let (cx, cy) = ((x0 + x1) / 2.0, (y0 + y1) / 2.0);
-            let r = Region {
-                x: (cx - side / 2.0).clamp(0.0, w - side),
-                y: (cy - side / 2.0).clamp(0.0, h - side),
-                w: side,
-                h: side,
-            };
-            // A region mostly inside one already chosen adds nothing.
-            let inside = |o: &Region| {
-                let iw = (r.x + r.w).min(o.x + o.w) - r.x.max(o.x);
-                let ih = (r.y + r.h).min(o.y + o.h) - r.y.max(o.y);
-                iw.max(0.0) * ih.max(0.0) > 0.8 * r.w * r.h
-            };
-            if !regions.iter().any(inside) {
-                regions.push(r);
-            }
+        let full_due = self
+            .last_full
+            .is_none_or(|t| at.saturating_duration_since(t) >= FULL_FRAME_EVERY);
+        let predicted = self.objects.predict(at).map(|(_, r)| r);
+        let interest = motion.iter().copied().chain(predicted).reduce(|a, b| Rect {
+            x0: a.x0.min(b.x0),
+            y0: a.y0.min(b.y0),
+            x1: a.x1.max(b.x1),
+            y1: a.y1.max(b.y1),
+        });
+        let Some(r) = interest else {
+            return full_due.then_some(whole);
+        };
+        if full_due {
+            return Some(whole);
         }
-        regions.truncate(MAX_CROPS);
-        if self.runs.is_multiple_of(FULL_FRAME_EVERY) {
-            regions.push(whole);
+        let min_side = MIN_LOOK * whole.h;
+        let w = (r.width() * (1.0 + 2.0 * LOOK_GROWTH))
+            .max(min_side)
+            .min(whole.w);
+        let h = (r.height() * (1.0 + 2.0 * LOOK_GROWTH))
+            .max(min_side)
+            .min(whole.h);
+        if w * h > MOST_OF_THE_FRAME * whole.w * whole.h {
+            return Some(whole);
         }
-        regions
+        let (cx, cy) = r.centre();
+        Some(Region {
+            x: (cx - w / 2.0).clamp(0.0, whole.w - w),
+            y: (cy - h / 2.0).clamp(0.0, whole.h - h),
+            w,
+            h,
+        })
     }
 }
 
 impl Detector for ModelDetector {
-    fn detect(&mut self, main: &Image, lores: &Image) -> Vec<RoiBox> {
+    fn detect(&mut self, at: Instant, main: &Image, lores: &Image) -> Vec<RoiBox> {
         let (w, h) = (main.width() as f64, main.height() as f64);
         // Motion regions in frame pixels.
-        let motion: Vec<Track> = self
+        let motion: Vec<Rect> = self
             .motion
             .detect_plane(&lores.luma())
             .iter()
-            .map(|p| {
-                Track::new(
-                    p.x1 / 100.0 * w,
-                    p.y1 / 100.0 * h,
-                    p.x2 / 100.0 * w,
-                    p.y2 / 100.0 * h,
-                    0.0,
-                )
+            .map(|p| Rect {
+                x0: p.x1 / 100.0 * w,
+                y0: p.y1 / 100.0 * h,
+                x1: p.x2 / 100.0 * w,
+                y1: p.y2 / 100.0 * h,
             })
             .collect();
-        let keep_score = self.options.threshold * KEEP_FRACTION;
-        let mut found = Vec::new();
-        for region in self.regions(main, &motion) {
-            found.extend(self.look(main, region, keep_score));
-        }
-        self.runs += 1;
-        let found = super::model::suppress(found, 0.3);
-        let min_side = MIN_SIDE_PERCENT / 100.0 * h;
-        let tracks = self.tracker.tracks();
-        let sightings: Vec<Track> = found
-            .iter()
-            .map(|d| {
-                Track::new(d.x0 as f64, d.y0 as f64, d.x1 as f64, d.y1 as f64, d.score)
-                    .with_class(d.class)
-            })
-            .filter(|t| t.x1 - t.x0 >= min_side && t.y1 - t.y0 >= min_side)
-            // Hysteresis: a weak sighting only keeps a person already tracked.
-            .filter(|t| t.score >= self.options.threshold || tracks.iter().any(|k| k.overlaps(t)))
-            .collect();
-        self.tracker.update(&sightings);
-        let pad = self.options.margin_percent / 100.0 * w;
-        let roi_box = |t: &Track, score: f32| RoiBox {
-            x1: ((t.x0 - pad) / w * 100.0).clamp(0.0, 100.0),
-            y1: ((t.y0 - pad) / h * 100.0).clamp(0.0, 100.0),
-            x2: ((t.x1 + pad) / w * 100.0).clamp(0.0, 100.0),
-            y2: ((t.y1 + pad) / h * 100.0).clamp(0.0, 100.0),
-            label: self.model.labels()[t.class].clone(),
-            score,
+        let due = self.next_run.is_none_or(|t| at >= t);
+        let region = if due {
+            self.region(at, main, &motion)
+        } else {
+            None
         };
-        let people = self.tracker.tracks();
-        let mut roi: Vec<RoiBox> = people
-            .iter()
-            .map(|t| roi_box(t, t.score * self.tracker.freshness(t)))
-            .collect();
-        // A motion region with a person in it is kept whole: the model finds one person
-        // per crop, and people walking together move as one region. It stays confirmed
-        // while it keeps moving, over the runs in which the model misses the person.
-        self.confirmed.update(&motion, people);
-        for c in self.confirmed.regions() {
-            roi.push(roi_box(
-                &c.region,
-                c.region.score * self.confirmed.freshness(c),
-            ));
+        if let Some(region) = region {
+            let begun = Instant::now();
+            let keep = self.options.threshold * KEEP_FRACTION;
+            let found = self.look(main, region, keep);
+            let took = begun.elapsed();
+            self.runs += 1;
+            self.busy += took;
+            if region == Region::whole(main) {
+                self.last_full = Some(at);
+            }
+            // New objects need the threshold; weaker sightings only continue tracked ones.
+            let known: Vec<Rect> = self.objects.predict(at).map(|(_, r)| r).collect();
+            let found: Vec<Detection> = found
+                .into_iter()
+                .filter(|d| {
+                    d.score >= self.options.threshold || known.iter().any(|k| k.iou(&d.rect) > 0.1)
+                })
+                .collect();
+            let looked = Rect {
+                x0: region.x,
+                y0: region.y,
+                x1: region.x + region.w,
+                y1: region.y + region.h,
+            };
+            self.objects.observe(at, &found, &[looked]);
+            self.next_run = Some(at + took.div_f64(self.options.cpu_budget.clamp(0.01, 1.0)));
+        } else {
+            self.objects.tick(at);
         }
-        roi
+        // Each box leads its object by the time to the next run.
+        let lead = self
+            .next_run
+            .map_or(Duration::ZERO, |t| t.saturating_duration_since(at))
+            .min(MAX_LEAD)
+            .as_secs_f64();
+        let pad = self.options.margin_percent / 100.0 * w;
+        let config = *self.objects.config();
+        // Tentative objects are kept too (a newcomer is shown from its first sighting; a
+        // false one costs a few bits for a run or two), and reported as such.
+        self.objects
+            .tracks()
+            .iter()
+            .map(|t| {
+                let object = t.predicted(at, &config);
+                let (vx, vy) = t.velocity;
+                let kept = object.grown(pad + vx.abs() * lead, pad + vy.abs() * lead);
+                let pct = |v: f64, side: f64| (v / side * 100.0).clamp(0.0, 100.0);
+                // A lost object fades: it may have gone.
+                let score = match t.state {
+                    TrackState::Lost => t.score * 0.5,
+                    _ => t.score,
+                };
+                RoiBox {
+                    x1: pct(kept.x0, w),
+                    y1: pct(kept.y0, h),
+                    x2: pct(kept.x1, w),
+                    y2: pct(kept.y1, h),
+                    label: t.category.as_str().to_string(),
+                    score,
+                    id: Some(t.id),
+                    sub_label: Some(t.class.clone()),
+                    object: Some(crate::state::command::Rect {
+                        x1: pct(object.x0, w),
+                        y1: pct(object.y0, h),
+                        x2: pct(object.x1, w),
+                        y2: pct(object.y1, h),
+                    }),
+                    velocity: Some([vx / w * 100.0, vy / h * 100.0]),
+                    stationary: Some(t.stationary),
+                    state: Some(
+                        match t.state {
+                            TrackState::Tentative => "tentative",
+                            TrackState::Lost => "lost",
+                            _ => "confirmed",
+                        }
+                        .to_string(),
+                    ),
+                }
+            })
+            .collect()
     }
 }

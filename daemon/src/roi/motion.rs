@@ -188,13 +188,14 @@ impl MotionDetector {
                 y2: ((t.y1 + pad) / h as f64 * 100.0).clamp(0.0, 100.0),
                 label: "motion".into(),
                 score: self.tracker.freshness(t),
+                ..RoiBox::default()
             })
             .collect()
     }
 }
 
 impl Detector for MotionDetector {
-    fn detect(&mut self, _main: &Image, lores: &Image) -> Vec<RoiBox> {
+    fn detect(&mut self, _at: std::time::Instant, _main: &Image, lores: &Image) -> Vec<RoiBox> {
         self.detect_plane(&lores.luma())
     }
 }

@@ -36,10 +36,6 @@ impl Track {
         }
     }
 
-    pub fn with_class(self, class: usize) -> Self {
-        Self { class, ..self }
-    }
-
     pub fn overlaps(&self, o: &Track) -> bool {
         self.x0 < o.x1 && o.x0 < self.x1 && self.y0 < o.y1 && o.y0 < self.y1
     }

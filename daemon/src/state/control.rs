@@ -10,17 +10,40 @@ use crate::state::command::{Command, Mode, Rect, RectChange};
 use crate::state::streams::{Streams, StreamsPatch};
 use crate::track::TrackMap;
 
-/// One region of interest, in percent of the frame.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// One region of interest, in percent of the frame: the area VISION keeps. An object the
+/// detector tracks adds what it is (`label` in the small vocabulary, `sub_label` the model's
+/// own class), its `id`, its box and its velocity; a motion region has none of these.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RoiBox {
     pub x1: f64,
     pub y1: f64,
     pub x2: f64,
     pub y2: f64,
-    /// What found it, e.g. `motion`.
+    /// What it is: `motion`, or an object's category (`person`, `vehicle`, `bicycle`,
+    /// `animal`, `object`).
     pub label: String,
     /// Confidence, 0–1.
     pub score: f32,
+    /// The tracked object's id, the same while it stays in view.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+    /// The model's own class (`Car` for a `vehicle`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_label: Option<String>,
+    /// The object's own box, predicted to now (the kept area is this grown by the margin
+    /// and by how far it may move before the next detection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<Rect>,
+    /// How fast its centre moves, percent of the frame per second, x then y.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub velocity: Option<[f64; 2]>,
+    /// Whether it has hardly moved for a few seconds (a parked car).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stationary: Option<bool>,
+    /// `tentative` (seen once: maybe a false detection), `confirmed`, or `lost` (not seen
+    /// for a moment, predicted on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
 }
 
 impl RoiBox {
@@ -507,6 +530,7 @@ mod tests {
             y2: 4.0,
             label: "motion".into(),
             score: 0.5,
+            ..RoiBox::default()
         }]);
         let v = serde_json::to_value(c.snapshot()).unwrap();
         for key in [

@@ -310,6 +310,7 @@ mod tests {
                 y2: 40.0,
                 label: "person".into(),
                 score: 0.75,
+                ..RoiBox::default()
             }],
             viewers: 2,
             fps: 29.9,

@@ -120,6 +120,7 @@ mod tests {
             y2,
             label: "motion".into(),
             score: 1.0,
+            ..RoiBox::default()
         }
     }
 

@@ -452,6 +452,7 @@ mod tests {
             y2: 20.0,
             label: "motion".into(),
             score: 1.0,
+            ..RoiBox::default()
         }
     }
 

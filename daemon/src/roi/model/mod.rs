@@ -20,10 +20,14 @@ use tract_onnx::prelude::*;
 
 pub use decode::{Detection, Layout, pose_anchors, suppress};
 
-/// The default person detector, embedded (see `daemon/models/README.md`).
-pub const DEFAULT_MODEL: &[u8] = include_bytes!("../../../models/person_detection.onnx.gz");
+/// The default detector, embedded: an SSD MobileNetV2 for 24 Open Images classes (people,
+/// vehicles, bicycles, animals, things), MediaPipe Objectron's 2-D stage (see
+/// `daemon/models/README.md`).
+pub const DEFAULT_MODEL: &[u8] = include_bytes!("../../../models/object_detection.onnx.gz");
+/// Its class names, one a line, class 0 the background.
+const DEFAULT_LABELS: &str = include_str!("../../../models/object_detection.labels");
 /// Name the default model goes by in logs and errors.
-pub const DEFAULT_MODEL_NAME: &str = "person_detection (built in)";
+pub const DEFAULT_MODEL_NAME: &str = "object_detection (built in)";
 
 /// COCO's 80 class names, for YOLO models trained on it (the common case).
 const COCO: [&str; 80] = [
@@ -187,9 +191,15 @@ pub struct Model {
 }
 
 impl Model {
-    /// Loads the built-in person detector.
+    /// Loads the built-in detector.
     pub fn default_model() -> Result<Model, ModelError> {
-        Model::from_bytes(DEFAULT_MODEL_NAME, "default.onnx.gz", DEFAULT_MODEL, None)
+        let labels = DEFAULT_LABELS.lines().map(str::to_string).collect();
+        Model::from_bytes(
+            DEFAULT_MODEL_NAME,
+            "default.onnx.gz",
+            DEFAULT_MODEL,
+            Some(labels),
+        )
     }
 
     /// Loads a model file; the format is taken from its name. Its class names come from a
@@ -522,20 +532,16 @@ mod tests {
     }
 
     fn pose_model() -> Model {
-        Model::default_model().unwrap()
+        let bytes = include_bytes!("../../../models/testdata/person_detection.onnx.gz");
+        Model::from_bytes("pose", "pose.onnx.gz", bytes, None).unwrap()
     }
 
-    /// tract on the converted object detector gives what tflite-runtime gave on the
+    /// tract on the converted built-in detector gives what tflite-runtime gave on the
     /// original, and the detections are those of the reference decoding
     /// (`daemon/models/reference_ssd.py`), for a photo of people and one of a car.
     #[test]
-    fn object_detector_matches_its_own_runtime() {
-        let labels = include_str!("../../../models/object_detection.labels")
-            .lines()
-            .map(str::to_string)
-            .collect();
-        let bytes = include_bytes!("../../../models/object_detection.onnx.gz");
-        let model = Model::from_bytes("objects", "objects.onnx.gz", bytes, Some(labels)).unwrap();
+    fn default_model_matches_its_own_runtime() {
+        let model = Model::default_model().unwrap();
         assert_eq!(model.input_size(), (300, 300));
         assert_eq!(model.labels().len(), 24);
         assert_eq!(
@@ -576,10 +582,9 @@ mod tests {
         }
     }
 
-    /// tract on the converted person detector gives what tflite-runtime gave on the
-    /// original.
+    /// tract on the converted pose detector gives what tflite-runtime gave on the original.
     #[test]
-    fn default_model_matches_its_own_runtime() {
+    fn pose_model_matches_its_own_runtime() {
         let model = pose_model();
         assert_eq!(model.input_size(), (224, 224));
         let out = model.run(reference_input()).unwrap();
