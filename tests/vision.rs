@@ -174,6 +174,10 @@ fn vision_with_the_model_keeps_the_people_of_real_footage() {
         );
     }
     println!("{seen} pictures looked at; masked share of each person: {checked:?}");
+    println!(
+        "detector busy {:.1} s",
+        focusd_testkit::process::metric(d.addr, "focusd_detector_busy_microseconds_total") / 1e6
+    );
     assert!(
         checked.len() >= 3,
         "matched only {:?} of the annotated frames",
