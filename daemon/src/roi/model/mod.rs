@@ -532,7 +532,7 @@ mod tests {
     }
 
     fn pose_model() -> Model {
-        let bytes = include_bytes!("../../../models/testdata/person_detection.onnx.gz");
+        let bytes = include_bytes!("../../../models/person_detection.onnx.gz");
         Model::from_bytes("pose", "pose.onnx.gz", bytes, None).unwrap()
     }
 
