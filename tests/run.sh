@@ -250,7 +250,7 @@ fi
 # lowest priority): the figures are informational here (the README's come from long
 # quiet runs), and the build is most of what is left.
 step "benchmark (short; figures only, no pass/fail; the boards' build beside it at the lowest priority)"
-target/release/focusd-bench --seconds 2 --viewers 8 --footage tests/.media/vtest.y4m
+target/release/focusd-bench --seconds 2 --viewers 8 --footage tests/.media/vtest.y4m --annotations tests/data/vtest_people.json
 
 # Each board's binary and package are tested as soon as they are built (the x86 test
 # binary runs them under qemu-user), beside the build of the boards' unit tests; then the

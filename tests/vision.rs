@@ -174,6 +174,26 @@ fn vision_with_the_model_keeps_the_people_of_real_footage() {
         );
     }
     println!("{seen} pictures looked at; masked share of each person: {checked:?}");
+    // The state carries the tracks: who, which, where and how fast.
+    let roi = d.state().roi;
+    let people: Vec<_> = roi
+        .iter()
+        .filter(|b| b.label == "person" && b.state.as_deref() == Some("confirmed"))
+        .collect();
+    assert!(!people.is_empty(), "confirmed people in the state: {roi:?}");
+    for b in &people {
+        assert!(b.id.is_some() && b.velocity.is_some(), "{b:?}");
+        assert_eq!(b.sub_label.as_deref(), Some("Person"), "{b:?}");
+        let object = b.object.as_ref().expect("an object's own box");
+        assert!(
+            b.x1 <= object.x1 && object.x2 <= b.x2 && b.y1 <= object.y1 && object.y2 <= b.y2,
+            "the kept area holds the object: {b:?}"
+        );
+    }
+    let mut ids: Vec<u64> = roi.iter().filter_map(|b| b.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), roi.len(), "one box a track: {roi:?}");
     println!(
         "detector busy {:.1} s",
         focusd_testkit::process::metric(d.addr, "focusd_detector_busy_microseconds_total") / 1e6

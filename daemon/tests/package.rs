@@ -136,9 +136,10 @@ fn the_deb_holds_the_binary_unit_config_and_scripts() {
         bin.deb_arch,
         size as f64 / 1048576.0
     );
-    // 15 MB for the daemon (issue 3's target, without the ML model) and 32 MB for the ROI
-    // model: tract's runtime for ONNX and TFLite (~28 MB) and the embedded person detector.
-    assert!(size < 47 * 1024 * 1024, "binary is {size} bytes");
+    // 15 MB for the daemon (issue 3's target, without the ML model) and 37 MB for the ROI
+    // model: tract's runtime for ONNX and TFLite (~28 MB) and the embedded object detector
+    // (8.9 MB).
+    assert!(size < 52 * 1024 * 1024, "binary is {size} bytes");
 }
 
 /// A root holding just what dpkg needs to install a package into it.

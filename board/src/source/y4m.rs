@@ -139,8 +139,9 @@ impl Y4mFile {
         Ok(me)
     }
 
-    /// Reads the next frame at native size; `false` at a clean end of file.
-    fn read_frame(&mut self, into: &mut Image) -> Result<bool, SourceError> {
+    /// Reads the next frame at native size, at once (not paced: for a replay on its own
+    /// clock); `false` at a clean end of file, where the file stays (`capture` loops).
+    pub fn read_frame(&mut self, into: &mut Image) -> Result<bool, SourceError> {
         let mut line = Vec::with_capacity(16);
         let n = (&mut self.reader).take(256).read_until(b'\n', &mut line)?;
         if n == 0 {

@@ -198,7 +198,7 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_key() {
-        let cases: [(&[&str], &str, &str); 28] = [
+        let cases: [(&[&str], &str, &str); 31] = [
             (&["--size", "1280"], "", "size"),
             (&["--size", "1281x720"], "", "size"),
             (&["--fps", "0"], "", "fps"),
@@ -212,6 +212,9 @@ mod tests {
             (&[], "source = \"webcam\"\n", "source"),
             (&[], "size = \"1281x720\"\n", "size"),
             (&[], "[roi]\nkind = \"magic\"\n", "roi.kind"),
+            (&[], "[roi]\ncpu_percent = 0\n", "roi.cpu_percent"),
+            (&[], "[roi]\ncpu_percent = 150\n", "roi.cpu_percent"),
+            (&[], "[roi]\nthreshold = 2\n", "roi.threshold"),
             (&[], "[mqtt]\nurl = \"http://x\"\n", "mqtt.url"),
             (&[], "[video]\nencoder = 7\n", "video.encoder"),
             (

@@ -71,13 +71,7 @@ pub fn build(
             });
             match loaded {
                 Ok(model) => {
-                    let options = ModelOptions {
-                        labels: settings.labels.clone(),
-                        threshold: settings.threshold,
-                        margin_percent: settings.margin_percent,
-                        cpu_budget: settings.cpu_percent / 100.0,
-                        ignore_top: stamp_rows,
-                    };
+                    let options = ModelOptions::from_settings(settings, stamp_rows);
                     (Some(Box::new(ModelDetector::new(model, options))), None)
                 }
                 Err(e) => (Some(motion()), Some(e)),

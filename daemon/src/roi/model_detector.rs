@@ -14,8 +14,8 @@
 //! The detections of the wanted labels feed the [`ObjectTracker`] (a new object needs the
 //! score threshold, a tracked one is continued at [`KEEP_FRACTION`] of it); between runs
 //! the tracker's predictions move the boxes on. The ROI is one box per object: its box
-//! predicted to the frame's time, grown by its speed times the time to the next run (so a
-//! walker never leaves the kept area between runs) and by the margin. Motion no object
+//! predicted to the frame's time, grown ahead of it by its speed times the time to the next
+//! run (so a walker never leaves the kept area between runs) and by the margin. Motion no object
 //! explains is not kept: VISION sends nothing but the stamp band for leaves and shadows.
 
 use std::time::{Duration, Instant};
@@ -28,6 +28,7 @@ use super::model::Model;
 use super::model::input::{Region, letterbox};
 use super::motion::MotionDetector;
 use super::objects::{Detection, ObjectTracker, Rect, TrackState, TrackerConfig};
+use crate::config::RoiSettings;
 use crate::state::RoiBox;
 
 /// The looked-at region is the region of interest grown by this fraction a side.
@@ -38,7 +39,7 @@ const MIN_LOOK: f64 = 0.4;
 /// A region covering more than this share of the frame is looked at as the whole frame.
 const MOST_OF_THE_FRAME: f64 = 0.6;
 /// The whole frame is looked at this often, motion or not.
-const FULL_FRAME_EVERY: Duration = Duration::from_secs(5);
+const FULL_FRAME_EVERY: Duration = Duration::from_secs(10);
 /// Detections smaller than this (percent of the frame height) are ignored.
 const MIN_SIDE_PERCENT: f64 = 2.0;
 /// A tracked object is continued by detections scoring this fraction of the threshold.
@@ -60,6 +61,19 @@ pub struct ModelOptions {
     pub cpu_budget: f64,
     /// Rows at the top of the lores frame motion ignores (the test stamp).
     pub ignore_top: u32,
+}
+
+impl ModelOptions {
+    /// The options `[roi]` resolves to; `stamp_rows` as [`ModelOptions::ignore_top`].
+    pub fn from_settings(settings: &RoiSettings, stamp_rows: u32) -> Self {
+        Self {
+            labels: settings.labels.clone(),
+            threshold: settings.threshold,
+            margin_percent: settings.margin_percent,
+            cpu_budget: settings.cpu_percent / 100.0,
+            ignore_top: stamp_rows,
+        }
+    }
 }
 
 /// Motion-proposed, model-confirmed, tracked ROI.
@@ -253,7 +267,13 @@ impl Detector for ModelDetector {
             .map(|t| {
                 let object = t.predicted(at, &config);
                 let (vx, vy) = t.velocity;
-                let kept = object.grown(pad + vx.abs() * lead, pad + vy.abs() * lead);
+                // Grown ahead of the object only: behind it is where it was.
+                let kept = Rect {
+                    x0: object.x0 - pad + vx.min(0.0) * lead,
+                    y0: object.y0 - pad + vy.min(0.0) * lead,
+                    x1: object.x1 + pad + vx.max(0.0) * lead,
+                    y1: object.y1 + pad + vy.max(0.0) * lead,
+                };
                 let pct = |v: f64, side: f64| (v / side * 100.0).clamp(0.0, 100.0);
                 // A lost object fades: it may have gone.
                 let score = match t.state {

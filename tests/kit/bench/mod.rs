@@ -14,8 +14,10 @@
 //!   eight: the daemon's CPU and upload;
 //! * **cold start**: the daemon started afresh, timed from exec to `READY=1` on a
 //!   notification socket of the bench's own, as systemd would see it;
-//! * **ROI model** ([`detector`]): inferences per second on one core; on real footage, the
-//!   model against motion detection: added CPU and VISION's source bitrate against HIGH's;
+//! * **ROI model** ([`detector`]): the model's runs on one core; on real footage, a replay
+//!   through the default detector (its CPU, recall on annotated people, a still scene's
+//!   cost), and the daemon with no ROI, motion and the model: CPU and VISION's source
+//!   bitrate against HIGH's;
 //! * **software encoders** ([`encoders`]): openh264 against GStreamer's x264enc on the
 //!   same frames at the same bitrate: CPU and latency;
 //! * **pictures** ([`pictures`]): the JPEG encoders side by side, and each picture door's
@@ -72,13 +74,18 @@ pub struct BenchFlags {
     /// Also measure the bitrate of each mode on this real footage (a .y4m file).
     #[arg(long, value_name = "PATH.y4m")]
     pub footage: Option<PathBuf>,
+    /// People annotated by hand in frames of the footage (`tests/data/vtest_people.json`
+    /// for vtest): the detector's recall is measured on them.
+    #[arg(long, value_name = "PATH.json", requires = "footage")]
+    pub annotations: Option<PathBuf>,
     /// Run only the soak, for this many minutes: 4 viewers (1 churning), strangers,
     /// memory and open files sampled throughout.
     #[arg(long, value_name = "MINUTES")]
     pub soak: Option<u64>,
     /// Run only this phase: `links` (impaired links), `relay` (viewers through Janus),
     /// `encoders` (the software encoders side by side), `chromium` (Chromium's latency
-    /// against the other senders) or `pictures` (the picture doors).
+    /// against the other senders), `pictures` (the picture doors) or `detector` (the ROI
+    /// detector).
     #[arg(long, value_name = "PHASE")]
     pub only: Option<String>,
 }
@@ -147,8 +154,16 @@ pub fn run(flags: &BenchFlags) -> anyhow::Result<()> {
         Some("encoders") => return encoders::run(secs, flags.footage.as_deref()),
         Some("chromium") => return browser::run(&lab, secs),
         Some("pictures") => return pictures::run(&lab, secs),
+        Some("detector") => {
+            return detector::run(
+                &lab,
+                secs,
+                flags.footage.as_deref(),
+                flags.annotations.as_deref(),
+            );
+        }
         Some(other) => anyhow::bail!(
-            "--only {other}: the phases run alone are links, relay, encoders, chromium and pictures"
+            "--only {other}: the phases run alone are links, relay, encoders, chromium, pictures and detector"
         ),
         None => {}
     }
@@ -336,7 +351,12 @@ pub fn run(flags: &BenchFlags) -> anyhow::Result<()> {
     links::run(&lab, secs)?;
     relay::run(&lab, secs)?;
     encoders::through_daemon(&lab, secs)?;
-    detector::run(&lab, secs, flags.footage.as_deref())?;
+    detector::run(
+        &lab,
+        secs,
+        flags.footage.as_deref(),
+        flags.annotations.as_deref(),
+    )?;
     pictures::run(&lab, secs)?;
     mqtt::run(&lab, secs)
 }
