@@ -49,6 +49,14 @@ try {
   result.server_mode_after_click = await page.evaluate(async () => (await (await window.focusd.api("/api/state")).json()).mode);
   await page.waitForTimeout(2500);
   result.after_vision = await decoded();
+  // The ROI's boxes (the test source's moving shapes, by motion) are drawn, and the toggle
+  // hides them.
+  await page.waitForFunction(() => window.focusd.drawnBoxes > 0, null, { timeout: 5000 }).catch(() => {});
+  const boxes = async () => page.evaluate(() => ({ roi: window.focusd.roi.length, drawn: window.focusd.drawnBoxes }));
+  result.boxes_shown = await boxes();
+  await page.click("#toggle-boxes");
+  result.boxes_hidden = await boxes();
+  await page.click("#toggle-boxes");
 
   // Screenshot of the composite, then check the picture itself (decoded in the page).
   const png = await page.locator("#composite").screenshot({ path: shot });

@@ -396,11 +396,18 @@ pub fn metric(addr: SocketAddr, line_start: &str) -> f64 {
 
 /// The value of the `/metrics` line that starts with `line_start` (name and labels).
 pub fn try_metric(addr: SocketAddr, line_start: &str) -> anyhow::Result<f64> {
+    metric_in(&scrape(addr)?, line_start).with_context(|| format!("no `{line_start}` in /metrics"))
+}
+
+/// One `/metrics` page (several counters read from it are of the same moment).
+pub fn scrape(addr: SocketAddr) -> anyhow::Result<String> {
     let r = http::request(addr, "GET", "/metrics", None, b"").context("GET /metrics")?;
-    String::from_utf8(r.body)
-        .context("UTF-8 metrics")?
-        .lines()
+    String::from_utf8(r.body).context("UTF-8 metrics")
+}
+
+/// The value of the line of a `/metrics` page that starts with `line_start`.
+pub fn metric_in(page: &str, line_start: &str) -> Option<f64> {
+    page.lines()
         .find_map(|l| l.strip_prefix(line_start)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
-        .with_context(|| format!("no `{line_start}` in /metrics"))
 }

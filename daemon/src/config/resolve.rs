@@ -488,7 +488,7 @@ fn roi(file: RoiFile) -> Result<RoiSettings, ConfigError> {
         fps: file.fps.unwrap_or(if model { 10.0 } else { 15.0 }),
         // A model's box already spans the object; motion's cells lag a moving object.
         margin_percent: file.margin_percent.unwrap_or(if model { 1.0 } else { 4.0 }),
-        cpu_percent: file.cpu_percent.unwrap_or(15.0),
+        cpu_percent: file.cpu_percent.unwrap_or(20.0),
     };
     if !(0.05..=1.0).contains(&roi.threshold) {
         return bad("roi.threshold", "must be between 0.05 and 1");
