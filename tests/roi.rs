@@ -1,4 +1,4 @@
-//! The default person detector on real photos (opencv-doc's examples, prepared by
+//! The default detector on real photos (opencv-doc's examples, prepared by
 //! tests/media.sh) against people annotated by hand in tests/data/people.json.
 
 use std::path::Path;
