@@ -74,23 +74,6 @@ impl Rect {
     }
 
     /// This box grown by `dx` left and right and `dy` above and below.
-    /// This box cut to `to` (empty, of zero width or height, when they do not meet).
-    pub fn clipped(&self, to: &Rect) -> Rect {
-        let x0 = self.x0.clamp(to.x0, to.x1);
-        let y0 = self.y0.clamp(to.y0, to.y1);
-        Rect {
-            x0,
-            y0,
-            x1: self.x1.clamp(x0, to.x1),
-            y1: self.y1.clamp(y0, to.y1),
-        }
-    }
-
-    /// Whether `other` lies wholly inside.
-    pub fn contains(&self, other: &Rect) -> bool {
-        self.x0 <= other.x0 && self.y0 <= other.y0 && other.x1 <= self.x1 && other.y1 <= self.y1
-    }
-
     pub fn grown(&self, dx: f64, dy: f64) -> Rect {
         Rect {
             x0: self.x0 - dx,
