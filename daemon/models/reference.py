@@ -58,15 +58,22 @@ def overlap(a, b):
     return inter / union if union > 0 else 0.0
 
 
-def main(tflite_path, onnx_path, image, outdir):
-    pixels = letterbox(image)
-    x = pixels.astype(np.float32) / 127.5 - 1
+def run_both(tflite_path, onnx_path, x):
+    """The outputs of the original model (tflite-runtime, in its output order) and of the
+    conversion (onnxruntime) for the HWC input `x`."""
     it = tfl.Interpreter(model_path=tflite_path)
     it.allocate_tensors()
     it.set_tensor(it.get_input_details()[0]["index"], x[None])
     it.invoke()
-    reg, logits = (it.get_tensor(d["index"]) for d in it.get_output_details())
+    theirs = [it.get_tensor(d["index"]) for d in it.get_output_details()]
     ours = onnxruntime.InferenceSession(onnx_path).run(None, {"image": x.transpose(2, 0, 1)[None]})
+    return theirs, ours
+
+
+def main(tflite_path, onnx_path, image, outdir):
+    pixels = letterbox(image)
+    x = pixels.astype(np.float32) / 127.5 - 1
+    (reg, logits), ours = run_both(tflite_path, onnx_path, x)
     diff = max(float(np.abs(a - b).max()) for a, b in zip((reg, logits), ours))
     print(f"{os.path.basename(image)}: converted model vs tflite-runtime, max |diff| {diff:.2e}")
     if diff > 0.01:

@@ -14,11 +14,9 @@ import os
 import sys
 
 import numpy as np
-import onnxruntime
-import tflite_runtime.interpreter as tfl
 
 import ssd
-from reference import letterbox, overlap
+from reference import letterbox, overlap, run_both
 
 SIZE = 300
 
@@ -36,14 +34,9 @@ def main(tflite_path, onnx_path, labels_path, image, outdir):
     labels = open(labels_path).read().splitlines()
     pixels = letterbox(image, SIZE)
     x = pixels.astype(np.float32) / 127.5 - 1
-    it = tfl.Interpreter(model_path=tflite_path)
-    it.allocate_tensors()
-    it.set_tensor(it.get_input_details()[0]["index"], x[None])
-    it.invoke()
-    boxes, logits = (it.get_tensor(d["index"]) for d in it.get_output_details())
+    (boxes, logits), ours = run_both(tflite_path, onnx_path, x)
     if boxes.shape[-1] != 4:
         boxes, logits = logits, boxes
-    ours = onnxruntime.InferenceSession(onnx_path).run(None, {"image": x.transpose(2, 0, 1)[None]})
     diff = max(float(np.abs(a - b).max()) for a, b in zip((boxes, logits), ours))
     print(f"{os.path.basename(image)}: converted detector vs tflite-runtime, max |diff| {diff:.2e}")
     if diff > 0.01:

@@ -369,22 +369,14 @@ mod tests {
         let layout = Layout::recognise(&[vec![1, 2254, 12], vec![1, 2254, 1]], (224, 224))
             .expect("pose layout");
         let got = layout.decode(&[reg, logits], 0.5);
-        let want: serde_json::Value = serde_json::from_str(include_str!(
+        let want = super::super::reference_detections(include_str!(
             "../../../models/testdata/basketball1.detections.json"
-        ))
-        .unwrap();
-        let want = want.as_array().unwrap();
+        ));
         assert_eq!(got.len(), want.len(), "{got:?}");
-        for (g, w) in got.iter().zip(want) {
-            let b: Vec<f32> = w["box"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_f64().unwrap() as f32)
-                .collect();
-            assert!((g.score - w["score"].as_f64().unwrap() as f32).abs() < 1e-5);
-            for (x, y) in [g.x0, g.y0, g.x1, g.y1].iter().zip(&b) {
-                assert!((x - y).abs() < 1e-3, "{g:?} vs {b:?}");
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g.score - w.score).abs() < 1e-5);
+            for (x, y) in [g.x0, g.y0, g.x1, g.y1].iter().zip(&w.bbox) {
+                assert!((x - y).abs() < 1e-3, "{g:?} vs {:?}", w.bbox);
             }
         }
         // Lower thresholds keep more, but NMS leaves few: the anchors fire in clusters.

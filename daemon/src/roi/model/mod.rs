@@ -510,6 +510,32 @@ fn f32s(bytes: &[u8]) -> Vec<f32> {
         .collect()
 }
 
+/// One detection of a reference run (`testdata/*.detections.json`, written by
+/// `reference.py` and `reference_ssd.py`): its class name if the file has one, its score
+/// and its box (x0, y0, x1, y1, input pixels).
+#[cfg(test)]
+struct ReferenceDetection {
+    label: Option<String>,
+    score: f32,
+    bbox: [f32; 4],
+}
+
+#[cfg(test)]
+fn reference_detections(json: &str) -> Vec<ReferenceDetection> {
+    let all: Vec<serde_json::Value> = serde_json::from_str(json).expect("a JSON array");
+    all.iter()
+        .map(|w| {
+            let b = w["box"].as_array().expect("a box");
+            let f = |v: &serde_json::Value| v.as_f64().expect("a number") as f32;
+            ReferenceDetection {
+                label: w["label"].as_str().map(str::to_string),
+                score: f(&w["score"]),
+                bbox: [f(&b[0]), f(&b[1]), f(&b[2]), f(&b[3])],
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -562,21 +588,14 @@ mod tests {
         ] {
             let worst = worst_difference(&model.run(input).unwrap(), &f32s(output));
             assert!(worst < 0.05, "max |tract - tflite-runtime| = {worst}");
-            let want: serde_json::Value = serde_json::from_str(detections).unwrap();
-            let want = want.as_array().unwrap();
+            let want = super::reference_detections(detections);
             let got = model.detect(input, 0.3).unwrap();
-            assert_eq!(got.len(), want.len(), "{got:?} vs {want:?}");
-            for (g, w) in got.iter().zip(want) {
-                assert_eq!(model.labels()[g.class], w["label"].as_str().unwrap());
-                assert!((g.score - w["score"].as_f64().unwrap() as f32).abs() < 0.01);
-                let b: Vec<f32> = w["box"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_f64().unwrap() as f32)
-                    .collect();
-                for (x, y) in [g.x0, g.y0, g.x1, g.y1].iter().zip(&b) {
-                    assert!((x - y).abs() < 1.0, "{g:?} vs {b:?}");
+            assert_eq!(got.len(), want.len(), "{got:?}");
+            for (g, w) in got.iter().zip(&want) {
+                assert_eq!(Some(&model.labels()[g.class]), w.label.as_ref());
+                assert!((g.score - w.score).abs() < 0.01);
+                for (x, y) in [g.x0, g.y0, g.x1, g.y1].iter().zip(&w.bbox) {
+                    assert!((x - y).abs() < 1.0, "{g:?} vs {:?}", w.bbox);
                 }
             }
         }
